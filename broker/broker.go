@@ -1,0 +1,69 @@
+// Package broker defines what the actionsync service needs from a message broker: publish
+// actions to a channel and get their seq, follow channels from a position (replay, then
+// live, with no gap and no duplicate at the seam), and read history.
+//
+// Implementations live in sub-packages (memory, ...) and must pass the conformance suite
+// in brokertest. This package never imports Connect.
+package broker
+
+import (
+	"context"
+
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+)
+
+// Broker orders, stores and fans out actions per channel. All methods are safe for
+// concurrent use.
+type Broker interface {
+	// Publish appends actions to channel, all or nothing, and returns one Ack per action
+	// in order. It returns only once every action has its seq and is in history and in
+	// the queue of every live subscriber. Actions must be valid (the service validates
+	// them) with id and client_id set; Publish sets channel, seq and time and takes
+	// ownership of them. An id already in history with the same type, payload and meta is
+	// a duplicate (its original seq, nothing delivered); with a different body the whole
+	// call fails with ErrConflict. A repeated id within one call counts the same way.
+	Publish(ctx context.Context, channel string, actions []*actionsyncv1.Action) ([]Ack, error)
+	// Subscribe creates an empty subscription for one subscriber; channels are added
+	// with Subscription.Add. It fails with ErrClosed after Close.
+	Subscribe(opts SubscribeOptions) (Subscription, error)
+	// History returns up to limit entries with seq > afterSeq, in order, and the
+	// channel's head seq (0 for a channel with no actions). It fails with ErrTrimmed if
+	// history no longer reaches back to afterSeq+1 and with ErrBeyondHead if afterSeq is
+	// after the head.
+	History(ctx context.Context, channel string, afterSeq uint64, limit int) ([]*Entry, uint64, error)
+	// Close ends every subscription with ErrClosed and refuses further work. Publish
+	// calls already under way finish first. Close is idempotent.
+	Close() error
+}
+
+// SubscribeOptions configures a subscription.
+type SubscribeOptions struct {
+	// ClientID is the subscriber's client id (may be empty).
+	ClientID string
+	// ExcludeOwn skips actions published with ClientID (which must then be non-empty).
+	ExcludeOwn bool
+}
+
+// Subscription is one subscriber's view of one or more channels: a bounded queue of
+// events filled by publishers plus a replay cursor per channel still catching up.
+//
+// Add and Close may be called from any goroutine; Poll is for one goroutine at a time
+// (the subscriber's writer).
+type Subscription interface {
+	// Add starts following channel from pos. For each channel, events arrive in this
+	// order: an optional reset (history does not reach back to pos.AfterSeq+1, or
+	// pos.AfterSeq is beyond the head), replayed entries, a ready control, then live
+	// entries, in seq order with no gap and no duplicate. Adding a channel twice fails
+	// with ErrDuplicateChannel.
+	Add(ctx context.Context, channel string, pos Position) error
+	// Poll appends to buf the events available now, at most maxActions entries (control
+	// events do not count), without blocking. When nothing is left and the subscription
+	// has ended it returns the reason: ErrSlowConsumer, ErrClosed, or ErrClosed after
+	// Close. Events already queued are returned before the error.
+	Poll(buf []Event, maxActions int) ([]Event, error)
+	// Notify returns a channel that receives a value after new events are queued or the
+	// subscription ends. A receive does not promise that Poll returns anything.
+	Notify() <-chan struct{}
+	// Close stops delivery and releases the subscription. It is idempotent.
+	Close()
+}

@@ -1,0 +1,29 @@
+package broker
+
+import "errors"
+
+// Sentinel errors returned by every Broker implementation. The service maps each to one
+// Connect code (service/errors.go); wrap them with fmt.Errorf("...: %w", ErrX) to add detail.
+var (
+	// ErrClosed is returned once the broker has been closed: publishing fails and
+	// subscriptions end with it. Clients should reconnect (to another node).
+	ErrClosed = errors.New("broker closed")
+	// ErrSlowConsumer ends a subscription whose queue overflowed: the subscriber fell
+	// behind the live stream. It can resume from the last seq it received.
+	ErrSlowConsumer = errors.New("subscriber queue full")
+	// ErrConflict is returned by Publish when an action id is already in the channel's
+	// history with a different type, payload or meta.
+	ErrConflict = errors.New("action id already used with a different body")
+	// ErrTrimmed is returned by History when the history no longer reaches back to the
+	// requested position.
+	ErrTrimmed = errors.New("history trimmed")
+	// ErrBeyondHead is returned by History when the requested position is after the
+	// channel's head.
+	ErrBeyondHead = errors.New("position beyond head")
+	// ErrTooManyChannels is returned when creating a channel would pass the broker's
+	// channel limit.
+	ErrTooManyChannels = errors.New("too many channels")
+	// ErrDuplicateChannel is returned by Subscription.Add for a channel the
+	// subscription already follows.
+	ErrDuplicateChannel = errors.New("channel already subscribed")
+)
