@@ -1,0 +1,52 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	"github.com/actionsync/actionsync/broker"
+)
+
+// errShuttingDown ends streams when the server shuts down: clients reconnect and resume.
+var errShuttingDown = errors.New("server shutting down; reconnect and resume from your last seq")
+
+// connectError is the one place broker errors become Connect codes.
+func (s *Service) connectError(err error) *connect.Error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	code := connect.CodeInternal
+	switch {
+	case errors.Is(err, broker.ErrClosed):
+		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+	case errors.Is(err, broker.ErrSlowConsumer):
+		return connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("subscriber fell behind (%w); resume from the last seq you applied", err))
+	case errors.Is(err, broker.ErrConflict):
+		code = connect.CodeAlreadyExists
+	case errors.Is(err, broker.ErrTrimmed):
+		code = connect.CodeFailedPrecondition
+	case errors.Is(err, broker.ErrBeyondHead):
+		code = connect.CodeOutOfRange
+	case errors.Is(err, broker.ErrTooManyChannels):
+		code = connect.CodeResourceExhausted
+	case errors.Is(err, broker.ErrDuplicateChannel):
+		code = connect.CodeInvalidArgument
+	case errors.Is(err, context.Canceled):
+		code = connect.CodeCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = connect.CodeDeadlineExceeded
+	default:
+		s.log.Error("internal error", slog.Any("err", err))
+		return connect.NewError(code, errors.New("internal error"))
+	}
+	return connect.NewError(code, err)
+}

@@ -1,0 +1,112 @@
+package service
+
+import (
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+)
+
+// Defaults for Limits and Options.
+const (
+	DefaultMaxTypeBytes        = 128
+	DefaultMaxPayloadBytes     = 64 << 10
+	DefaultMaxDispatchActions  = 100
+	DefaultMaxPositions        = 64
+	DefaultHistoryLimit        = 100
+	DefaultMaxHistoryLimit     = 1_000
+	DefaultMaxReadBytes        = 8 << 20
+	DefaultChannelPattern      = `^[A-Za-z0-9_.:-]{1,128}$`
+	DefaultHeartbeat           = 15 * time.Second
+	DefaultMaxBatchActions     = 1_024
+	DefaultMaxBatchBytes       = 1 << 20
+	DefaultCompressMinBytes    = 1 << 10
+	maxIDBytes                 = 64
+	maxClientIDBytes           = 64
+	idPatternText              = `^[A-Za-z0-9_.:-]{1,64}$`
+	defaultDispatchQueueOnSync = 16
+)
+
+// Limits bounds what one request may carry. The zero value of a field means its default.
+type Limits struct {
+	// MaxTypeBytes is the longest action type in bytes (default 128).
+	MaxTypeBytes int
+	// MaxPayloadBytes bounds an action's payload and meta together, in their protobuf
+	// encoding (default 65,536), whatever protocol the request came in.
+	MaxPayloadBytes int
+	// MaxDispatchActions is the most actions in one dispatch (default 100).
+	MaxDispatchActions int
+	// MaxPositions is the most channels one subscription follows (default 64).
+	MaxPositions int
+	// MaxHistoryLimit is the largest History limit (default 1,000).
+	MaxHistoryLimit int
+	// MaxReadBytes is the largest request message the server reads (default 8 MiB);
+	// larger ones fail with RESOURCE_EXHAUSTED before they are decoded.
+	MaxReadBytes int
+	// ChannelPattern is the regular expression a channel name must match in full
+	// (default `^[A-Za-z0-9_.:-]{1,128}$`).
+	ChannelPattern string
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxTypeBytes, DefaultMaxTypeBytes)
+	def(&l.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	def(&l.MaxDispatchActions, DefaultMaxDispatchActions)
+	def(&l.MaxPositions, DefaultMaxPositions)
+	def(&l.MaxHistoryLimit, DefaultMaxHistoryLimit)
+	def(&l.MaxReadBytes, DefaultMaxReadBytes)
+	if l.ChannelPattern == "" {
+		l.ChannelPattern = DefaultChannelPattern
+	}
+	return l
+}
+
+// Options configures a Service. The zero value of a field means its default.
+type Options struct {
+	// Limits bounds requests.
+	Limits Limits
+	// AllowList restricts action types per channel (default nil: every type allowed).
+	AllowList *AllowList
+	// Heartbeat is how long a stream may stay idle before the server sends a heartbeat
+	// (default 15s; negative: never).
+	Heartbeat time.Duration
+	// MaxBatchActions is the most actions in one streamed response (default 1,024).
+	MaxBatchActions int
+	// MaxBatchBytes stops a streamed response growing once it passes this many bytes
+	// (default 1 MiB).
+	MaxBatchBytes int
+	// CompressMinBytes is the smallest response the server compresses when the client
+	// accepts it (default 1 KiB); small messages are cheaper to send as they are.
+	CompressMinBytes int
+	// Logger receives one line per finished RPC (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
+	o.Limits = o.Limits.withDefaults()
+	if o.Heartbeat == 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.MaxBatchActions <= 0 {
+		o.MaxBatchActions = DefaultMaxBatchActions
+	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if o.CompressMinBytes <= 0 {
+		o.CompressMinBytes = DefaultCompressMinBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	re, err := regexp.Compile(o.Limits.ChannelPattern)
+	if err != nil {
+		return o, nil, fmt.Errorf("channel pattern %q: %w", o.Limits.ChannelPattern, err)
+	}
+	return o, re, nil
+}

@@ -1,0 +1,169 @@
+// Package service implements actionsync.v1.SyncService over a broker.Broker: request
+// validation, allow-lists, mapping the four RPCs onto the broker, batching streamed
+// actions, and graceful shutdown of streams. It serves the Connect, gRPC and gRPC-Web
+// protocols through connect-go.
+package service
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/actionsync/actionsync/broker"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
+)
+
+// Service is the SyncService handler. Create it with New; it is safe for concurrent use.
+type Service struct {
+	broker   broker.Broker
+	opts     Options
+	validate validator
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	stopping chan struct{} // closed by Shutdown
+	stopped  bool
+	streams  sync.WaitGroup // stream handlers and their reader goroutines
+}
+
+var _ actionsyncv1connect.SyncServiceHandler = (*Service)(nil)
+
+// New returns the SyncService implementation over b. It fails if opts are invalid
+// (e.g. a channel pattern that does not compile).
+func New(b broker.Broker, opts Options) (*Service, error) {
+	opts, channelRe, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Service{
+		broker:   b,
+		opts:     opts,
+		validate: validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
+		log:      opts.Logger,
+		stopping: make(chan struct{}),
+	}, nil
+}
+
+// Handler returns the path prefix and handler for actionsync.v1.SyncService, with the
+// service's codecs, read limit, compression threshold and request logging.
+func (s *Service) Handler() (string, http.Handler) {
+	opts := append(codecOptions(),
+		connect.WithReadMaxBytes(s.opts.Limits.MaxReadBytes),
+		connect.WithCompressMinBytes(s.opts.CompressMinBytes),
+		connect.WithInterceptors(&logInterceptor{log: s.log}),
+	)
+	return actionsyncv1connect.NewSyncServiceHandler(s, opts...)
+}
+
+// Shutdown ends every Subscribe and Sync stream with CodeUnavailable and refuses new
+// ones; it returns when every stream handler has returned, or with ctx's error. Unary
+// Dispatch and History calls are not interrupted (http.Server.Shutdown waits for them).
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.stopping)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // exits when the last stream goroutine does
+		s.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// enter registers a stream goroutine; it fails once Shutdown has begun.
+func (s *Service) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+	}
+	s.streams.Add(1)
+	return nil
+}
+
+// Dispatch publishes a batch of actions to one channel, all or nothing.
+func (s *Service) Dispatch(ctx context.Context, req *connect.Request[actionsyncv1.DispatchRequest]) (*connect.Response[actionsyncv1.DispatchResponse], error) {
+	res, err := s.dispatch(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(res), nil
+}
+
+// dispatch validates and publishes req; shared by Dispatch and Sync.
+func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
+	if err := s.validate.dispatch(req); err != nil {
+		return nil, err
+	}
+	actions := make([]*actionsyncv1.Action, len(req.GetActions()))
+	for i, a := range req.GetActions() {
+		id := a.GetId()
+		if id == "" {
+			id = ulid.Make().String()
+		}
+		actions[i] = &actionsyncv1.Action{Type: a.GetType(), Payload: a.GetPayload(), Id: id, ClientId: req.GetClientId(), Meta: a.GetMeta()}
+	}
+	acks, err := s.broker.Publish(ctx, req.GetChannel(), actions)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	res := &actionsyncv1.DispatchResponse{Acks: make([]*actionsyncv1.Ack, len(acks))}
+	for i, a := range acks {
+		res.Acks[i] = &actionsyncv1.Ack{Id: a.ID, Seq: a.Seq, Duplicate: a.Duplicate}
+	}
+	return res, nil
+}
+
+// History reads a range of a channel's history.
+func (s *Service) History(ctx context.Context, req *connect.Request[actionsyncv1.HistoryRequest]) (*connect.Response[actionsyncv1.HistoryResponse], error) {
+	limit, verr := s.validate.history(req.Msg)
+	if verr != nil {
+		return nil, verr
+	}
+	entries, head, err := s.broker.History(ctx, req.Msg.GetChannel(), req.Msg.GetAfterSeq(), limit)
+	if err != nil {
+		return nil, s.connectError(err)
+	}
+	res := &actionsyncv1.HistoryResponse{HeadSeq: head, Actions: make([]*actionsyncv1.Action, len(entries))}
+	for i, e := range entries {
+		res.Actions[i] = e.Action
+	}
+	return connect.NewResponse(res), nil
+}
+
+// Subscribe follows the requested channels: replay, ready, then live actions in batches.
+func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsyncv1.SubscribeRequest], stream *connect.ServerStream[actionsyncv1.SubscribeResponse]) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.streams.Done()
+	if err := s.validate.subscribe(req.Msg, 0); err != nil {
+		return err
+	}
+	sub, err := s.broker.Subscribe(broker.SubscribeOptions{ClientID: req.Msg.GetClientId(), ExcludeOwn: req.Msg.GetExcludeOwn()})
+	if err != nil {
+		return s.connectError(err)
+	}
+	defer sub.Close()
+	for _, p := range req.Msg.GetPositions() {
+		if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive()}); err != nil {
+			return s.connectError(err)
+		}
+	}
+	w := s.newWriter(stream.Conn(), subscribeMessages)
+	w.sub = sub
+	return w.run(ctx, syncInputs{})
+}

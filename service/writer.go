@@ -1,0 +1,174 @@
+package service
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/actionsync/actionsync/broker"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+)
+
+// messages builds the non-action responses of one kind of stream.
+type messages struct {
+	reset     func(*actionsyncv1.Reset) proto.Message
+	ready     func(*actionsyncv1.Ready) proto.Message
+	heartbeat func() proto.Message
+}
+
+var subscribeMessages = messages{
+	reset:     func(r *actionsyncv1.Reset) proto.Message { return &actionsyncv1.SubscribeResponse{Reset_: r} },
+	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SubscribeResponse{Ready: r} },
+	heartbeat: func() proto.Message { return &actionsyncv1.SubscribeResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
+}
+
+var syncMessages = messages{
+	reset:     func(r *actionsyncv1.Reset) proto.Message { return &actionsyncv1.SyncResponse{Reset_: r} },
+	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SyncResponse{Ready: r} },
+	heartbeat: func() proto.Message { return &actionsyncv1.SyncResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
+}
+
+// writer is the one goroutine that sends on a stream. It drains everything the
+// subscription has queued into as few responses as the batch limits allow: connect-go
+// flushes after every Send, so a Send per action would cost a write per action.
+type writer struct {
+	s      *Service
+	conn   connect.StreamingHandlerConn
+	msgs   messages
+	sub    broker.Subscription // nil until a Sync stream's first subscribe
+	events []broker.Event      // reused Poll buffer
+	batch  actionBatch         // reused response
+}
+
+func (s *Service) newWriter(conn connect.StreamingHandlerConn, msgs messages) *writer {
+	return &writer{s: s, conn: conn, msgs: msgs, events: make([]broker.Event, 0, 16)}
+}
+
+// syncInputs are the extra inputs of a Sync stream's writer; all nil for Subscribe.
+type syncInputs struct {
+	newSub  <-chan broker.Subscription // the stream's subscription, once it exists
+	results <-chan proto.Message       // dispatch answers, in request order
+	errc    <-chan error               // the reader's fatal error
+}
+
+// run sends until the subscription ends, the client goes away, the Sync reader fails, or
+// the service shuts down.
+func (w *writer) run(ctx context.Context, in syncInputs) error {
+	var beat <-chan time.Time
+	sent := func() {}
+	if d := w.s.opts.Heartbeat; d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		beat, sent = t.C, func() { t.Reset(d) }
+	}
+	for {
+		if w.sub != nil {
+			events, err := w.sub.Poll(w.events[:0], w.s.opts.MaxBatchActions)
+			w.events = events
+			if len(events) > 0 {
+				serr := w.send(events)
+				clear(events) // don't keep entries alive until the next Poll overwrites them
+				if serr != nil {
+					return serr
+				}
+				sent()
+				// Interleave dispatch answers with a busy subscription.
+				select {
+				case r := <-in.results:
+					if err := w.conn.Send(r); err != nil {
+						return err
+					}
+				default:
+				}
+				continue
+			}
+			if err != nil {
+				return w.s.connectError(err)
+			}
+		}
+		var notify <-chan struct{}
+		if w.sub != nil {
+			notify = w.sub.Notify()
+		}
+		select {
+		case <-notify:
+		case sub := <-in.newSub:
+			w.sub, in.newSub = sub, nil
+		case r := <-in.results:
+			if err := w.conn.Send(r); err != nil {
+				return err
+			}
+			sent()
+		case err := <-in.errc:
+			return err
+		case <-beat:
+			if err := w.conn.Send(w.msgs.heartbeat()); err != nil {
+				return err
+			}
+			sent()
+		case <-ctx.Done():
+			return connect.NewError(connect.CodeCanceled, ctx.Err())
+		case <-w.s.stopping:
+			return w.stop(in.results)
+		}
+	}
+}
+
+// stop answers the dispatches that have already finished, then ends the stream so that
+// the client reconnects (to another node) and resumes.
+func (w *writer) stop(results <-chan proto.Message) error {
+	for {
+		select {
+		case r := <-results:
+			if err := w.conn.Send(r); err != nil {
+				return err
+			}
+		default:
+			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+		}
+	}
+}
+
+// send writes events in order: runs of actions as batches bounded by MaxBatchBytes,
+// control events as their own responses.
+func (w *writer) send(events []broker.Event) error {
+	size := 0
+	flush := func() error {
+		if len(w.batch.entries) == 0 {
+			return nil
+		}
+		err := w.conn.Send(&w.batch)
+		clear(w.batch.entries)
+		w.batch.entries, size = w.batch.entries[:0], 0
+		return err
+	}
+	for _, ev := range events {
+		if e := ev.Entry; e != nil {
+			w.batch.entries = append(w.batch.entries, e)
+			if size += len(e.Proto); size >= w.s.opts.MaxBatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		var msg proto.Message
+		switch c := ev.Control; c.Kind {
+		case broker.ControlReset:
+			msg = w.msgs.reset(&actionsyncv1.Reset{Channel: c.Channel, HeadSeq: c.Seq})
+		case broker.ControlReady:
+			msg = w.msgs.ready(&actionsyncv1.Ready{Channel: c.Channel, HeadSeq: c.Seq})
+		default:
+			continue
+		}
+		if err := w.conn.Send(msg); err != nil {
+			return err
+		}
+	}
+	return flush()
+}
