@@ -1,0 +1,351 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/actionsync/actionsync/broker/memory"
+	"github.com/actionsync/actionsync/service"
+)
+
+// envOf returns a getenv over vars.
+func envOf(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestLoadConfig_defaults(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(nil, envOf(nil))
+	if err != nil {
+		t.Fatalf("loadConfig: %v", err)
+	}
+	ints := []struct {
+		name      string
+		got, want int
+	}{
+		{"history-size", c.broker.HistorySize, memory.DefaultHistorySize},
+		{"queue-size", c.broker.QueueSize, memory.DefaultQueueSize},
+		{"max-channels", c.broker.MaxChannels, memory.DefaultMaxChannels},
+		{"max-type-bytes", c.service.Limits.MaxTypeBytes, service.DefaultMaxTypeBytes},
+		{"max-payload-bytes", c.service.Limits.MaxPayloadBytes, service.DefaultMaxPayloadBytes},
+		{"max-dispatch-actions", c.service.Limits.MaxDispatchActions, service.DefaultMaxDispatchActions},
+		{"max-positions", c.service.Limits.MaxPositions, service.DefaultMaxPositions},
+		{"max-history-limit", c.service.Limits.MaxHistoryLimit, service.DefaultMaxHistoryLimit},
+		{"max-read-bytes", c.service.Limits.MaxReadBytes, service.DefaultMaxReadBytes},
+	}
+	for _, tt := range ints {
+		if tt.got != tt.want {
+			t.Errorf("--%s: got %d, want %d", tt.name, tt.got, tt.want)
+		}
+	}
+	durations := []struct {
+		name      string
+		got, want time.Duration
+	}{
+		{"history-max-age", c.broker.MaxAge, memory.DefaultMaxAge},
+		{"heartbeat", c.service.Heartbeat, service.DefaultHeartbeat},
+		{"shutdown-timeout", c.shutdownTimeout, 30 * time.Second},
+	}
+	for _, tt := range durations {
+		if tt.got != tt.want {
+			t.Errorf("--%s: got %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	if c.addr != "localhost:8080" {
+		t.Errorf("--addr: got %q, want localhost:8080", c.addr)
+	}
+	if c.service.Limits.ChannelPattern != service.DefaultChannelPattern {
+		t.Errorf("--channel-pattern: got %q, want %q", c.service.Limits.ChannelPattern, service.DefaultChannelPattern)
+	}
+	if c.corsOrigins != nil || c.service.AllowList != nil || c.tlsCert != nil {
+		t.Errorf("got cors %v, allow-list %v, tls %v; want none of them", c.corsOrigins, c.service.AllowList, c.tlsCert)
+	}
+	if c.logFormat != "text" || c.logLevel.String() != "INFO" {
+		t.Errorf("got log format %q level %v, want text INFO", c.logFormat, c.logLevel)
+	}
+}
+
+func TestLoadConfig_precedence(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"default", nil, nil, 10_000},
+		{"env", nil, map[string]string{"ACTIONSYNC_HISTORY_SIZE": "50"}, 50},
+		{"flag", []string{"--history-size", "7"}, nil, 7},
+		{"flag_over_env", []string{"--history-size=7"}, map[string]string{"ACTIONSYNC_HISTORY_SIZE": "50"}, 7},
+		{"flag_over_bad_env", []string{"-history-size", "7"}, map[string]string{"ACTIONSYNC_HISTORY_SIZE": "-1"}, 7},
+		{"last_flag_wins", []string{"--history-size=7", "--history-size=8"}, nil, 8},
+		{"empty_env_is_unset", nil, map[string]string{"ACTIONSYNC_HISTORY_SIZE": ""}, 10_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConfig(tt.args, envOf(tt.env))
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			if c.broker.HistorySize != tt.want {
+				t.Errorf("history size: got %d, want %d", c.broker.HistorySize, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_values(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig([]string{
+		"--addr", "127.0.0.1:0",
+		"--max-read-bytes", "2MiB",
+		"--max-payload-bytes", "1024",
+		"--heartbeat", "0",
+		"--history-max-age", "0",
+		"--cors-origins", " https://app.example.com, http://localhost:5173 ,,https://*.example.org",
+		"--channel-pattern", `^[a-z]+$`,
+		"--log-level", "debug",
+	}, envOf(map[string]string{"ACTIONSYNC_LOG_FORMAT": "json", "ACTIONSYNC_SHUTDOWN_TIMEOUT": "1m"}))
+	if err != nil {
+		t.Fatalf("loadConfig: %v", err)
+	}
+	if c.addr != "127.0.0.1:0" {
+		t.Errorf("addr: got %q, want 127.0.0.1:0", c.addr)
+	}
+	if got := c.service.Limits.MaxReadBytes; got != 2<<20 {
+		t.Errorf("max read bytes: got %d, want %d", got, 2<<20)
+	}
+	if got := c.service.Limits.MaxPayloadBytes; got != 1024 {
+		t.Errorf("max payload bytes: got %d, want 1024", got)
+	}
+	// Zero means "off" on the command line; the packages spell "off" as negative.
+	if c.service.Heartbeat >= 0 || c.broker.MaxAge >= 0 {
+		t.Errorf("heartbeat %v, max age %v: want both negative (off)", c.service.Heartbeat, c.broker.MaxAge)
+	}
+	want := []string{"https://app.example.com", "http://localhost:5173", "https://*.example.org"}
+	if strings.Join(c.corsOrigins, " ") != strings.Join(want, " ") {
+		t.Errorf("cors origins: got %q, want %q", c.corsOrigins, want)
+	}
+	if c.service.Limits.ChannelPattern != `^[a-z]+$` {
+		t.Errorf("channel pattern: got %q", c.service.Limits.ChannelPattern)
+	}
+	if c.logFormat != "json" || c.logLevel.String() != "DEBUG" || c.shutdownTimeout != time.Minute {
+		t.Errorf("got log %q %v, shutdown timeout %v; want json DEBUG 1m0s", c.logFormat, c.logLevel, c.shutdownTimeout)
+	}
+}
+
+func TestLoadConfig_allowList(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "allow.json")
+	if err := os.WriteFile(file, []byte(`[{"channel": "board:*", "types": ["UPDATE_STAGE_TITLE"]}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // rules as channel=types;...
+	}{
+		{"none", nil, nil, ""},
+		{"file", []string{"--allow-file", file}, nil, "board:*=UPDATE_STAGE_TITLE"},
+		{"file_then_flags", []string{"--allow", "room:*=A,B", "--allow-file", file, "--allow", "*="},
+			nil, "board:*=UPDATE_STAGE_TITLE;room:*=A,B;*="},
+		{"env_rules", nil, map[string]string{"ACTIONSYNC_ALLOW": "room:*=A, B; *=\n"}, "room:*=A,B;*="},
+		{"flags_replace_env", []string{"--allow", "x=Y"}, map[string]string{"ACTIONSYNC_ALLOW": "room:*=A"}, "x=Y"},
+		{"env_file", nil, map[string]string{"ACTIONSYNC_ALLOW_FILE": file}, "board:*=UPDATE_STAGE_TITLE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConfig(tt.args, envOf(tt.env))
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			var got []string
+			for _, r := range c.service.AllowList.Rules() {
+				got = append(got, r.Channel+"="+strings.Join(r.Types, ","))
+			}
+			if strings.Join(got, ";") != tt.want {
+				t.Errorf("rules: got %q, want %q", strings.Join(got, ";"), tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfig_badValues(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badJSON := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(badJSON, []byte(`[{"channel": "a", "typo": []}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+
+	// Each value is tried once as a flag and once as its variable.
+	tests := []struct {
+		flag, value string
+		fragment    string // in the error, besides the flag and variable names
+	}{
+		{"addr", "localhost", "want HOST:PORT"},
+		{"history-size", "-1", "want a whole number >= 1"},
+		{"history-size", "0", "want a whole number >= 1"},
+		{"history-size", "ten", "want a whole number >= 1"},
+		{"history-size", "99999999999999999999", "want a whole number >= 1"},
+		{"history-max-age", "-1s", "want a duration >= 0"},
+		{"history-max-age", "24", "want a duration >= 0"},
+		{"queue-size", "-5", "want a whole number >= 1"},
+		{"max-channels", "0", "want a whole number >= 1"},
+		{"max-type-bytes", "-1", "want a byte count >= 1"},
+		{"max-payload-bytes", "64KB", "want a byte count >= 1"},
+		{"max-payload-bytes", "-1KiB", "want a byte count >= 1"},
+		{"max-dispatch-actions", "1.5", "want a whole number >= 1"},
+		{"max-positions", "0", "want a whole number >= 1"},
+		{"max-history-limit", "-1", "want a whole number >= 1"},
+		{"max-read-bytes", "99999999999GiB", "want a byte count >= 1"},
+		{"channel-pattern", "[a-", "want a valid regular expression"},
+		{"heartbeat", "-15s", "want a duration >= 0"},
+		{"heartbeat", "soon", "want a duration >= 0"},
+		{"cors-origins", "example.com", `origin "example.com"`},
+		{"cors-origins", "https://a.example.com/", `origin "https://a.example.com/"`},
+		{"cors-origins", "ftp://a.example.com", `origin "ftp://a.example.com"`},
+		{"allow-file", missing, "no such file"},
+		{"allow-file", badJSON, `unknown field "typo"`},
+		{"allow", "no-equals-sign", "want PATTERN=TYPE"},
+		{"allow", "[=A", "syntax error in pattern"},
+		{"tls-cert", junk, "is set but --tls-key (ACTIONSYNC_TLS_KEY) is not"},
+		{"tls-key", junk, "is set but --tls-cert (ACTIONSYNC_TLS_CERT) is not"},
+		{"log-format", "yaml", "want text or json"},
+		{"log-level", "loud", "want debug, info, warn or error"},
+		{"shutdown-timeout", "0s", "want a duration > 0"},
+		{"shutdown-timeout", "-1m", "want a duration > 0"},
+	}
+	for _, tt := range tests {
+		s := lookupSetting(tt.flag)
+		for _, source := range []string{"flag", "env"} {
+			t.Run(tt.flag+"_"+source, func(t *testing.T) {
+				t.Parallel()
+				var args []string
+				env := map[string]string{}
+				if source == "flag" {
+					args = []string{"--" + tt.flag, tt.value}
+				} else {
+					env[s.env] = tt.value
+				}
+				_, err := loadConfig(args, envOf(env))
+				if err == nil {
+					t.Fatalf("%s=%q: got no error, want one", tt.flag, tt.value)
+				}
+				var ue *usageError
+				if !errors.As(err, &ue) {
+					t.Errorf("got %T, want a *usageError (exit code 2)", err)
+				}
+				for _, want := range []string{"--" + tt.flag, s.env, tt.fragment} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestLoadConfig_tlsFiles(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile := writeSelfSigned(t)
+	c, err := loadConfig([]string{"--tls-cert", certFile}, envOf(map[string]string{"ACTIONSYNC_TLS_KEY": keyFile}))
+	if err != nil {
+		t.Fatalf("loadConfig: %v", err)
+	}
+	if c.tlsCert == nil {
+		t.Fatal("tls certificate not loaded")
+	}
+	_, err = loadConfig([]string{"--tls-cert", keyFile, "--tls-key", certFile}, envOf(nil))
+	if err == nil || !strings.Contains(err.Error(), "--tls-cert (ACTIONSYNC_TLS_CERT)") ||
+		!strings.Contains(err.Error(), "--tls-key (ACTIONSYNC_TLS_KEY)") {
+		t.Errorf("swapped cert and key: got %v, want an error naming both flags and variables", err)
+	}
+}
+
+func TestLoadConfig_commandLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		fragment string
+	}{
+		{"unknown_flag", []string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{"missing_value", []string{"--addr"}, "flag needs an argument: -addr"},
+		{"positional", []string{"now"}, `unexpected argument "now"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadConfig(tt.args, envOf(nil))
+			var ue *usageError
+			if !errors.As(err, &ue) || !ue.showUsage || !strings.Contains(err.Error(), tt.fragment) {
+				t.Errorf("got %v, want a usage error with the usage text, containing %q", err, tt.fragment)
+			}
+		})
+	}
+	if _, err := loadConfig([]string{"-h"}, envOf(nil)); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: got %v, want flag.ErrHelp", err)
+	}
+}
+
+func TestSettings_consistent(t *testing.T) {
+	t.Parallel()
+	text := usage()
+	seen := map[string]bool{}
+	for _, s := range settings {
+		wantEnv := "ACTIONSYNC_" + strings.ToUpper(strings.ReplaceAll(s.flag, "-", "_"))
+		if s.env != wantEnv {
+			t.Errorf("--%s: env %s, want %s", s.flag, s.env, wantEnv)
+		}
+		if seen[s.flag] {
+			t.Errorf("--%s listed twice", s.flag)
+		}
+		seen[s.flag] = true
+		if !strings.Contains(text, "--"+s.flag+" ") || !strings.Contains(text, "env "+s.env+", default ") {
+			t.Errorf("usage does not list --%s with %s and its default", s.flag, s.env)
+		}
+		if s.help == "" || s.arg == "" {
+			t.Errorf("--%s: empty help or argument placeholder", s.flag)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"4096", 4096, true},
+		{"64KiB", 64 << 10, true},
+		{"8 MiB", 8 << 20, true},
+		{"1GiB", 1 << 30, true},
+		{"1KB", 0, false},
+		{"KiB", 0, false},
+		{"-1", 0, false},
+		{"9223372036854775807GiB", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseBytes(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseBytes(%q): got %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}

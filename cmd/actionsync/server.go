@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/rs/cors"
+
+	"github.com/actionsync/actionsync/broker/memory"
+	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
+	"github.com/actionsync/actionsync/service"
+)
+
+// HTTP server limits. There is deliberately no ReadTimeout or WriteTimeout: they would
+// cut Subscribe and Sync streams, which live for hours.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+	auxReadMaxBytes   = 1 << 20 // reflection and health requests
+	corsMaxAge        = 2 * time.Hour
+)
+
+// serve runs the server described by cfg, logging to logOut, until ctx is done; then it
+// shuts down gracefully (see server.shutdown) and returns nil, or what went wrong.
+func serve(ctx context.Context, cfg config, logOut io.Writer) error {
+	s, err := listen(cfg, newLogger(cfg, logOut))
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return s.shutdown(cfg.shutdownTimeout)
+	case err := <-s.serveErr:
+		return s.abort(err)
+	}
+}
+
+// server is a running actionsync server.
+type server struct {
+	log             *slog.Logger
+	broker          *memory.Broker
+	svc             *service.Service
+	health          *grpchealth.StaticChecker
+	http            *http.Server
+	endAux          context.CancelFunc // ends reflection and health streams
+	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
+	serveErr        chan error         // what http.Server.Serve returned
+}
+
+// listen builds the broker, the service and the HTTP server for cfg, starts listening
+// on cfg.addr and serving, and logs the start-up line with the actual address.
+func listen(cfg config, logger *slog.Logger) (*server, error) {
+	b := memory.New(cfg.broker)
+	opts := cfg.service
+	opts.Logger = logger
+	svc, err := service.New(b, opts)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("create service: %w", err), b.Close())
+	}
+	// Listen first, so that port 0 works and the log shows the real address.
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("listen: %w", err), b.Close())
+	}
+
+	// auxCtx ends the streams of reflection and health Watch at shutdown: unlike the
+	// service's streams, nothing else would end them, and http.Server.Shutdown waits.
+	auxCtx, endAux := context.WithCancel(context.Background())
+	s := &server{
+		log:             logger,
+		broker:          b,
+		svc:             svc,
+		health:          grpchealth.NewStaticChecker(actionsyncv1connect.SyncServiceName),
+		endAux:          endAux,
+		listenersClosed: make(chan struct{}),
+		serveErr:        make(chan error, 1),
+	}
+	s.http = newHTTPServer(newHandler(svc, s.health, auxCtx, cfg.corsOrigins), cfg, logger)
+	// Shutdown runs this once it has closed the listeners.
+	s.http.RegisterOnShutdown(func() { close(s.listenersClosed) })
+	// Read before Serve, which sets TLSConfig for h2c too.
+	useTLS := s.http.TLSConfig != nil
+	go func() {
+		if useTLS {
+			s.serveErr <- s.http.ServeTLS(ln, "", "")
+		} else {
+			s.serveErr <- s.http.Serve(ln)
+		}
+	}()
+	logger.Info("actionsync listening",
+		"addr", ln.Addr().String(),
+		"url", serverURL(ln.Addr(), useTLS),
+		"version", resolvedVersion(),
+		"tls", useTLS,
+		"cors_origins", cfg.corsOrigins,
+		"allow_rules", len(cfg.service.AllowList.Rules()))
+	return s, nil
+}
+
+// shutdown stops the server gracefully within timeout: health turns NOT_SERVING, the
+// listeners close, Subscribe and Sync streams end with Unavailable (clients reconnect
+// elsewhere and resume), in-flight unary calls finish, and the broker closes last, so
+// no acknowledged action is lost. It returns an error if anything was cut short.
+func (s *server) shutdown(timeout time.Duration) error {
+	s.log.Info("actionsync shutting down", "timeout", timeout.String())
+	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.health.SetStatus(actionsyncv1connect.SyncServiceName, grpchealth.StatusNotServing)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	// http.Server.Shutdown closes the listeners, sends HTTP/2 GOAWAY, then waits for
+	// every request to finish, streams included. Streams are told to reconnect only
+	// once this server accepts no new connection, so they cannot come back here.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Shutdown(ctx) }()
+	select {
+	case <-s.listenersClosed:
+	case <-ctx.Done():
+	}
+	var errs []error
+	if err := s.svc.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("end streams: %w", err))
+	}
+	s.endAux()
+	if err := <-httpDone; err != nil {
+		errs = append(errs, fmt.Errorf("drain http: %w", err))
+		if err := s.http.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close http: %w", err))
+		}
+	}
+	if err := <-s.serveErr; !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, fmt.Errorf("serve: %w", err))
+	}
+	// The broker closes last: every dispatch acknowledged above is already in it.
+	if err := s.broker.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close broker: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("actionsync shutdown incomplete", "error", err)
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.log.Info("actionsync stopped")
+	return nil
+}
+
+// abort stops everything at once after Serve failed with err.
+func (s *server) abort(err error) error {
+	s.endAux()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return errors.Join(fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.broker.Close())
+}
+
+// newHandler routes the SyncService, gRPC reflection (v1 and v1alpha) and gRPC health,
+// behind CORS when origins are configured. Reflection and health streams end when
+// auxCtx does.
+func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string) http.Handler {
+	endWithAux := func(path string, h http.Handler) (string, http.Handler) {
+		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			defer context.AfterFunc(auxCtx, func() {
+				cancel() // ends health Watch
+				// A bidi handler (reflection) blocked reading the next request does not
+				// watch its context; closing the body unblocks it. Safe concurrently with
+				// Read on HTTP/2 only, and bidi needs HTTP/2 anyway.
+				if r.ProtoMajor >= 2 {
+					_ = r.Body.Close()
+				}
+			})()
+			h.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+	readMax := connect.WithReadMaxBytes(auxReadMaxBytes)
+	reflector := grpcreflect.NewStaticReflector(actionsyncv1connect.SyncServiceName, grpchealth.HealthV1ServiceName)
+
+	mux := http.NewServeMux()
+	mux.Handle(svc.Handler())
+	mux.Handle(endWithAux(grpcreflect.NewHandlerV1(reflector, readMax)))
+	mux.Handle(endWithAux(grpcreflect.NewHandlerV1Alpha(reflector, readMax)))
+	mux.Handle(endWithAux(grpchealth.NewHandler(health, readMax)))
+	if len(origins) == 0 {
+		return mux
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: connectcors.AllowedHeaders(),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		MaxAge:         int(corsMaxAge / time.Second),
+	}).Handler(mux)
+}
+
+// newHTTPServer returns the HTTP server for handler: HTTP/1.1 and h2c without TLS,
+// HTTP/1.1 and HTTP/2 with it.
+func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	srv := &http.Server{
+		Handler:           handler,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cfg.tlsCert != nil {
+		protocols.SetHTTP2(true)
+		srv.TLSConfig = &tls.Config{
+			Certificates: []tls.Certificate{*cfg.tlsCert},
+			MinVersion:   tls.VersionTLS12,
+		}
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	return srv
+}
+
+// newLogger returns the structured logger on w that cfg asks for.
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serverURL is the base URL clients use for addr; an unspecified host (":8080",
+// "0.0.0.0:8080") becomes localhost.
+func serverURL(addr net.Addr, tls bool) string {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	host := addr.String()
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
+		host = net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
+	}
+	return scheme + "://" + host
+}
