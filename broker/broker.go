@@ -51,10 +51,12 @@ type SubscribeOptions struct {
 // (the subscriber's writer).
 type Subscription interface {
 	// Add starts following channel from pos. For each channel, events arrive in this
-	// order: an optional reset (history does not reach back to pos.AfterSeq+1, or
-	// pos.AfterSeq is beyond the head), replayed entries, a ready control, then live
-	// entries, in seq order with no gap and no duplicate. Adding a channel twice fails
-	// with ErrDuplicateChannel.
+	// order: replayed entries, a ready control, then live entries, in seq order with no
+	// gap and no duplicate. A reset control (Seq: the head) comes first instead of a
+	// replay when history does not reach back to pos.AfterSeq+1 or pos.AfterSeq is beyond
+	// the head; it can also come during a replay that publishers overtook so far that
+	// history moved past it. Delivery goes on after the reset's Seq. Adding a channel
+	// twice fails with ErrDuplicateChannel.
 	Add(ctx context.Context, channel string, pos Position) error
 	// Poll appends to buf the events available now, at most maxActions entries (control
 	// events do not count), without blocking. When nothing is left and the subscription

@@ -161,7 +161,9 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	encoded := make([][]byte, len(actions))
 	for i, a := range actions {
 		a.Channel, a.Seq, a.Time = name, 0, ts
-		buf, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(a)+protowire.SizeTag(5)+protowire.SizeVarint(1<<40)), a)
+		// Size caches the sizes, so the marshal does not walk the payload a second time.
+		size := proto.Size(a) + protowire.SizeTag(5) + protowire.SizeVarint(1<<40)
+		buf, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, size), a)
 		if err != nil {
 			return nil, fmt.Errorf("encode action %d: %w", i, err)
 		}

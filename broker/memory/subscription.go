@@ -49,13 +49,14 @@ func (s *subscription) Notify() <-chan struct{} { return s.notify }
 // ended (now or before) and should be dropped from the channel. Callers hold the
 // channel's mutex.
 func (s *subscription) push(es []*broker.Entry, clientID string) bool {
-	if s.opts.ExcludeOwn && clientID == s.opts.ClientID {
-		return true
-	}
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
 		return false
+	}
+	if s.opts.ExcludeOwn && clientID == s.opts.ClientID {
+		s.mu.Unlock()
+		return true
 	}
 	if s.queued+len(es) > s.b.opts.QueueSize {
 		s.err = fmt.Errorf("%d actions queued, limit %d: %w", s.queued, s.b.opts.QueueSize, broker.ErrSlowConsumer)
