@@ -235,6 +235,11 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 // finish checks the settings that depend on each other and loads the files they name.
 func (c *config) finish() error {
 	switch {
+	case c.broker.QueueSize < c.service.Limits.MaxDispatchActions:
+		// One dispatch lands in a queue at once: a batch larger than the queue would cut
+		// off every subscriber of the channel.
+		return &usageError{err: fmt.Errorf("--queue-size (ACTIONSYNC_QUEUE_SIZE) %d is less than --max-dispatch-actions (ACTIONSYNC_MAX_DISPATCH_ACTIONS) %d: one dispatch would overflow every subscriber's queue",
+			c.broker.QueueSize, c.service.Limits.MaxDispatchActions)}
 	case c.tlsCertFile != "" && c.tlsKeyFile == "":
 		return &usageError{err: errors.New("--tls-cert (ACTIONSYNC_TLS_CERT) is set but --tls-key (ACTIONSYNC_TLS_KEY) is not: want both or neither")}
 	case c.tlsCertFile == "" && c.tlsKeyFile != "":

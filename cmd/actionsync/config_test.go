@@ -349,3 +349,27 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfig_queueSizeCoversDispatch(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		queue, dispatch string
+		ok              bool
+	}{
+		{"99", "100", false},
+		{"100", "100", true},
+		{"101", "100", true},
+	} {
+		t.Run("queue_"+tt.queue, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadConfig([]string{"--queue-size", tt.queue, "--max-dispatch-actions", tt.dispatch}, envOf(nil))
+			switch {
+			case tt.ok && err != nil:
+				t.Fatalf("loadConfig: %v", err)
+			case !tt.ok && (err == nil || !strings.Contains(err.Error(), "--queue-size (ACTIONSYNC_QUEUE_SIZE)") ||
+				!strings.Contains(err.Error(), "--max-dispatch-actions")):
+				t.Fatalf("got %v, want an error naming --queue-size and --max-dispatch-actions", err)
+			}
+		})
+	}
+}
