@@ -85,6 +85,13 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 				continue
 			}
 			if err != nil {
+				// A failed Sync reader closes the subscription after reporting why it
+				// failed: that reason, not the close, is the stream's error.
+				select {
+				case rerr := <-in.errc:
+					return rerr
+				default:
+				}
 				return w.s.connectError(err)
 			}
 		}
