@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"testing"
@@ -149,4 +150,43 @@ func TestService_brokerClosed(t *testing.T) {
 		_, err := c.client.Dispatch(rpcCtx(t), connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: "a", Actions: acts(1, "")}))
 		checkErr(t, err, connect.CodeUnavailable, "reconnect")
 	})
+}
+
+// A stream that always has something to send still learns of the shutdown promptly.
+func TestService_Shutdown_busyStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	r := subscribe(t, e.client(protocols[0], true), &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "busy"}}})
+	r.take(t, 1) // ready
+	stop := make(chan struct{})
+	published := make(chan struct{})
+	go func() { // publishes straight into the broker until stopped: no HTTP in the way
+		defer close(published)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a := act("T", "", float64(i))
+			a.Id = fmt.Sprintf("busy-%d", i)
+			if _, err := e.broker.Publish(t.Context(), "busy", []*actionsyncv1.Action{a}); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-published })
+	r.take(t, 100) // the stream is busy
+
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.svc.Shutdown(ctx) }()
+	_, err := r.end(t)
+	if got := codeOf(err); got != connect.CodeUnavailable {
+		t.Fatalf("busy stream ended with %v, want unavailable", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown with a busy stream: %v", err)
+	}
 }

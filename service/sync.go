@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -32,20 +33,28 @@ func (s *Service) Sync(ctx context.Context, stream *connect.BidiStream[actionsyn
 	newSub := make(chan broker.Subscription, 1)
 	results := make(chan proto.Message, syncResultBuffer)
 	errc := make(chan error, 1)
+	inflight := new(atomic.Int32)
 	go func() {
 		defer s.streams.Done()
-		s.syncRead(ctx, stream, newSub, results, errc)
+		s.syncRead(ctx, stream, syncOutputs{newSub: newSub, results: results, errc: errc, inflight: inflight})
 	}()
 	w := s.newWriter(stream.Conn(), syncMessages)
-	return w.run(ctx, syncInputs{newSub: newSub, results: results, errc: errc})
+	return w.run(ctx, syncInputs{newSub: newSub, results: results, errc: errc, inflight: inflight})
+}
+
+// syncOutputs are where a Sync reader hands its work to the stream's writer.
+type syncOutputs struct {
+	newSub   chan<- broker.Subscription
+	results  chan<- proto.Message
+	errc     chan<- error
+	inflight *atomic.Int32
 }
 
 // syncRead reads a Sync stream until it fails or ctx ends. It owns the stream's
 // subscription and closes it when it returns; a client that half-closes keeps receiving
-// until it cancels.
-func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actionsyncv1.SyncRequest, actionsyncv1.SyncResponse],
-	newSub chan<- broker.Subscription, results chan<- proto.Message, errc chan<- error,
-) {
+// until it cancels. A dispatch without a client_id takes the one of the stream's first
+// subscribe.
+func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actionsyncv1.SyncRequest, actionsyncv1.SyncResponse], out syncOutputs) {
 	var sub broker.Subscription
 	defer func() {
 		if sub != nil {
@@ -54,11 +63,11 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 	}()
 	fail := func(err error) {
 		select {
-		case errc <- err:
+		case out.errc <- err:
 		default:
 		}
 	}
-	following := 0
+	following, clientID := 0, ""
 	for {
 		req, err := stream.Receive()
 		if errors.Is(err, io.EOF) {
@@ -76,12 +85,13 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 				return
 			}
 			if sub == nil {
-				sub, err = s.broker.Subscribe(broker.SubscribeOptions{ClientID: r.Subscribe.GetClientId(), ExcludeOwn: r.Subscribe.GetExcludeOwn()})
+				clientID = r.Subscribe.GetClientId()
+				sub, err = s.broker.Subscribe(broker.SubscribeOptions{ClientID: clientID, ExcludeOwn: r.Subscribe.GetExcludeOwn()})
 				if err != nil {
 					fail(s.connectError(err))
 					return
 				}
-				newSub <- sub // buffered for exactly this one send
+				out.newSub <- sub // buffered for exactly this one send
 			}
 			for _, p := range r.Subscribe.GetPositions() {
 				if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive()}); err != nil {
@@ -91,20 +101,41 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 			}
 			following += len(r.Subscribe.GetPositions())
 		case *actionsyncv1.SyncRequest_Dispatch:
-			var msg proto.Message
-			if res, err := s.dispatch(ctx, r.Dispatch); err != nil {
-				msg = &actionsyncv1.SyncResponse{DispatchError: &actionsyncv1.DispatchError{Code: err.Code().String(), Message: err.Message()}}
-			} else {
-				msg = &actionsyncv1.SyncResponse{Dispatched: res}
+			if r.Dispatch.GetClientId() == "" {
+				r.Dispatch.ClientId = clientID
 			}
-			select {
-			case results <- msg:
-			case <-ctx.Done():
+			if !s.syncDispatch(ctx, r.Dispatch, out) {
 				return
 			}
 		default:
 			fail(invalid("request: set subscribe or dispatch"))
 			return
 		}
+	}
+}
+
+// syncDispatch applies one dispatch of a Sync stream and queues its answer; it reports
+// false if ctx ended first. Once the service is stopping it applies nothing and answers
+// Unavailable: the writer waits only for dispatches counted in inflight before this check.
+func (s *Service) syncDispatch(ctx context.Context, req *actionsyncv1.DispatchRequest, out syncOutputs) bool {
+	out.inflight.Add(1)
+	defer out.inflight.Add(-1)
+	var msg proto.Message
+	select {
+	case <-s.stopping:
+		msg = &actionsyncv1.SyncResponse{DispatchError: &actionsyncv1.DispatchError{
+			Code: connect.CodeUnavailable.String(), Message: errShuttingDown.Error()}}
+	default:
+		if res, err := s.dispatch(ctx, req); err != nil {
+			msg = &actionsyncv1.SyncResponse{DispatchError: &actionsyncv1.DispatchError{Code: err.Code().String(), Message: err.Message()}}
+		} else {
+			msg = &actionsyncv1.SyncResponse{Dispatched: res}
+		}
+	}
+	select {
+	case out.results <- msg:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }

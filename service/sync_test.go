@@ -212,3 +212,27 @@ func TestService_Sync_http1(t *testing.T) {
 	}
 	e.checkServes(t)
 }
+
+// A dispatch on Sync without a client_id is stamped with the stream's client id (from its
+// first subscribe), so exclude_own filters it like any other own action.
+func TestService_Sync_dispatchTakesStreamClientID(t *testing.T) {
+	t.Parallel()
+	forEachSyncClient(t, envConfig{}, func(t *testing.T, e *testEnv, open func(*testing.T) *syncer) {
+		s := open(t)
+		s.subscribe(t, &actionsyncv1.SubscribeRequest{ClientId: "phone", ExcludeOwn: true, Positions: []*actionsyncv1.Position{{Channel: "a"}}})
+		s.take(t, 1) // ready
+		s.dispatch(t, &actionsyncv1.DispatchRequest{Channel: "a", Actions: acts(1, "own")})
+		s.dispatch(t, &actionsyncv1.DispatchRequest{Channel: "a", ClientId: "tablet", Actions: acts(1, "other")})
+		answers, actions := answersAndActions(t, s.take(t, 3))
+		if len(answers) != 2 {
+			t.Fatalf("got %d answers, want 2", len(answers))
+		}
+		h := e.history(t, "a")
+		if got := h[0].GetClientId(); got != "phone" {
+			t.Errorf("dispatch without client_id stamped %q, want the stream's %q", got, "phone")
+		}
+		if diff := diffEvents(actionEvents(h[1]), actions); diff != "" {
+			t.Errorf("exclude_own (-want +got):\n%s", diff)
+		}
+	})
+}

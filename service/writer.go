@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -51,6 +52,8 @@ type syncInputs struct {
 	newSub  <-chan broker.Subscription // the stream's subscription, once it exists
 	results <-chan proto.Message       // dispatch answers, in request order
 	errc    <-chan error               // the reader's fatal error
+	// inflight counts dispatches the reader has taken on and not yet answered.
+	inflight *atomic.Int32
 }
 
 // run sends until the subscription ends, the client goes away, the Sync reader fails, or
@@ -74,12 +77,19 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 					return serr
 				}
 				sent()
-				// Interleave dispatch answers with a busy subscription.
+				// A busy subscription must not starve dispatch answers, the client going
+				// away, or shutdown.
 				select {
 				case r := <-in.results:
 					if err := w.conn.Send(r); err != nil {
 						return err
 					}
+				case err := <-in.errc:
+					return err
+				case <-ctx.Done():
+					return connect.NewError(connect.CodeCanceled, ctx.Err())
+				case <-w.s.stopping:
+					return w.stop(in)
 				default:
 				}
 				continue
@@ -118,21 +128,40 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 		case <-ctx.Done():
 			return connect.NewError(connect.CodeCanceled, ctx.Err())
 		case <-w.s.stopping:
-			return w.stop(in.results)
+			return w.stop(in)
 		}
 	}
 }
 
-// stop answers the dispatches that have already finished, then ends the stream so that
-// the client reconnects (to another node) and resumes.
-func (w *writer) stop(results <-chan proto.Message) error {
+// stopAnswerWait bounds how long a stopping Sync stream waits for the answer of a
+// dispatch that is being applied.
+const stopAnswerWait = 5 * time.Second
+
+// stop answers the dispatches that have finished or are being applied (a Sync reader
+// applies no new one once the service is stopping), then ends the stream so that the
+// client reconnects (to another node) and resumes.
+func (w *writer) stop(in syncInputs) error {
+	deadline := time.NewTimer(stopAnswerWait)
+	defer deadline.Stop()
 	for {
 		select {
-		case r := <-results:
+		case r := <-in.results:
 			if err := w.conn.Send(r); err != nil {
 				return err
 			}
+			continue
 		default:
+		}
+		if in.inflight == nil || in.inflight.Load() == 0 {
+			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+		}
+		select {
+		case r := <-in.results:
+			if err := w.conn.Send(r); err != nil {
+				return err
+			}
+		case <-time.After(time.Millisecond):
+		case <-deadline.C:
 			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
 		}
 	}

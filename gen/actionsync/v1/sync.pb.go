@@ -30,7 +30,8 @@ type DispatchRequest struct {
 	// --max-dispatch-actions).
 	Actions []*Action `protobuf:"bytes,2,rep,name=actions,proto3" json:"actions,omitempty"`
 	// client_id identifies the sender; it is stamped on every action. Optional; if set,
-	// 1..64 characters of [A-Za-z0-9_.:-].
+	// 1..64 characters of [A-Za-z0-9_.:-]. On Sync, an empty client_id takes the one of
+	// the stream's first subscribe.
 	ClientId      string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -37,7 +37,8 @@ export type DispatchRequest = Message<"actionsync.v1.DispatchRequest"> & {
 
   /**
    * client_id identifies the sender; it is stamped on every action. Optional; if set,
-   * 1..64 characters of [A-Za-z0-9_.:-].
+   * 1..64 characters of [A-Za-z0-9_.:-]. On Sync, an empty client_id takes the one of
+   * the stream's first subscribe.
    *
    * @generated from field: string client_id = 3;
    */
