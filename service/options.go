@@ -3,6 +3,7 @@ package service
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"time"
 )
@@ -20,7 +21,8 @@ const (
 	DefaultHeartbeat           = 15 * time.Second
 	DefaultMaxBatchActions     = 1_024
 	DefaultMaxBatchBytes       = 1 << 20
-	DefaultCompressMinBytes    = 1 << 10
+	DefaultBatchDelayPerStream = 30 * time.Microsecond
+	DefaultMaxBatchDelay       = 50 * time.Millisecond
 	maxIDBytes                 = 64
 	maxClientIDBytes           = 64
 	idPatternText              = `^[A-Za-z0-9_.:-]{1,64}$`
@@ -80,9 +82,19 @@ type Options struct {
 	// MaxBatchBytes stops a streamed response growing once it passes this many bytes
 	// (default 1 MiB).
 	MaxBatchBytes int
-	// CompressMinBytes is the smallest response the server compresses when the client
-	// accepts it (default 1 KiB); small messages are cheaper to send as they are.
+	// CompressMinBytes: responses at least this large are gzip-compressed when the client
+	// accepts gzip. 0 (default): never compress responses. Streamed batches of small
+	// actions compress well but cost several times more CPU than they save on a LAN, and
+	// connect-go clients accept gzip by default, so compression is opt-in.
 	CompressMinBytes int
+	// BatchDelayPerStream and MaxBatchDelay shape adaptive batching: a stream that has
+	// sent within the last min(MaxBatchDelay, active streams × BatchDelayPerStream) waits
+	// for the rest of that interval before sending again, so that its next response
+	// carries everything queued meanwhile. Under light load streams send at once; under
+	// heavy fan-out each stream sends about once per fan-out round instead of once per
+	// action. Defaults 30µs (about one write(2) of a response on loopback) and 50ms; a negative BatchDelayPerStream turns it off.
+	BatchDelayPerStream time.Duration
+	MaxBatchDelay       time.Duration
 	// Logger receives one line per finished RPC (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -99,7 +111,13 @@ func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
 		o.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	if o.CompressMinBytes <= 0 {
-		o.CompressMinBytes = DefaultCompressMinBytes
+		o.CompressMinBytes = math.MaxInt
+	}
+	if o.BatchDelayPerStream == 0 {
+		o.BatchDelayPerStream = DefaultBatchDelayPerStream
+	}
+	if o.MaxBatchDelay <= 0 {
+		o.MaxBatchDelay = DefaultMaxBatchDelay
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -24,6 +24,7 @@ type Service struct {
 	opts     Options
 	validate validator
 	log      *slog.Logger
+	activity activity // streams sending recently, for adaptive batching
 
 	mu       sync.Mutex
 	stopping chan struct{} // closed by Shutdown

@@ -41,6 +41,11 @@ type writer struct {
 	sub    broker.Subscription // nil until a Sync stream's first subscribe
 	events []broker.Event      // reused Poll buffer
 	batch  actionBatch         // reused response
+
+	lastSend  time.Time // when the last batch of actions went out
+	more      bool      // the last Poll filled a batch: more may be queued
+	lastEpoch int64     // activity epoch this stream last counted itself in
+	linger    *time.Timer
 }
 
 func (s *Service) newWriter(conn connect.StreamingHandlerConn, msgs messages) *writer {
@@ -68,6 +73,9 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 	}
 	for {
 		if w.sub != nil {
+			if err := w.waitForBatch(ctx); err != nil {
+				return err
+			}
 			events, err := w.sub.Poll(w.events[:0], w.s.opts.MaxBatchActions)
 			w.events = events
 			if len(events) > 0 {
@@ -133,6 +141,32 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 	}
 }
 
+// waitForBatch delays a stream that sent very recently by the rest of the current fan-out
+// round (Service.batchDelay), so that it sends everything queued meanwhile in one
+// response: connect-go flushes every Send, and each flush is a write(2).
+func (w *writer) waitForBatch(ctx context.Context) error {
+	if w.more {
+		return nil
+	}
+	d := w.s.batchDelay(time.Now(), w.lastSend)
+	if d <= 0 {
+		return nil
+	}
+	if w.linger == nil {
+		w.linger = time.NewTimer(d)
+	} else {
+		w.linger.Reset(d)
+	}
+	select {
+	case <-w.linger.C:
+		return nil
+	case <-ctx.Done():
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
+	case <-w.s.stopping:
+		return nil // the loop notices the shutdown next
+	}
+}
+
 // stopAnswerWait bounds how long a stopping Sync stream waits for the answer of a
 // dispatch that is being applied.
 const stopAnswerWait = 5 * time.Second
@@ -180,8 +214,10 @@ func (w *writer) send(events []broker.Event) error {
 		w.batch.entries, size = w.batch.entries[:0], 0
 		return err
 	}
+	actions := 0
 	for _, ev := range events {
 		if e := ev.Entry; e != nil {
+			actions++
 			w.batch.entries = append(w.batch.entries, e)
 			if size += len(e.Proto); size >= w.s.opts.MaxBatchBytes {
 				if err := flush(); err != nil {
@@ -205,6 +241,13 @@ func (w *writer) send(events []broker.Event) error {
 		if err := w.conn.Send(msg); err != nil {
 			return err
 		}
+	}
+	if actions > 0 {
+		now := time.Now()
+		w.lastSend = now
+		w.s.activity.sent(now, &w.lastEpoch)
+		// A full batch may have left more queued: send it without waiting.
+		w.more = actions >= w.s.opts.MaxBatchActions
 	}
 	return flush()
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -68,21 +69,42 @@ func (o Options) withDefaults() Options {
 type Broker struct {
 	opts Options
 
+	// Channels are sharded by name so that unrelated channels do not contend on one lock.
+	shards   [channelShards]shard
+	nChannel atomic.Int64 // channels in all shards, for MaxChannels
+	closed   atomic.Bool
+
+	mu   sync.Mutex // guards subs
+	subs map[*subscription]struct{}
+}
+
+// channelShards is the number of shards of the channel map.
+const channelShards = 64
+
+// shard is one part of the channel map.
+type shard struct {
 	mu       sync.RWMutex
 	channels map[string]*channel
-	subs     map[*subscription]struct{}
-	closed   bool
 }
 
 var _ broker.Broker = (*Broker)(nil)
 
 // New returns an in-memory broker.
 func New(opts Options) *Broker {
-	return &Broker{
-		opts:     opts.withDefaults(),
-		channels: make(map[string]*channel),
-		subs:     make(map[*subscription]struct{}),
+	b := &Broker{opts: opts.withDefaults(), subs: make(map[*subscription]struct{})}
+	for i := range b.shards {
+		b.shards[i].channels = make(map[string]*channel)
 	}
+	return b
+}
+
+// shardOf returns the shard that holds the channel name (FNV-1a).
+func (b *Broker) shardOf(name string) *shard {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h = (h ^ uint32(name[i])) * 16777619
+	}
+	return &b.shards[h%channelShards]
 }
 
 // channel is one channel's state; mu guards all of it.
@@ -101,28 +123,30 @@ type channel struct {
 // channel returns the named channel, creating it if create is set (nil if not found).
 // It fails with ErrClosed or ErrTooManyChannels.
 func (b *Broker) channel(name string, create bool) (*channel, error) {
-	b.mu.RLock()
-	ch, closed := b.channels[name], b.closed
-	b.mu.RUnlock()
-	if closed {
+	if b.closed.Load() {
 		return nil, broker.ErrClosed
 	}
+	sh := b.shardOf(name)
+	sh.mu.RLock()
+	ch := sh.channels[name]
+	sh.mu.RUnlock()
 	if ch != nil || !create {
 		return ch, nil
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, broker.ErrClosed
-	}
-	if ch = b.channels[name]; ch != nil {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ch = sh.channels[name]; ch != nil {
 		return ch, nil
 	}
-	if len(b.channels) >= b.opts.MaxChannels {
-		return nil, fmt.Errorf("create channel %q: %d channels exist: %w", name, len(b.channels), broker.ErrTooManyChannels)
+	if b.closed.Load() { // checked under the shard lock: Close either sees this channel or we see it closed
+		return nil, broker.ErrClosed
+	}
+	if n := b.nChannel.Add(1); n > int64(b.opts.MaxChannels) {
+		b.nChannel.Add(-1)
+		return nil, fmt.Errorf("create channel %q: %d channels exist: %w", name, n-1, broker.ErrTooManyChannels)
 	}
 	ch = &channel{name: name, history: newHistory(b.opts.HistorySize), byID: make(map[string]*broker.Entry)}
-	b.channels[name] = ch
+	sh.channels[name] = ch
 	return ch, nil
 }
 
@@ -305,7 +329,7 @@ func (b *Broker) Subscribe(opts broker.SubscribeOptions) (broker.Subscription, e
 	s := &subscription{b: b, opts: opts, notify: make(chan struct{}, 1)}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closed.Load() {
 		return nil, broker.ErrClosed
 	}
 	b.subs[s] = struct{}{}
@@ -315,21 +339,27 @@ func (b *Broker) Subscribe(opts broker.SubscribeOptions) (broker.Subscription, e
 // Close implements broker.Broker.
 func (b *Broker) Close() error {
 	b.mu.Lock()
-	if b.closed {
+	if b.closed.Swap(true) {
 		b.mu.Unlock()
 		return nil
 	}
-	b.closed = true
 	subs := make([]*subscription, 0, len(b.subs))
 	for s := range b.subs {
 		subs = append(subs, s)
 	}
-	channels := make([]*channel, 0, len(b.channels))
-	for _, ch := range b.channels {
-		channels = append(channels, ch)
-	}
 	b.mu.Unlock()
-	// Taking each channel's lock waits for the Publish calls under way on it.
+	var channels []*channel
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.RLock()
+		for _, ch := range sh.channels {
+			channels = append(channels, ch)
+		}
+		sh.mu.RUnlock()
+	}
+	// Taking each channel's lock waits for the Publish calls under way on it. A channel
+	// created after the closed flag was set cannot be used: channel() checks the flag,
+	// and Publish and Add check ch.closed under the channel lock.
 	for _, ch := range channels {
 		ch.mu.Lock()
 		ch.subs, ch.closed = nil, true
