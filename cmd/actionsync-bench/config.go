@@ -1,0 +1,199 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocols the tool speaks, named for --protocol.
+const (
+	protoConnectH1 = "connect-h1" // Connect over HTTP/1.1
+	protoConnectH2 = "connect-h2" // Connect over HTTP/2 without TLS (h2c)
+	protoGRPCH2    = "grpc-h2"    // gRPC over h2c
+)
+
+// config is the parsed command line.
+type config struct {
+	url          string
+	mode         string
+	n            int
+	conns        int // 0: every subscriber has its own connection
+	window       int
+	rate         float64
+	duration     time.Duration
+	warmup       time.Duration
+	serverPID    int
+	serverCPU    string // pinned core of the server, "" if unknown
+	clientCPU    string // pinned core of this process, "" if unknown
+	ks           []int  // idle: ascending subscriber counts
+	protocol     string
+	payloadBytes int
+	gzip         bool
+	decode       string // lite or full
+	channel      string // "" : a fresh one per phase
+	concurrency  int    // subscribers connecting at once
+	maxInflight  int    // lat: most Dispatch calls at once
+	timeout      time.Duration
+	rssTimeout   time.Duration // idle: longest wait for the server's RSS to settle
+	dir          string        // summary: the run's result directory
+}
+
+// seconds is a flag.Value for durations written as seconds ("6", "0.5", like the peer's
+// knobs) or as Go durations ("300ms").
+type seconds struct{ d *time.Duration }
+
+func (s seconds) String() string {
+	if s.d == nil {
+		return ""
+	}
+	return s.d.String()
+}
+
+func (s seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 {
+			return errors.New("want a duration >= 0")
+		}
+		*s.d = time.Duration(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return errors.New("want seconds (6, 0.5) or a duration (300ms)")
+	}
+	*s.d = d
+	return nil
+}
+
+// parseConfig parses args; usage and errors go to stderr.
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	c := config{duration: 6 * time.Second, warmup: time.Second, rssTimeout: 20 * time.Second}
+	fs := flag.NewFlagSet("actionsync-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the actionsync server")
+	fs.StringVar(&c.mode, "mode", "tput", "tput, lat, idle or summary")
+	fs.IntVar(&c.n, "n", 100, "subscribers (tput, lat)")
+	fs.IntVar(&c.conns, "conns", 0, "connections the subscribers share (0: one each)")
+	fs.IntVar(&c.window, "window", 64, "tput: most actions in flight (not yet received by every subscriber)")
+	fs.Float64Var(&c.rate, "rate", 200, "lat: actions per second")
+	fs.Var(seconds{&c.duration}, "duration", "measured interval (seconds or a duration)")
+	fs.Var(seconds{&c.warmup}, "warmup", "time before the measured interval (seconds or a duration)")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "server process id, for its CPU and RSS (0: not measured)")
+	fs.StringVar(&c.serverCPU, "server-cpu", "", "core the server is pinned to, for per-core busy%")
+	fs.StringVar(&c.clientCPU, "client-cpu", "", "core this process is pinned to, for per-core busy%")
+	k := fs.String("k", "2000,5000", "idle: subscriber counts, comma-separated")
+	fs.StringVar(&c.protocol, "protocol", protoConnectH2, "connect-h1, connect-h2 or grpc-h2")
+	fs.IntVar(&c.payloadBytes, "payload-bytes", 200, "JSON size of each action's payload")
+	fs.BoolVar(&c.gzip, "gzip", false, "offer gzip to the server (connect-go clients do by default)")
+	fs.StringVar(&c.decode, "decode", "lite", "lite: read only seq and meta.sentAt of each action; full: proto.Unmarshal it")
+	fs.StringVar(&c.channel, "channel", "", "channel to use (default: a fresh one per phase)")
+	fs.IntVar(&c.concurrency, "concurrency", 200, "subscribers connecting at once")
+	fs.IntVar(&c.maxInflight, "max-inflight", 1024, "lat: most Dispatch calls in flight at once")
+	fs.Var(seconds{&c.timeout}, "timeout", "hard limit for the phase (default: 240s + warmup + duration)")
+	fs.Var(seconds{&c.rssTimeout}, "rss-timeout", "idle: longest wait for the server's RSS to stop moving before a reading")
+	fs.StringVar(&c.dir, "dir", "", "summary: directory of a bench/run.sh run")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.timeout == 0 {
+		c.timeout = 240*time.Second + c.warmup + c.duration
+	}
+	ks, err := parseKs(*k)
+	if err != nil {
+		return c, fmt.Errorf("--k: %w", err)
+	}
+	c.ks = ks
+	return c, c.validate()
+}
+
+// parseKs parses "2000,5000" into ascending distinct counts.
+func parseKs(s string) ([]int, error) {
+	var ks []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		k, err := strconv.Atoi(f)
+		if err != nil || k <= 0 {
+			return nil, fmt.Errorf("got %q, want positive integers", f)
+		}
+		ks = append(ks, k)
+	}
+	if len(ks) == 0 {
+		return nil, errors.New("got none, want at least one count")
+	}
+	slices.Sort(ks)
+	return slices.Compact(ks), nil
+}
+
+func (c config) validate() error {
+	switch c.mode {
+	case "tput", "lat", "idle":
+	case "summary":
+		if c.dir == "" {
+			return errors.New("--mode summary needs --dir")
+		}
+		return nil
+	default:
+		return fmt.Errorf("--mode: got %q, want tput, lat, idle or summary", c.mode)
+	}
+	switch c.protocol {
+	case protoConnectH1, protoConnectH2, protoGRPCH2:
+	default:
+		return fmt.Errorf("--protocol: got %q, want %s, %s or %s", c.protocol, protoConnectH1, protoConnectH2, protoGRPCH2)
+	}
+	switch c.decode {
+	case "lite", "full":
+	default:
+		return fmt.Errorf("--decode: got %q, want lite or full", c.decode)
+	}
+	if u, err := url.Parse(c.url); err != nil || (u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("--url: got %q, want http://HOST:PORT (h2c or HTTP/1.1, no TLS)", c.url)
+	}
+	switch {
+	case c.n < 1:
+		return fmt.Errorf("--n: got %d, want >= 1", c.n)
+	case c.conns < 0:
+		return fmt.Errorf("--conns: got %d, want >= 0", c.conns)
+	case c.conns > 0 && c.protocol == protoConnectH1:
+		return errors.New("--conns: HTTP/1.1 cannot share a connection between streams")
+	case c.window < 1:
+		return fmt.Errorf("--window: got %d, want >= 1", c.window)
+	case c.rate <= 0:
+		return fmt.Errorf("--rate: got %g, want > 0", c.rate)
+	case c.duration <= 0:
+		return errors.New("--duration: want > 0")
+	case c.payloadBytes < minPayloadBytes:
+		return fmt.Errorf("--payload-bytes: got %d, want >= %d", c.payloadBytes, minPayloadBytes)
+	case c.concurrency < 1:
+		return fmt.Errorf("--concurrency: got %d, want >= 1", c.concurrency)
+	case c.maxInflight < 1:
+		return fmt.Errorf("--max-inflight: got %d, want >= 1", c.maxInflight)
+	case c.mode == "idle" && c.serverPID <= 0:
+		return errors.New("--mode idle needs --server-pid")
+	}
+	return nil
+}
+
+// connsNeeded is about how many connections the phase opens.
+func (c config) connsNeeded() int {
+	subs := c.n
+	if c.mode == "idle" {
+		subs = c.ks[len(c.ks)-1]
+	}
+	if c.conns > 0 {
+		return min(c.conns, subs) + 8
+	}
+	return subs + c.window + 8
+}

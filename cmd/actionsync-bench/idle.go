@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// RSS stability: sample every rssEvery; stable once the last rssStableN samples lie
+// within max(rssStableKiB, rssStablePct of the value); give up after --rss-timeout.
+const (
+	rssEvery     = 200 * time.Millisecond
+	rssStableN   = 5
+	rssStableKiB = 256
+	rssStablePct = 0.5
+	rssSettle    = time.Second // after the last subscriber connected
+)
+
+// runIdle connects idle subscribers, --k at a time (ascending), and reads the server's
+// RSS with none and after each K. Go has no way to ask the server for a GC (the peer
+// sends SIGUSR2 to node), so each reading waits for the RSS to stop moving instead.
+func (b *bench) runIdle(ctx context.Context) (*result, error) {
+	cfg := b.cfg
+	subs := b.newSubscribers(ctx)
+	defer b.closeTransports()
+	shared := cfg.conns > 0
+	per := "kib_per_idle_conn_"
+	if shared {
+		per = "kib_per_idle_stream_"
+	}
+	r := newResult().set("mode", "idle").set("protocol", cfg.protocol).set("conns", cfg.conns)
+	sleepCtx(ctx, 500*time.Millisecond)
+	rss0, err := b.stableRSS(ctx)
+	if err != nil {
+		return nil, errors.Join(err, subs.close())
+	}
+	b.logf("server RSS with 0 subscribers: %d KiB", rss0)
+	r.set("server_rss_kib_0", rss0)
+	var last string
+	for _, k := range cfg.ks {
+		t0 := time.Now()
+		if err := b.connectSubs(ctx, subs, k-len(subs.list), sink{}); err != nil {
+			return r, errors.Join(err, subs.close())
+		}
+		connectMs := time.Since(t0).Milliseconds()
+		sleepCtx(ctx, rssSettle)
+		rss, err := b.stableRSS(ctx)
+		if err != nil {
+			return r, errors.Join(err, subs.close())
+		}
+		kib := round3(float64(rss-rss0) / float64(k))
+		b.logf("K=%d (conns %s): server RSS %d KiB, %.2f KiB per subscriber (connect %d ms)", k, connsText(cfg.conns), rss, kib, connectMs)
+		r.set(fmt.Sprint("server_rss_kib_", k), rss)
+		last = fmt.Sprint(per, k)
+		r.set(last, kib)
+		r.set(fmt.Sprint("connect_ms_", k), connectMs)
+	}
+	r.set("client_rss_kib", selfRSS())
+	r.set(per[:len(per)-1], r.get(last))
+	heartbeats := subs.sum(func(s *subscriber) int64 { return s.heartbeats.Load() })
+	closeErr := subs.close()
+	v := subs.judge(0)
+	r.set("heartbeats", heartbeats)
+	v.set(r)
+	return r, b.phaseErr(ctx, &publisher{}, v, closeErr, 0)
+}
+
+// stableRSS waits until the server's VmRSS stops moving and returns the median of the
+// last three samples; after --rss-timeout it returns that median anyway, with a warning.
+func (b *bench) stableRSS(ctx context.Context) (int64, error) {
+	var xs []int64
+	deadline := time.Now().Add(b.cfg.rssTimeout)
+	for {
+		rss, err := procRSSKiB(b.cfg.serverPID)
+		if err != nil {
+			return 0, fmt.Errorf("server RSS: %w", err)
+		}
+		xs = append(xs, rss)
+		if len(xs) >= rssStableN {
+			tail := xs[len(xs)-rssStableN:]
+			lo, hi := slices.Min(tail), slices.Max(tail)
+			if float64(hi-lo) <= max(rssStableKiB, rssStablePct/100*float64(hi)) {
+				return median3(xs), nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			b.logf("warning: server RSS still moving after %v: %v", b.cfg.rssTimeout, xs[max(0, len(xs)-rssStableN):])
+			return median3(xs), ctx.Err()
+		}
+		sleepCtx(ctx, rssEvery)
+	}
+}
+
+// median3 is the median of the last three of xs (or of all, if fewer).
+func median3(xs []int64) int64 {
+	t := slices.Clone(xs[max(0, len(xs)-3):])
+	slices.Sort(t)
+	return t[len(t)/2]
+}
