@@ -37,7 +37,8 @@ export interface TestServer {
  * once it listens. Rejects after 20 s or if the process exits first.
  */
 export function startServer(args: string[] = [], port = 0): Promise<TestServer> {
-  const child: ChildProcess = spawn(buildServer(), ["serve", "--addr", `127.0.0.1:${port}`, "--log-level", "warn", ...args], {
+  // The start-up line is logged at INFO: don't pass a higher --log-level.
+  const child: ChildProcess = spawn(buildServer(), ["serve", "--addr", `127.0.0.1:${port}`, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   let log = "";
@@ -51,10 +52,12 @@ export function startServer(args: string[] = [], port = 0): Promise<TestServer> 
       reject(new Error(`actionsync exited with ${code} before listening:\n${log}`));
     });
     child.stderr!.setEncoding("utf8");
+    let started = false;
     child.stderr!.on("data", (chunk: string) => {
       log += chunk;
-      const m = /actionsync listening.* url=(http:\/\/[^\s]+)/.exec(log);
-      if (m && timer) {
+      const m = started ? null : /actionsync listening.* url=(http:\/\/[^\s]+)/.exec(log);
+      if (m) {
+        started = true;
         clearTimeout(timer);
         child.removeAllListeners("exit");
         const url = m[1];
