@@ -50,6 +50,9 @@ type Position struct {
 	AfterSeq uint64
 	// Live starts at the channel's head instead, with no replay and no reset.
 	Live bool
+	// Epoch is the channel epoch AfterSeq belongs to; if set and different from the
+	// channel's, the subscription starts with a reset. Empty: not checked.
+	Epoch string
 }
 
 // ControlKind says what a Control event means.
@@ -69,6 +72,10 @@ type Control struct {
 	Kind    ControlKind
 	Channel string
 	Seq     uint64
+	// Epoch identifies the channel's history: seqs are comparable only within one epoch.
+	// A backend whose channels can lose their history (memory, on restart) gives each
+	// incarnation a new epoch.
+	Epoch string
 }
 
 // Event is one item of a subscription: exactly one of Entry and Control is set.

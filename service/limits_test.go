@@ -13,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -302,7 +301,7 @@ func TestService_Subscribe_limits(t *testing.T) {
 				for _, pos := range tc.req.GetPositions() {
 					want[pos.GetChannel()] = []event{readyEv(pos.GetChannel(), 0)}
 				}
-				if diff := cmp.Diff(want, byChannel(r.take(t, len(tc.req.GetPositions()))), protocmp.Transform()); diff != "" {
+				if diff := cmp.Diff(want, byChannel(r.take(t, len(tc.req.GetPositions()))), eventCmp); diff != "" {
 					t.Fatalf("%s (-want +got):\n%s", p.name, diff)
 				}
 				r.cancel()

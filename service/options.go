@@ -25,6 +25,7 @@ const (
 	DefaultMaxBatchDelay       = 50 * time.Millisecond
 	maxIDBytes                 = 64
 	maxClientIDBytes           = 64
+	maxEpochBytes              = 64
 	idPatternText              = `^[A-Za-z0-9_.:-]{1,64}$`
 	defaultDispatchQueueOnSync = 16
 )

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -128,7 +129,7 @@ func TestService_Subscribe(t *testing.T) {
 				"b": {readyEv("b", 1)},
 				"c": {readyEv("c", 0)},
 			}
-			if diff := cmp.Diff(want, byChannel(r.take(t, 5)), protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(want, byChannel(r.take(t, 5)), eventCmp); diff != "" {
 				t.Fatalf("replay per channel (-want +got):\n%s", diff)
 			}
 			c.env.dispatch(t, "c", "", acts(1, "c")...)
@@ -139,7 +140,7 @@ func TestService_Subscribe(t *testing.T) {
 				"b": actionEvents(c.env.history(t, "b")[1:]...),
 				"c": actionEvents(c.env.history(t, "c")...),
 			}
-			if diff := cmp.Diff(want, byChannel(r.take(t, 3)), protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(want, byChannel(r.take(t, 3)), eventCmp); diff != "" {
 				t.Fatalf("live per channel (-want +got):\n%s", diff)
 			}
 		})
@@ -155,7 +156,7 @@ func TestService_Subscribe(t *testing.T) {
 				"fresh": {resetEv("fresh", 0), readyEv("fresh", 0)},
 				"used":  {resetEv("used", 2), readyEv("used", 2)},
 			}
-			if diff := cmp.Diff(want, byChannel(r.take(t, 4)), protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(want, byChannel(r.take(t, 4)), eventCmp); diff != "" {
 				t.Fatalf("(-want +got):\n%s", diff)
 			}
 			c.env.dispatch(t, "fresh", "", acts(1, "")...)
@@ -316,7 +317,7 @@ func TestService_Dispatch_idempotent(t *testing.T) {
 
 		// Same id, different payload: refused, nothing applied.
 		_, err = dispatch(act("ADD", "x-3", nil), act("ADD", "x-1", map[string]any{"n": 2.0}))
-		checkErr(t, err, connect.CodeAlreadyExists, `id "x-1"`)
+		checkErr(t, err, connect.CodeAlreadyExists, `actions[1].id: "x-1" is seq 1`)
 		if got := c.env.head(t, "room"); got != 2 {
 			t.Fatalf("after the conflict: head %d, want 2", got)
 		}
@@ -355,8 +356,8 @@ func TestService_Dispatch_allOrNothing(t *testing.T) {
 	}{
 		"invalid":     {act("", "", nil), connect.CodeInvalidArgument, "actions[3].type: required"},
 		"not_allowed": {act("NOPE", "", nil), connect.CodePermissionDenied, `actions[3].type: "NOPE" is not allowed`},
-		"conflicting": {act("OTHER", "old-0", nil), connect.CodeAlreadyExists, `id "old-0"`},
-		"repeats_id":  {act("OTHER", "b-0", nil), connect.CodeAlreadyExists, `id "b-0" repeats action 0`},
+		"conflicting": {act("OTHER", "old-0", nil), connect.CodeAlreadyExists, `actions[3].id: "old-0" is seq 1`},
+		"repeats_id":  {act("OTHER", "b-0", nil), connect.CodeAlreadyExists, `actions[3].id: "b-0" repeats actions[0]`},
 	}
 	for name, b := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -377,4 +378,37 @@ func TestService_Dispatch_allOrNothing(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Ready and reset carry the channel's epoch; resuming with another epoch (the history the
+// client's after_seq belonged to is gone, e.g. a restarted in-memory server) gets a reset
+// even though after_seq is within the new history; a too-long epoch is refused.
+func TestService_Subscribe_epoch(t *testing.T) {
+	t.Parallel()
+	forEachClient(t, envConfig{}, func(t *testing.T, c clientCase) {
+		c.env.dispatch(t, "room", "w", acts(3, "a")...)
+		r := subscribe(t, c.client, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "room", AfterSeq: 3}}})
+		epoch := r.next(t).Ready.GetEpoch()
+		if epoch == "" {
+			t.Fatal("ready without an epoch")
+		}
+
+		same := subscribe(t, c.client, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "room", AfterSeq: 2, Epoch: epoch}}})
+		h := c.env.history(t, "room")
+		if diff := diffEvents(append(actionEvents(h[2]), readyEv("room", 3)), same.take(t, 2)); diff != "" {
+			t.Errorf("resume in the same epoch (-want +got):\n%s", diff)
+		}
+
+		other := subscribe(t, c.client, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "room", AfterSeq: 2, Epoch: "old-epoch"}}})
+		got := other.take(t, 2)
+		if diff := diffEvents([]event{resetEv("room", 3), readyEv("room", 3)}, got); diff != "" {
+			t.Errorf("resume from another epoch (-want +got):\n%s", diff)
+		}
+		if got[0].Reset.GetEpoch() != epoch {
+			t.Errorf("reset epoch %q, want the channel's %q", got[0].Reset.GetEpoch(), epoch)
+		}
+
+		bad := subscribe(t, c.client, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "room", Epoch: strings.Repeat("e", 65)}}})
+		bad.wantEnd(t, connect.CodeInvalidArgument, "positions[0].epoch: 65 bytes, limit 64")
+	})
 }

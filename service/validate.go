@@ -177,6 +177,9 @@ func (v *validator) subscribe(req *actionsyncv1.SubscribeRequest, already int) *
 		if p.GetLive() && p.GetAfterSeq() != 0 {
 			return invalid("positions[%d]: live and after_seq %d exclude each other", i, p.GetAfterSeq())
 		}
+		if n := len(p.GetEpoch()); n > maxEpochBytes {
+			return invalid("positions[%d].epoch: %d bytes, limit %d", i, n, maxEpochBytes)
+		}
 	}
 	return nil
 }

@@ -232,9 +232,9 @@ func (w *writer) send(events []broker.Event) error {
 		var msg proto.Message
 		switch c := ev.Control; c.Kind {
 		case broker.ControlReset:
-			msg = w.msgs.reset(&actionsyncv1.Reset{Channel: c.Channel, HeadSeq: c.Seq})
+			msg = w.msgs.reset(&actionsyncv1.Reset{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
 		case broker.ControlReady:
-			msg = w.msgs.ready(&actionsyncv1.Ready{Channel: c.Channel, HeadSeq: c.Seq})
+			msg = w.msgs.ready(&actionsyncv1.Ready{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
 		default:
 			continue
 		}

@@ -83,6 +83,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 		{"reset_when_trimming_overtakes_replay", testResetReplayOvertaken},
 		{"reset_when_after_seq_beyond_head", testResetBeyondHead},
 		{"live_position_starts_at_head", testLivePosition},
+		{"epoch_mismatch_resets", testEpoch},
 		// dedupe.go
 		{"duplicate_id_same_body", testDuplicateSameBody},
 		{"conflicting_id_refuses_whole_batch", testConflictRefusesBatch},

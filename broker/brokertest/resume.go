@@ -309,3 +309,35 @@ func testLivePosition(t *testing.T, s suite) {
 		})
 	}
 }
+
+// testEpoch: every control of a channel carries the same non-empty epoch; a position
+// with the channel's epoch resumes normally, one with another epoch gets a reset even
+// when its after_seq is within history (the history it belonged to is gone).
+func testEpoch(t *testing.T, s suite) {
+	b := s.open(t, Config{})
+	const ch = "epoch"
+	publishN(t, b, ch, "writer", "e", 3)
+	first := follow(t, b, broker.SubscribeOptions{}, ch, broker.Position{}, 8)
+	expectEntries(t, first, ch, 1, 2, 3)
+	ready := mustNext(t, first)
+	if !isControl(ready, broker.ControlReady, ch, 3) {
+		t.Fatalf("got %s, want ready %s@3", describe(ready), ch)
+	}
+	epoch := ready.Control.Epoch
+
+	same := follow(t, b, broker.SubscribeOptions{}, ch, broker.Position{AfterSeq: 1, Epoch: epoch}, 8)
+	expectEntries(t, same, ch, 2, 3)
+	if ev := mustNext(t, same); !isControl(ev, broker.ControlReady, ch, 3) || ev.Control.Epoch != epoch {
+		t.Fatalf("resume in the same epoch: got %s (epoch %q), want ready %s@3 in epoch %q", describe(ev), ev.Control.Epoch, ch, epoch)
+	}
+
+	other := follow(t, b, broker.SubscribeOptions{}, ch, broker.Position{AfterSeq: 1, Epoch: "not-" + epoch}, 8)
+	if ev := mustNext(t, other); !isControl(ev, broker.ControlReset, ch, 3) || ev.Control.Epoch != epoch {
+		t.Fatalf("resume from another epoch: got %s, want reset %s@3 in epoch %q", describe(ev), ch, epoch)
+	}
+	expectControl(t, other, broker.ControlReady, ch, 3)
+	live := publishN(t, b, ch, "writer", "live", 1)[0]
+	for _, st := range []*stream{first, same, other} {
+		expectEntry(t, st, ch, live)
+	}
+}

@@ -188,10 +188,15 @@ func expectEntries(t *testing.T, s *stream, channel string, seqs ...uint64) {
 func expectControl(t *testing.T, s *stream, kind broker.ControlKind, channel string, seq uint64) {
 	t.Helper()
 	ev := mustNext(t, s)
-	want := broker.Control{Kind: kind, Channel: channel, Seq: seq}
-	if ev.Control == nil || *ev.Control != want {
-		t.Fatalf("got %s, want %s %s@%d", describe(ev), kindName(kind), channel, seq)
+	if !isControl(ev, kind, channel, seq) {
+		t.Fatalf("got %s, want %s %s@%d with an epoch", describe(ev), kindName(kind), channel, seq)
 	}
+}
+
+// isControl reports whether ev is the given control, carrying an epoch.
+func isControl(ev broker.Event, kind broker.ControlKind, channel string, seq uint64) bool {
+	c := ev.Control
+	return c != nil && c.Kind == kind && c.Channel == channel && c.Seq == seq && c.Epoch != ""
 }
 
 // expectEnd fails the test unless s has no event left and ended with an error matching

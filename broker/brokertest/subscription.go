@@ -191,7 +191,7 @@ func testAddSeveralChannels(t *testing.T, s suite) {
 	for ch, f := range follows {
 		events, after := got[ch], f.pos.AfterSeq
 		if f.wantReset != 0 {
-			if c := events[0].Control; c == nil || *c != (broker.Control{Kind: broker.ControlReset, Channel: ch, Seq: f.wantReset}) {
+			if !isControl(events[0], broker.ControlReset, ch, f.wantReset) {
 				t.Errorf("%s: got %s first, want reset at %d", ch, describe(events[0]), f.wantReset)
 				continue
 			}

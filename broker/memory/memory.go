@@ -8,6 +8,8 @@ package memory
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -109,7 +111,8 @@ func (b *Broker) shardOf(name string) *shard {
 
 // channel is one channel's state; mu guards all of it.
 type channel struct {
-	name string
+	name  string
+	epoch string // random per channel incarnation: a restarted broker starts new epochs
 
 	mu             sync.Mutex
 	history        history
@@ -145,9 +148,16 @@ func (b *Broker) channel(name string, create bool) (*channel, error) {
 		b.nChannel.Add(-1)
 		return nil, fmt.Errorf("create channel %q: %d channels exist: %w", name, n-1, broker.ErrTooManyChannels)
 	}
-	ch = &channel{name: name, history: newHistory(b.opts.HistorySize), byID: make(map[string]*broker.Entry)}
+	ch = &channel{name: name, epoch: newEpoch(), history: newHistory(b.opts.HistorySize), byID: make(map[string]*broker.Entry)}
 	sh.channels[name] = ch
 	return ch, nil
+}
+
+// newEpoch returns a random channel epoch: 16 hex digits.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux; a zero epoch would still be valid
+	return hex.EncodeToString(b[:])
 }
 
 // trim drops entries older than the broker's MaxAge. Callers hold ch.mu.
@@ -208,7 +218,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	for i, a := range actions {
 		if prev := ch.byID[a.GetId()]; prev != nil {
 			if !sameBody(prev.Action, a) {
-				return nil, fmt.Errorf("action %d: id %q is seq %d: %w", i, a.GetId(), prev.Seq(), broker.ErrConflict)
+				return nil, fmt.Errorf("actions[%d].id: %q is seq %d: %w", i, a.GetId(), prev.Seq(), broker.ErrConflict)
 			}
 			acks[i] = broker.Ack{ID: a.GetId(), Seq: prev.Seq(), Duplicate: true}
 			continue
@@ -216,7 +226,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 		for j := range i {
 			if actions[j].GetId() == a.GetId() && !acks[j].Duplicate {
 				if !sameBody(actions[j], a) {
-					return nil, fmt.Errorf("action %d: id %q repeats action %d: %w", i, a.GetId(), j, broker.ErrConflict)
+					return nil, fmt.Errorf("actions[%d].id: %q repeats actions[%d]: %w", i, a.GetId(), j, broker.ErrConflict)
 				}
 				if dupOf == nil {
 					dupOf = make([]int, len(actions))

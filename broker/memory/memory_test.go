@@ -87,3 +87,31 @@ func TestBroker_NoMaxAge(t *testing.T) {
 func newAction(id string) *actionsyncv1.Action {
 	return &actionsyncv1.Action{Type: "TEST", Id: id, ClientId: "client"}
 }
+
+// TestBroker_NewEpochAfterRestart: a new broker (a restarted server) gives a channel a
+// new epoch, so a client resuming with the old epoch gets a reset even where the new
+// history has reached its old after_seq.
+func TestBroker_NewEpochAfterRestart(t *testing.T) {
+	t.Parallel()
+	epochOf := func(b *memory.Broker) string {
+		t.Helper()
+		sub, err := b.Subscribe(broker.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		if err := sub.Add(t.Context(), "ch", broker.Position{Live: true}); err != nil {
+			t.Fatal(err)
+		}
+		evs, err := sub.Poll(nil, 10)
+		if err != nil || len(evs) != 1 || evs[0].Control == nil || evs[0].Control.Epoch == "" {
+			t.Fatalf("Poll: got %+v, %v; want one ready with an epoch", evs, err)
+		}
+		return evs[0].Control.Epoch
+	}
+	before, after := memory.New(memory.Options{}), memory.New(memory.Options{})
+	t.Cleanup(func() { _ = before.Close(); _ = after.Close() })
+	if a, b := epochOf(before), epochOf(after); a == b {
+		t.Fatalf("two broker incarnations gave channel the same epoch %q", a)
+	}
+}

@@ -107,10 +107,12 @@ func (s *subscription) Add(ctx context.Context, name string, pos broker.Position
 	s.channels = append(s.channels, ch)
 	s.b.trim(ch, s.b.opts.Now())
 	switch {
-	case pos.Live || pos.AfterSeq == ch.head:
+	case pos.Live:
 		s.goLive(ch)
-	case pos.AfterSeq > ch.head || pos.AfterSeq < ch.trimmedThrough:
-		s.pending = append(s.pending, broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: name, Seq: ch.head}})
+	case pos.AfterSeq > ch.head || pos.AfterSeq < ch.trimmedThrough || pos.Epoch != "" && pos.Epoch != ch.epoch:
+		s.pending = append(s.pending, broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: name, Seq: ch.head, Epoch: ch.epoch}})
+		s.goLive(ch)
+	case pos.AfterSeq == ch.head:
 		s.goLive(ch)
 	default:
 		s.catching = append(s.catching, &cursor{ch: ch, after: pos.AfterSeq})
@@ -122,7 +124,7 @@ func (s *subscription) Add(ctx context.Context, name string, pos broker.Position
 // goLive queues the ready marker for ch at its head and registers for live entries.
 // Callers hold ch.mu and s.mu, so no entry can slip between the two.
 func (s *subscription) goLive(ch *channel) {
-	s.pending = append(s.pending, broker.Event{Control: &broker.Control{Kind: broker.ControlReady, Channel: ch.name, Seq: ch.head}})
+	s.pending = append(s.pending, broker.Event{Control: &broker.Control{Kind: broker.ControlReady, Channel: ch.name, Seq: ch.head, Epoch: ch.epoch}})
 	ch.subs = append(ch.subs, s)
 }
 
@@ -175,7 +177,7 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) []broke
 	s.b.trim(ch, s.b.opts.Now())
 	if c.after < ch.trimmedThrough {
 		// Publishers overtook the replay and history moved past it.
-		buf = append(buf, broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: ch.name, Seq: ch.head}})
+		buf = append(buf, broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: ch.name, Seq: ch.head, Epoch: ch.epoch}})
 		c.after = ch.head
 	}
 	skip := ""
@@ -196,7 +198,7 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) []broke
 	}
 	if c.after == ch.head {
 		s.catching = slices.DeleteFunc(s.catching, func(x *cursor) bool { return x == c })
-		buf = append(buf, broker.Event{Control: &broker.Control{Kind: broker.ControlReady, Channel: ch.name, Seq: ch.head}})
+		buf = append(buf, broker.Event{Control: &broker.Control{Kind: broker.ControlReady, Channel: ch.name, Seq: ch.head, Epoch: ch.epoch}})
 		ch.subs = append(ch.subs, s)
 	}
 	return buf

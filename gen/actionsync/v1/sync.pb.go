@@ -210,7 +210,12 @@ type Position struct {
 	AfterSeq uint64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	// live asks for live actions only: start at the channel's head, no replay, no reset.
 	// after_seq must then be 0.
-	Live          bool `protobuf:"varint,3,opt,name=live,proto3" json:"live,omitempty"`
+	Live bool `protobuf:"varint,3,opt,name=live,proto3" json:"live,omitempty"`
+	// epoch is the channel epoch after_seq belongs to, as the client last saw it in a
+	// ready or reset. Seqs restart when a channel's history is lost (an in-memory server
+	// restarts): if epoch is set and differs from the channel's, the server sends a reset,
+	// since after_seq means nothing in the new history. Empty: not checked. At most 64 bytes.
+	Epoch         string `protobuf:"bytes,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +269,13 @@ func (x *Position) GetLive() bool {
 		return x.Live
 	}
 	return false
+}
+
+func (x *Position) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
 }
 
 // SubscribeRequest opens (or, on Sync, extends) a subscription.
@@ -419,7 +431,9 @@ type Reset struct {
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// head_seq is the channel's head when the reset was made; the stream continues with
 	// the actions after it.
-	HeadSeq       uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadSeq uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// epoch is the channel's epoch: send it back in Position.epoch when resuming.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -468,13 +482,22 @@ func (x *Reset) GetHeadSeq() uint64 {
 	return 0
 }
 
+func (x *Reset) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
 // Ready marks the end of a channel's replay.
 type Ready struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// channel whose replay is done.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// head_seq is the last seq replayed (or the position, when there was nothing to replay).
-	HeadSeq       uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadSeq uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// epoch is the channel's epoch: send it back in Position.epoch when resuming.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -521,6 +544,13 @@ func (x *Ready) GetHeadSeq() uint64 {
 		return x.HeadSeq
 	}
 	return 0
+}
+
+func (x *Ready) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
 }
 
 // Heartbeat keeps an idle stream alive.
@@ -930,11 +960,12 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\x03Ack\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"U\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"k\n" +
 	"\bPosition\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x12\n" +
-	"\x04live\x18\x03 \x01(\bR\x04live\"\x87\x01\n" +
+	"\x04live\x18\x03 \x01(\bR\x04live\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\x87\x01\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\tpositions\x18\x01 \x03(\v2\x17.actionsync.v1.PositionR\tpositions\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1f\n" +
@@ -944,13 +975,15 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\aactions\x18\x01 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12*\n" +
 	"\x05reset\x18\x02 \x01(\v2\x14.actionsync.v1.ResetR\x05reset\x12*\n" +
 	"\x05ready\x18\x03 \x01(\v2\x14.actionsync.v1.ReadyR\x05ready\x126\n" +
-	"\theartbeat\x18\x04 \x01(\v2\x18.actionsync.v1.HeartbeatR\theartbeat\"<\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x18.actionsync.v1.HeartbeatR\theartbeat\"R\n" +
 	"\x05Reset\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x19\n" +
-	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"<\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"R\n" +
 	"\x05Ready\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x19\n" +
-	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"\v\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\"\v\n" +
 	"\tHeartbeat\"\x97\x01\n" +
 	"\vSyncRequest\x12?\n" +
 	"\tsubscribe\x18\x01 \x01(\v2\x1f.actionsync.v1.SubscribeRequestH\x00R\tsubscribe\x12<\n" +
