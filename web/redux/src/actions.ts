@@ -1,0 +1,157 @@
+// The actions the middleware dispatches and the markers it puts on synced actions.
+import type { UnknownAction } from "redux";
+
+/**
+ * ActionTypes lists every action type the middleware dispatches. All of them start with
+ * `actionsync/`; an action of such a type is never synced, and one arriving from the
+ * server is ignored (nobody can forge them through a channel).
+ */
+export const ActionTypes = {
+  /** status reports a connection change: payload {@link StatusPayload}. */
+  status: "actionsync/status",
+  /**
+   * reset says the server could not resume the channel where this client was: its history
+   * no longer reaches back that far, or it lost it (an in-memory server restarted). The
+   * store's state for the channel is stale; the stream goes on after `headSeq`. Payload
+   * {@link ResetPayload}.
+   */
+  reset: "actionsync/reset",
+  /**
+   * rejected says the server refused a local action (e.g. `permission_denied` from an
+   * allow-list): it was removed from the pending actions and the state recomputed without
+   * it. Payload {@link RejectedPayload}.
+   */
+  rejected: "actionsync/rejected",
+  /**
+   * confirmed is internal: the rebase reducer applies it to the visible state when a
+   * client's oldest pending action comes back confirmed. It is never dispatched through
+   * the store.
+   */
+  confirmed: "actionsync/confirmed",
+  /**
+   * restore re-applies the actions loaded from the outbox storage at start as pending.
+   * Payload {@link RestorePayload}.
+   */
+  restore: "actionsync/restore",
+} as const;
+
+/** TypePrefix starts every action type in {@link ActionTypes}. */
+export const TypePrefix = "actionsync/";
+
+/** ConnectionStatus is the state of the subscription to the server. */
+export type ConnectionStatus = "connecting" | "connected" | "offline";
+
+/** SyncError is a Connect error as plain data: `code` is its name, e.g. "permission_denied". */
+export interface SyncError {
+  code: string;
+  message: string;
+}
+
+/** SyncStatusState is the status slice (`sync.reducer`); plain, serialisable data. */
+export interface SyncStatusState {
+  /** status: "connected" once the subscription has replayed the history and is live. */
+  status: ConnectionStatus;
+  /** lastSeq is the seq of the last action applied from the channel (0: none). */
+  lastSeq: number;
+  /** pending counts local actions not yet confirmed by the server (nor rejected). */
+  pending: number;
+  /** error is the last connection failure or rejection, null once connected again. */
+  error: SyncError | null;
+  /** resets counts the `actionsync/reset` signals received. */
+  resets: number;
+}
+
+/** LocalMeta marks a local synced action: `meta.actionsync`. */
+export interface LocalMeta {
+  /** id is the action id sent to the server (a UUID). */
+  id: string;
+  local: true;
+}
+
+/** RemoteMeta marks an action that came from the server: `meta.actionsync`. */
+export interface RemoteMeta {
+  remote: true;
+  /** seq is the action's position in the channel. */
+  seq: number;
+  /** id is the action id its sender chose. */
+  id: string;
+  /** clientId is the sender's client id, as stamped by the server. */
+  clientId: string;
+  /** channel the action was published on. */
+  channel: string;
+}
+
+/** SyncedAction is an action with its `meta.actionsync` marker. */
+export interface SyncedAction<M = LocalMeta | RemoteMeta> extends UnknownAction {
+  type: string;
+  payload?: unknown;
+  meta: { [key: string]: unknown; actionsync: M };
+}
+
+/** PendingEntry is one local action waiting for the server's confirmation (the outbox). */
+export interface PendingEntry {
+  /** id is the action id (equal to `action.meta.actionsync.id`). */
+  id: string;
+  /** action is the local action as it was applied: JSON data. */
+  action: SyncedAction<LocalMeta>;
+}
+
+/** StatusPayload is the payload of `actionsync/status`; absent fields keep their value. */
+export interface StatusPayload {
+  channel: string;
+  status?: ConnectionStatus;
+  error?: SyncError | null;
+  lastSeq?: number;
+}
+
+/** ResetPayload is the payload of `actionsync/reset`. */
+export interface ResetPayload {
+  channel: string;
+  /** headSeq is the channel's head when the server reset the subscription. */
+  headSeq: number;
+}
+
+/** RejectedPayload is the payload of `actionsync/rejected`. */
+export interface RejectedPayload {
+  /** action is the refused local action, as it was dispatched (with its marker). */
+  action: SyncedAction<LocalMeta>;
+  /** code is the Connect code name, e.g. "permission_denied", "invalid_argument". */
+  code: string;
+  /** message is the server's explanation, naming the field and the limit. */
+  message: string;
+  /** id is the refused action's id. */
+  id: string;
+  channel: string;
+}
+
+/** ConfirmedPayload is the payload of the internal `actionsync/confirmed`. */
+export interface ConfirmedPayload {
+  channel: string;
+  id: string;
+  seq: number;
+}
+
+/** RestorePayload is the payload of `actionsync/restore`. */
+export interface RestorePayload {
+  channel: string;
+  entries: PendingEntry[];
+}
+
+/** syncMeta returns `action.meta.actionsync` when it is an object. */
+export function syncMeta(action: unknown): Partial<LocalMeta & RemoteMeta> | undefined {
+  if (typeof action !== "object" || action === null) return undefined;
+  const meta = (action as { meta?: unknown }).meta;
+  if (typeof meta !== "object" || meta === null) return undefined;
+  const m = (meta as { actionsync?: unknown }).actionsync;
+  return typeof m === "object" && m !== null ? (m as Partial<LocalMeta & RemoteMeta>) : undefined;
+}
+
+/** isRemoteAction tells whether an action came from the server (of any channel). */
+export function isRemoteAction(action: unknown): action is SyncedAction<RemoteMeta> {
+  return syncMeta(action)?.remote === true;
+}
+
+/** isLocalAction tells whether an action is a local synced action. */
+export function isLocalAction(action: unknown): action is SyncedAction<LocalMeta> {
+  return syncMeta(action)?.local === true;
+}

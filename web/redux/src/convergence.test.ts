@@ -1,0 +1,190 @@
+// Randomized convergence: several stores with real middleware instances against one real
+// server, conflicting actions in random interleavings, random network cuts, lost acks and
+// reloads; at quiescence every store equals every other and the channel's history
+// replayed from scratch. Seeded: REDUX_TEST_SEED=<n> replays the same choices (the
+// network's timing still varies from run to run).
+import assert from "node:assert/strict";
+import { after, it } from "node:test";
+import type { UnknownAction } from "redux";
+import { createMemoryStorage, type OutboxStorage } from "./index.js";
+import { syncMeta } from "./actions.js";
+import { board, captureLogger, createLink, makeStore, mulberry32, readHistory, replay, startTestServer } from "./testkit.js";
+
+const seed = process.env.REDUX_TEST_SEED ? Number(process.env.REDUX_TEST_SEED) : Math.floor(Math.random() * 2 ** 31);
+const cleanups: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+interface Client {
+  link: ReturnType<typeof createLink>;
+  storage: OutboxStorage;
+  clientId: string;
+  made: ReturnType<typeof makeStore>;
+  clicks: number;
+  reloaded: boolean;
+}
+
+it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
+  t.diagnostic(`seed ${seed}: rerun with REDUX_TEST_SEED=${seed}`);
+  console.log(`# convergence seed ${seed} (REDUX_TEST_SEED=${seed} to reproduce)`);
+  const rnd = mulberry32(seed);
+  const int = (n: number) => Math.floor(rnd() * n);
+  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
+
+  const srv = await startTestServer();
+  cleanups.push(() => srv.stop());
+  const channel = `board:random-${seed}`;
+  const logger = captureLogger();
+  const localIds = new Set<string>();
+  const allSeen: UnknownAction[][] = [];
+
+  const open = (c: Omit<Client, "made" | "clicks" | "reloaded">) => {
+    const made = makeStore({
+      transport: c.link.transport,
+      channel,
+      clientId: c.clientId,
+      storage: c.storage,
+      logger,
+      maxBatch: 1 + int(8),
+      backoff: { initialMs: 5, maxMs: 80 },
+    });
+    cleanups.push(() => made.close());
+    allSeen.push(made.seen);
+    return made;
+  };
+
+  const k = 3 + int(2);
+  const clients: Client[] = [];
+  for (let i = 0; i < k; i++) {
+    const base = { link: createLink(srv.url), storage: createMemoryStorage(), clientId: `client-${i}` };
+    clients.push({ ...base, made: open(base), clicks: 0, reloaded: false });
+  }
+
+  const items = ["a", "b", "c", "d", "e", "f"];
+  const titles = ["Todo", "Doing", "Done", "Later"];
+  const randomAction = (): UnknownAction => {
+    switch (int(4)) {
+      case 0:
+        return { type: "board/title", payload: { title: pick(titles) } };
+      case 1:
+        return { type: "board/add", payload: { item: pick(items) } };
+      case 2:
+        return { type: "board/move", payload: { item: pick(items), to: int(6) } };
+      default:
+        return { type: "board/remove", payload: { item: pick(items) } };
+    }
+  };
+
+  // Invariant while running: the store shows its pending local actions re-applied on top
+  // of the history up to its last seq (no reset happens here: the server keeps running).
+  const checkRebase = async () => {
+    const { actions: hist, headSeq } = await readHistory(srv.url, channel);
+    let checked = 0;
+    for (const [i, c] of clients.entries()) {
+      const state = c.made.store.getState();
+      const last = state.sync.lastSeq;
+      if (last > headSeq) continue; // it got newer actions than this read of the history
+      const confirmedPart = hist.filter((a) => Number(a.seq) <= last);
+      const confirmedIds = new Set(confirmedPart.map((a) => a.id));
+      const pending: UnknownAction[] = [];
+      for (const a of c.made.seen) {
+        if (a.type === "actionsync/restore") {
+          const entries = (a.payload as { entries: { id: string; action: UnknownAction }[] }).entries;
+          pending.unshift(...entries.map((e) => e.action));
+        } else if (syncMeta(a)?.local === true) pending.push(a);
+      }
+      const stillPending = pending.filter((a) => !confirmedIds.has(syncMeta(a)!.id!));
+      const want = stillPending.reduce((st, a) => board(st, a), replay(confirmedPart, channel));
+      assert.deepEqual(state.board, want, `seed ${seed}: store ${i} at seq ${last} is not its pending actions over the confirmed ones`);
+      assert.equal(state.sync.pending, stillPending.length, `seed ${seed}: store ${i} pending count`);
+      checked++;
+    }
+    return checked;
+  };
+  let rebaseChecks = 0;
+
+  const counts = { actions: 0, cuts: 0, lostAcks: 0, reloads: 0 };
+  const steps = 250;
+  for (let step = 0; step < steps; step++) {
+    if (step % 25 === 24) rebaseChecks += await checkRebase();
+    const c = pick(clients);
+    const r = rnd();
+    if (r < 0.55) {
+      c.made.store.dispatch(randomAction());
+      counts.actions++;
+    } else if (r < 0.6) {
+      c.made.store.dispatch({ type: "ui/click" });
+      c.clicks++;
+    } else if (r < 0.68) {
+      if (c.link.down) c.link.heal();
+      else {
+        c.link.cut();
+        counts.cuts++;
+      }
+    } else if (r < 0.71) {
+      c.link.loseAcks(1 + int(2));
+      counts.lostAcks++;
+    } else if (r < 0.73) {
+      // Reload: the store goes away with whatever it had in flight; a new one starts from
+      // the same outbox storage and replays the channel.
+      await c.made.close();
+      c.made = open(c);
+      c.reloaded = true;
+      counts.reloads++;
+    } else {
+      await new Promise((res) => setTimeout(res, int(12)));
+    }
+  }
+  for (const c of clients) c.link.heal();
+  t.diagnostic(`k=${k} ${JSON.stringify(counts)}, ${rebaseChecks} rebase checks`);
+
+  // Quiescence: nothing pending anywhere, every store at the channel's head.
+  const deadline = Date.now() + 20_000;
+  let head = -1;
+  for (;;) {
+    head = (await readHistory(srv.url, channel)).headSeq;
+    const ok = clients.every((c) => {
+      const s = c.made.store.getState().sync;
+      return s.status === "connected" && s.pending === 0 && s.lastSeq === head;
+    });
+    if (ok) break;
+    if (Date.now() > deadline) {
+      assert.fail(`seed ${seed}: no quiescence at seq ${head}: ${JSON.stringify(clients.map((c) => c.made.store.getState().sync))}`);
+    }
+    await new Promise((res) => setTimeout(res, 25));
+  }
+
+  const { actions } = await readHistory(srv.url, channel);
+  const expected = replay(actions, channel);
+  const late = open({ link: createLink(srv.url), storage: createMemoryStorage(), clientId: "late" });
+  await new Promise<void>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error("late store did not catch up")), 10_000);
+    const check = () => {
+      if (late.store.getState().sync.lastSeq === head) {
+        clearTimeout(timer);
+        res();
+      } else setTimeout(check, 10);
+    };
+    check();
+  });
+  for (const [i, c] of clients.entries()) {
+    assert.deepEqual(c.made.store.getState().board, expected, `seed ${seed}: store ${i} differs from the replayed history`);
+    if (!c.reloaded) assert.equal(c.made.store.getState().ui.clicks, c.clicks, `seed ${seed}: store ${i} lost UI-only state`);
+  }
+  assert.deepEqual(late.store.getState().board, expected, `seed ${seed}: a late store differs`);
+
+  // Nothing lost, nothing twice: every local action is in the history exactly once.
+  for (const seen of allSeen) {
+    for (const a of seen) {
+      const m = syncMeta(a);
+      if (m?.local === true && typeof m.id === "string") localIds.add(m.id);
+    }
+  }
+  const historyIds = actions.map((a) => a.id);
+  assert.equal(new Set(historyIds).size, historyIds.length, `seed ${seed}: an action id appears twice in history`);
+  const missing = [...localIds].filter((id) => !historyIds.includes(id));
+  assert.deepEqual(missing, [], `seed ${seed}: local actions never reached the server`);
+  assert.equal(localIds.size, historyIds.length, `seed ${seed}: history has actions nobody dispatched`);
+  assert.deepEqual(logger.errors, [], `seed ${seed}: errors logged`);
+});

@@ -1,0 +1,20 @@
+// @actionsync/redux keeps Redux stores on several devices in sync through an actionsync
+// server. This file only re-exports the public API.
+export { createSyncMiddleware } from "./middleware.js";
+export type { SyncMiddleware, SyncMiddlewareOptions } from "./middleware.js";
+export { ActionTypes, isLocalAction, isRemoteAction } from "./actions.js";
+export type {
+  ConnectionStatus,
+  LocalMeta,
+  PendingEntry,
+  RejectedPayload,
+  RemoteMeta,
+  ResetPayload,
+  StatusPayload,
+  SyncError,
+  SyncStatusState,
+  SyncedAction,
+} from "./actions.js";
+export { createMemoryStorage, createWebStorage } from "./outbox.js";
+export type { Logger, OutboxStorage, WebStorage } from "./outbox.js";
+export type { BackoffOptions } from "./backoff.js";

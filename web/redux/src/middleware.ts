@@ -1,0 +1,465 @@
+// createSyncMiddleware: the factory that ties the store to one channel of the server.
+import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import type { Middleware, Reducer, UnknownAction } from "redux";
+import {
+  ActionTypes,
+  TypePrefix,
+  syncMeta,
+  type ConfirmedPayload,
+  type ConnectionStatus,
+  type LocalMeta,
+  type PendingEntry,
+  type RejectedPayload,
+  type ResetPayload,
+  type RestorePayload,
+  type StatusPayload,
+  type SyncError,
+  type SyncStatusState,
+  type SyncedAction,
+} from "./actions.js";
+import type { BackoffOptions } from "./backoff.js";
+import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
+import { SyncService, type Ack } from "./gen/actionsync/v1/sync_pb.js";
+import { createOutbox, defaultStorage, createMemoryStorage, type Logger, type OutboxStorage } from "./outbox.js";
+import { createRebase, type Classified } from "./rebase.js";
+import { createSender } from "./sender.js";
+import { createStatusReducer } from "./status.js";
+import { startSubscriber, type Subscriber } from "./subscriber.js";
+import { assertSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta } from "./wire.js";
+
+/** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
+export interface SyncMiddlewareOptions {
+  /**
+   * baseUrl is the server's URL, e.g. "https://sync.example.com". Used to build a
+   * connect-web transport (createConnectTransport from @connectrpc/connect-web) when
+   * transport is not given. One of baseUrl and transport is required.
+   */
+  baseUrl?: string;
+  /**
+   * transport is any @connectrpc/connect Transport, e.g. from @connectrpc/connect-node
+   * `createConnectTransport({ baseUrl, httpVersion: "1.1" })`. Default: a connect-web
+   * transport for baseUrl.
+   */
+  transport?: Transport;
+  /** channel to sync, e.g. "board:42". Required; the server checks its name. */
+  channel: string;
+  /**
+   * types lists the action types to sync. An action is synced when its type is listed or
+   * predicate returns true; at least one of types and predicate is required. Default: none.
+   * Remote actions of other types are ignored (with a warning).
+   */
+  types?: readonly string[];
+  /**
+   * predicate tells whether to sync an action (local ones, and remote ones before they are
+   * dispatched). Default: none. Types starting with "actionsync/" are never synced.
+   */
+  predicate?: (action: UnknownAction) => boolean;
+  /**
+   * clientId identifies this client to the server, which stamps it on every action it
+   * sends: 1..64 characters of [A-Za-z0-9_.:-]. Default: a random UUID per instance.
+   */
+  clientId?: string;
+  /**
+   * storage persists the outbox (unconfirmed local actions) across reloads. Default:
+   * localStorage under "actionsync:outbox:" + channel when globalThis.localStorage exists,
+   * else memory. null: memory.
+   */
+  storage?: OutboxStorage | null;
+  /**
+   * backoff shapes the delays between reconnects and Dispatch retries: exponential with
+   * full jitter. Default { initialMs: 250, maxMs: 10000 }.
+   */
+  backoff?: BackoffOptions;
+  /** maxBatch is the most actions sent in one Dispatch. Default 100 (the server's default limit). */
+  maxBatch?: number;
+  /** logger receives warnings (ignored remote actions, lost connection) and errors. Default console. */
+  logger?: Logger;
+  /**
+   * idleTimeoutMs: a subscription silent for that long (no action, no heartbeat) is
+   * considered dead and reopened. Keep it above the server's --heartbeat (15 s by default).
+   * Default 45000; 0: never.
+   */
+  idleTimeoutMs?: number;
+  /** dispatchTimeoutMs bounds one Dispatch call, then it is retried. Default 30000; 0: none. */
+  dispatchTimeoutMs?: number;
+}
+
+/** SyncMiddleware is what createSyncMiddleware returns. */
+export interface SyncMiddleware {
+  /** middleware goes into the store (last, after thunk and the dev checks). */
+  middleware: Middleware;
+  /**
+   * wrapReducer wraps the root reducer with convergence: the store shows the confirmed
+   * actions in server order with the pending local ones re-applied on top. Required for
+   * the stores to converge. The reducer must be pure and deterministic: it is re-run over
+   * the pending actions whenever a remote action lands before them.
+   */
+  wrapReducer<R extends Reducer<any, any, any>>(reducer: R): R;
+  /** reducer is the status slice's reducer; mount it anywhere, e.g. at state.sync. */
+  reducer: Reducer<SyncStatusState>;
+  /**
+   * close ends the subscription, the Dispatch in flight and every timer, and sets the
+   * status to offline; it resolves once they have stopped and the outbox is saved. Local
+   * synced actions dispatched after close are still applied and kept in the outbox.
+   */
+  close(): Promise<void>;
+  /** channel is the channel this instance syncs. */
+  readonly channel: string;
+  /** clientId is the client id this instance sends. */
+  readonly clientId: string;
+}
+
+const clientIdPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
+ * createSyncMiddleware returns the middleware, the rebase reducer wrapper and the status
+ * reducer that keep one store in sync with one channel of an actionsync server:
+ *
+ * - a local action whose type is synced is applied at once (optimistically) as a new
+ *   action with `meta.actionsync = {id, local: true}`, queued in the outbox and sent with
+ *   Dispatch, batched, one request in flight, retried with the same ids;
+ * - the channel is followed with Subscribe from the last seq applied; every action comes
+ *   back, the client's own ones too, with `meta.actionsync = {remote: true, seq, id,
+ *   clientId, channel}`, and is dispatched into the store; remote actions are never sent;
+ * - wrapReducer rebases the pending local actions on top of the confirmed ones;
+ * - reconnects with backoff and jitter, surfaces resets, rolls back refused actions.
+ *
+ * Each call has its own state (no module globals): use one instance per store.
+ */
+export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddleware {
+  const o = checkOptions(options);
+  const { channel, clientId, logger } = o;
+  const client = createClient(SyncService, o.transport);
+  const outbox = createOutbox(o.storage, logger);
+  // Actions this instance created: the rebase and status reducers count only these as
+  // pending local actions (another instance's, on the same store, are not ours).
+  const own = new WeakSet<object>();
+  // Ids confirmed by their ack because their echo was skipped by a reset; if the echo
+  // comes after all, it must not be applied twice.
+  const ackConfirmed = new Set<string>();
+
+  let api: { dispatch(action: UnknownAction): unknown } | undefined;
+  let closed = false;
+  let closing: Promise<void> | undefined;
+  let subscriber: Subscriber | undefined;
+  let rebaseUsed = false;
+  // lastSeq: the last seq received (where to resume); stateSeq: what the status slice shows.
+  let lastSeq = 0;
+  let stateSeq = 0;
+  let status: ConnectionStatus = "connecting";
+  let errorShown: SyncError | null = null;
+  let outageLogged = false;
+
+  const isOwnLocal = (action: unknown) => typeof action === "object" && action !== null && own.has(action) && syncMeta(action)?.local === true;
+
+  const rebase = createRebase({
+    classify,
+    confirmedMarker: (id, seq) => ({ type: ActionTypes.confirmed, payload: { channel, id, seq } satisfies ConfirmedPayload }),
+  });
+  const reducer = createStatusReducer(channel, isOwnLocal);
+
+  const sender = createSender({
+    client,
+    channel,
+    clientId,
+    outbox,
+    maxBatch: o.maxBatch,
+    backoff: o.backoff,
+    timeoutMs: o.dispatchTimeoutMs,
+    onAcks,
+    onRejected,
+    onRetry(err, delayMs) {
+      logger.warn(`actionsync: Dispatch to ${channel} failed (${describe(err)}); retrying in ${delayMs} ms`);
+    },
+  });
+
+  function classify(action: unknown): Classified {
+    if (!isPlainObject(action)) return { kind: "other" };
+    const payload = action.payload as { channel?: unknown } | undefined;
+    if (action.type === ActionTypes.rejected && payload?.channel === channel) {
+      return { kind: "rejected", id: (payload as RejectedPayload).id };
+    }
+    if (action.type === ActionTypes.restore && payload?.channel === channel) {
+      return { kind: "restore", entries: (payload as RestorePayload).entries };
+    }
+    const m = syncMeta(action);
+    if (m?.remote === true && m.channel === channel && typeof m.id === "string" && typeof m.seq === "number") {
+      return { kind: "confirmed", id: m.id, seq: m.seq };
+    }
+    if (m?.local === true && typeof m.id === "string" && own.has(action)) return { kind: "local", id: m.id };
+    return { kind: "other" };
+  }
+
+  function dispatchSafely(action: UnknownAction): boolean {
+    if (!api) return false;
+    try {
+      api.dispatch(action);
+      return true;
+    } catch (err) {
+      logger.error(`actionsync: dispatching ${action.type} threw`, err);
+      return false;
+    }
+  }
+
+  function setStatus(next: { status?: ConnectionStatus; error?: SyncError | null }) {
+    const payload: StatusPayload = { channel };
+    if (next.status !== undefined && next.status !== status) payload.status = status = next.status;
+    if (next.error !== undefined && !sameError(next.error, errorShown)) payload.error = errorShown = next.error;
+    if (stateSeq !== lastSeq) payload.lastSeq = stateSeq = lastSeq;
+    if (Object.keys(payload).length > 1) dispatchSafely({ type: ActionTypes.status, payload });
+  }
+
+  function onActions(batch: WireAction[]) {
+    for (const a of batch) {
+      const seq = Number(a.seq);
+      if (!(seq > lastSeq)) {
+        logger.warn(`actionsync: ignoring action seq ${a.seq} on ${channel}: not after ${lastSeq}`);
+        continue;
+      }
+      lastSeq = seq;
+      if (a.id !== "" && ackConfirmed.delete(a.id)) continue;
+      const decoded = fromWire(a, channel);
+      if (decoded.problem !== undefined) {
+        logger.warn(`actionsync: ignoring remote action seq ${seq} on ${channel}: it ${decoded.problem}`, a.type);
+        continue;
+      }
+      const action = decoded.action;
+      const mine = a.id !== "" && outbox.has(a.id);
+      if (!mine && !acceptsRemote(action)) {
+        logger.warn(`actionsync: ignoring remote action seq ${seq} on ${channel}: type ${JSON.stringify(a.type)} is not synced`);
+        continue;
+      }
+      const entry = mine ? outbox.remove(a.id) : undefined;
+      if (dispatchSafely(action)) {
+        stateSeq = Math.max(stateSeq, seq);
+      } else if (entry && rebase.hasPending(entry.id)) {
+        // The reducer threw on the confirmed action: drop it from the pending ones too, or
+        // it would stay pending for ever.
+        reject(entry, "internal", "the reducer threw on the confirmed action");
+      }
+    }
+    if (stateSeq !== lastSeq) setStatus({});
+  }
+
+  function acceptsRemote(action: SyncedAction): boolean {
+    if (action.type.startsWith(TypePrefix)) return false;
+    if (o.types.has(action.type)) return true;
+    try {
+      return o.predicate?.(action) === true;
+    } catch (err) {
+      logger.error("actionsync: predicate threw", err);
+      return false;
+    }
+  }
+
+  function onAcks(batch: PendingEntry[], acks: Ack[]) {
+    acks.forEach((ack, i) => {
+      const entry = batch[i];
+      if (ack.id !== "" && ack.id !== entry.id) {
+        logger.warn(`actionsync: ack ${i} names id ${ack.id}, sent ${entry.id}`);
+        return;
+      }
+      outbox.markAcked(entry.id);
+      const seq = Number(ack.seq);
+      // An ack at or before the last seq applied whose echo has not come: a reset skipped
+      // it (the server still had the id, before the head it reset to). It will never be
+      // echoed, so the ack confirms it.
+      if (seq <= lastSeq && outbox.has(entry.id)) {
+        outbox.remove(entry.id);
+        ackConfirmed.add(entry.id);
+        if (ackConfirmed.size > 1000) ackConfirmed.delete(ackConfirmed.values().next().value!);
+        dispatchSafely(confirmedFromEntry(entry, seq, clientId, channel));
+      }
+    });
+  }
+
+  function onRejected(entry: PendingEntry, err: ConnectError) {
+    logger.warn(`actionsync: the server refused ${entry.action.type} (${entry.id}) on ${channel}: ${describe(err)}`);
+    reject(entry, codeToString(err.code), err.rawMessage);
+  }
+
+  function reject(entry: PendingEntry, code: string, message: string) {
+    outbox.remove(entry.id);
+    const payload: RejectedPayload = { action: entry.action, code, message, id: entry.id, channel };
+    dispatchSafely({ type: ActionTypes.rejected, payload });
+  }
+
+  function startConnection() {
+    subscriber = startSubscriber({
+      client,
+      channel,
+      clientId,
+      backoff: o.backoff,
+      idleTimeoutMs: o.idleTimeoutMs,
+      lastSeq: () => lastSeq,
+      onActions,
+      onReset(headSeq) {
+        logger.warn(`actionsync: the server reset ${channel} to seq ${headSeq} (was at ${lastSeq}); the state is stale`);
+        lastSeq = stateSeq = headSeq;
+        // The server may have lost acknowledged actions: send every pending one again.
+        outbox.resendAll();
+        const payload: ResetPayload = { channel, headSeq };
+        dispatchSafely({ type: ActionTypes.reset, payload });
+      },
+      onReady() {
+        outageLogged = false;
+        setStatus({ status: "connected", error: null });
+        sender.setLive(true);
+      },
+      onDown(err, delayMs) {
+        sender.setLive(false);
+        if (!outageLogged) {
+          outageLogged = true;
+          logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
+        }
+        setStatus({ status: "offline", error: { code: codeToString(err.code), message: err.rawMessage } });
+      },
+    });
+  }
+
+  async function start() {
+    if (closed) return;
+    if (!rebaseUsed) {
+      logger.warn("actionsync: sync.wrapReducer(rootReducer) is not in use: optimistic actions will not be rebased and stores may diverge");
+    }
+    const restored = await outbox.load();
+    if (closed) return;
+    if (restored.length > 0) {
+      for (const e of restored) own.add(e.action);
+      const payload: RestorePayload = { channel, entries: restored };
+      dispatchSafely({ type: ActionTypes.restore, payload });
+    }
+    startConnection();
+  }
+
+  const middleware: Middleware = (store) => {
+    if (api) throw new Error("actionsync: this middleware is already in a store; call createSyncMiddleware once per store");
+    api = store;
+    // Dispatching is not allowed while the store is being built: start right after.
+    queueMicrotask(() => {
+      start().catch((err: unknown) => logger.error("actionsync: start failed", err));
+    });
+    return (next) => (action) => {
+      if (!shouldSync(action)) return next(action);
+      assertSyncable(action);
+      const id = randomId();
+      const meta = isPlainObject(action.meta) ? action.meta : {};
+      // A new action object: the dispatched one is never mutated.
+      const local: SyncedAction<LocalMeta> = { ...action, meta: { ...meta, actionsync: localMeta(id) } };
+      own.add(local);
+      const result = next(local);
+      // A middleware after this one may have swallowed it; queue only what was applied.
+      if (!rebaseUsed || rebase.hasPending(id)) {
+        outbox.add({ id, action: local });
+        sender.kick();
+      }
+      return result;
+    };
+  };
+
+  function shouldSync(action: unknown): action is UnknownAction & { type: string } {
+    if (!isPlainObject(action) || typeof action.type !== "string") return false;
+    if (action.type.startsWith(TypePrefix) || syncMeta(action) !== undefined) return false;
+    if (o.types.has(action.type)) return true;
+    return o.predicate !== undefined && o.predicate(action as UnknownAction) === true;
+  }
+
+  return {
+    middleware,
+    wrapReducer<R extends Reducer<any, any, any>>(r: R): R {
+      rebaseUsed = true;
+      return rebase.wrap(r) as R;
+    },
+    reducer,
+    close() {
+      if (closing) return closing;
+      closed = true;
+      const stopping = [sender.close(), subscriber?.close()];
+      setStatus({ status: "offline" });
+      // A store closed before it started has not loaded its outbox yet: load it now, or
+      // the actions dispatched meanwhile would never be saved.
+      closing = Promise.all(stopping)
+        .then(() => outbox.load())
+        .then(() => outbox.flush());
+      return closing;
+    },
+    channel,
+    clientId,
+  };
+}
+
+interface CheckedOptions {
+  transport: Transport;
+  channel: string;
+  clientId: string;
+  types: ReadonlySet<string>;
+  predicate?: (action: UnknownAction) => boolean;
+  storage: OutboxStorage;
+  backoff: BackoffOptions;
+  maxBatch: number;
+  logger: Logger;
+  idleTimeoutMs: number;
+  dispatchTimeoutMs: number;
+}
+
+function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
+  const { channel } = options;
+  if (typeof channel !== "string" || channel === "") throw new TypeError("actionsync: channel is required");
+  if (options.types === undefined && options.predicate === undefined) {
+    throw new TypeError("actionsync: give types or predicate: which actions to sync");
+  }
+  if (options.types !== undefined && !(Array.isArray(options.types) && options.types.every((t) => typeof t === "string"))) {
+    throw new TypeError("actionsync: types must be an array of strings");
+  }
+  if (options.predicate !== undefined && typeof options.predicate !== "function") throw new TypeError("actionsync: predicate must be a function");
+  const clientId = options.clientId ?? randomId();
+  if (!clientIdPattern.test(clientId)) throw new TypeError(`actionsync: clientId ${JSON.stringify(clientId)} must match ${clientIdPattern.source}`);
+  let transport = options.transport;
+  if (transport === undefined) {
+    if (typeof options.baseUrl !== "string" || options.baseUrl === "") throw new TypeError("actionsync: give baseUrl or transport");
+    transport = createConnectTransport({ baseUrl: options.baseUrl });
+  }
+  const maxBatch = options.maxBatch ?? 100;
+  if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`actionsync: maxBatch must be a positive integer, got ${maxBatch}`);
+  const backoff = { initialMs: options.backoff?.initialMs ?? 250, maxMs: options.backoff?.maxMs ?? 10_000 };
+  if (!(backoff.initialMs > 0) || !(backoff.maxMs >= backoff.initialMs) || !Number.isFinite(backoff.maxMs)) {
+    throw new RangeError(`actionsync: backoff wants 0 < initialMs <= maxMs < Infinity, got ${JSON.stringify(backoff)}`);
+  }
+  const idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
+  const dispatchTimeoutMs = options.dispatchTimeoutMs ?? 30_000;
+  if (!(idleTimeoutMs >= 0) || !(dispatchTimeoutMs >= 0)) throw new RangeError("actionsync: timeouts must be >= 0");
+  return {
+    transport,
+    channel,
+    clientId,
+    types: new Set(options.types ?? []),
+    predicate: options.predicate,
+    storage: options.storage === undefined ? defaultStorage(channel) : options.storage === null ? createMemoryStorage() : options.storage,
+    backoff,
+    maxBatch,
+    logger: options.logger ?? console,
+    idleTimeoutMs,
+    dispatchTimeoutMs,
+  };
+}
+
+function sameError(a: SyncError | null, b: SyncError | null): boolean {
+  return a === b || (a !== null && b !== null && a.code === b.code && a.message === b.message);
+}
+
+function describe(err: ConnectError): string {
+  return `${codeToString(err.code)}: ${err.rawMessage}`;
+}
+
+/** randomId returns a UUID v4; crypto.getRandomValues backs it where randomUUID is missing (insecure origins). */
+function randomId(): string {
+  const c = globalThis.crypto;
+  if (typeof c.randomUUID === "function") return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

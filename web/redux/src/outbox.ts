@@ -1,0 +1,194 @@
+// The outbox: local actions not yet confirmed by the server, in dispatch order, persisted.
+import type { PendingEntry } from "./actions.js";
+import { isPendingEntry } from "./wire.js";
+
+/**
+ * OutboxStorage persists the outbox so that actions dispatched offline survive a reload.
+ * load is called once, at start; save after every change with the whole outbox, in order
+ * (saves never overlap: the next one waits for the previous). Errors are logged, never
+ * thrown into the store.
+ */
+export interface OutboxStorage {
+  load(): PendingEntry[] | Promise<PendingEntry[]>;
+  save(entries: PendingEntry[]): void | Promise<void>;
+}
+
+/** createMemoryStorage keeps the outbox in memory: it survives reconnects, not reloads. */
+export function createMemoryStorage(initial: PendingEntry[] = []): OutboxStorage {
+  let saved = initial.slice();
+  return {
+    load: () => saved.slice(),
+    save: (entries) => {
+      saved = entries.slice();
+    },
+  };
+}
+
+/** WebStorage is the part of the DOM Storage interface (localStorage) the outbox uses. */
+export type WebStorage = Pick<Storage, "getItem" | "setItem" | "removeItem">;
+
+/**
+ * createWebStorage keeps the outbox as JSON under key in a DOM Storage, e.g.
+ * localStorage (the default storage uses key "actionsync:outbox:" + channel). Two
+ * middleware instances must not share a key: each would overwrite the other's outbox.
+ */
+export function createWebStorage(key: string, storage: WebStorage): OutboxStorage {
+  return {
+    load() {
+      const text = storage.getItem(key);
+      if (text === null) return [];
+      const parsed: unknown = JSON.parse(text);
+      if (!Array.isArray(parsed)) throw new TypeError(`actionsync: outbox ${JSON.stringify(key)} is not a JSON array`);
+      return parsed as PendingEntry[];
+    },
+    save(entries) {
+      if (entries.length === 0) storage.removeItem(key);
+      else storage.setItem(key, JSON.stringify(entries));
+    },
+  };
+}
+
+/** defaultStorage is localStorage when the environment has one, else memory. */
+export function defaultStorage(channel: string): OutboxStorage {
+  let ls: WebStorage | undefined;
+  try {
+    // Reading localStorage throws in some sandboxed iframes and privacy modes.
+    ls = (globalThis as { localStorage?: WebStorage }).localStorage;
+  } catch {
+    ls = undefined;
+  }
+  return ls ? createWebStorage(`actionsync:outbox:${channel}`, ls) : createMemoryStorage();
+}
+
+/** Outbox is the ordered list of pending local actions and their send state. */
+export interface Outbox {
+  /**
+   * load reads the storage once and puts what it holds (minus ids already present)
+   * before the entries added meanwhile; it resolves with the restored entries (later
+   * calls return the same promise). Until it has run, nothing is saved (the stored outbox
+   * would be overwritten).
+   */
+  load(): Promise<PendingEntry[]>;
+  /** add appends an entry and saves. */
+  add(entry: PendingEntry): void;
+  /** remove drops an entry (confirmed or rejected) and saves; it returns it if present. */
+  remove(id: string): PendingEntry | undefined;
+  has(id: string): boolean;
+  get(id: string): PendingEntry | undefined;
+  /** unsent returns up to max entries, oldest first, that have not been acknowledged. */
+  unsent(max: number): PendingEntry[];
+  /** markAcked records that the server acknowledged an entry (it is kept until confirmed). */
+  markAcked(id: string): void;
+  /** resendAll marks every entry unacknowledged again (after a reset). */
+  resendAll(): void;
+  /** entries returns the entries in order. */
+  entries(): PendingEntry[];
+  readonly size: number;
+  /** flush resolves once every save begun so far has finished. */
+  flush(): Promise<void>;
+}
+
+/** Logger is where the middleware reports what it cannot throw. */
+export type Logger = Pick<Console, "warn" | "error">;
+
+/**
+ * createOutbox keeps the pending entries and persists them through storage. Entries stay
+ * until the server's echo confirms them (not merely until acknowledged), so that a reset
+ * (a server that lost its memory) can re-send them; re-sending is safe because the
+ * server dedupes by action id.
+ */
+export function createOutbox(storage: OutboxStorage, logger: Logger): Outbox {
+  let list: PendingEntry[] = [];
+  const acked = new Set<string>();
+  let loaded = false;
+  let loading: Promise<PendingEntry[]> | undefined;
+  let saving: Promise<void> = Promise.resolve();
+  let dirty = false;
+  let queued = false;
+
+  function persist() {
+    if (!loaded) return;
+    dirty = true;
+    if (queued) return;
+    queued = true;
+    // Chained: saves never overlap, and a burst of changes costs one save.
+    saving = saving.then(async () => {
+      queued = false;
+      if (!dirty) return;
+      dirty = false;
+      try {
+        await storage.save(list.slice());
+      } catch (err) {
+        logger.error("actionsync: could not save the outbox", err);
+      }
+    });
+  }
+
+  async function load(): Promise<PendingEntry[]> {
+    let stored: unknown[] = [];
+    try {
+      stored = await storage.load();
+      if (!Array.isArray(stored)) throw new TypeError("load() did not return an array");
+    } catch (err) {
+      logger.error("actionsync: could not load the outbox; starting empty", err);
+      stored = [];
+    }
+    const restored: PendingEntry[] = [];
+    const seen = new Set(list.map((e) => e.id));
+    for (const e of stored) {
+      if (!isPendingEntry(e)) {
+        logger.warn("actionsync: dropping a malformed outbox entry", e);
+        continue;
+      }
+      if (seen.has(e.id)) continue;
+      seen.add(e.id);
+      restored.push(e);
+    }
+    const changed = list.length > 0 || restored.length !== stored.length;
+    list = [...restored, ...list];
+    loaded = true;
+    // Write back only what differs from the store: entries added meanwhile, or dropped ones.
+    if (changed) persist();
+    return restored;
+  }
+
+  return {
+    load() {
+      loading ??= load();
+      return loading;
+    },
+    add(entry) {
+      list.push(entry);
+      persist();
+    },
+    remove(id) {
+      const i = list.findIndex((e) => e.id === id);
+      if (i < 0) return undefined;
+      const [entry] = list.splice(i, 1);
+      acked.delete(id);
+      persist();
+      return entry;
+    },
+    has: (id) => list.some((e) => e.id === id),
+    get: (id) => list.find((e) => e.id === id),
+    unsent(max) {
+      const out: PendingEntry[] = [];
+      for (const e of list) {
+        if (out.length >= max) break;
+        if (!acked.has(e.id)) out.push(e);
+      }
+      return out;
+    },
+    markAcked(id) {
+      if (list.some((e) => e.id === id)) acked.add(id);
+    },
+    resendAll() {
+      acked.clear();
+    },
+    entries: () => list.slice(),
+    get size() {
+      return list.length;
+    },
+    flush: () => saving,
+  };
+}

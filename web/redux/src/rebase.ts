@@ -1,0 +1,132 @@
+// The rebase reducer: confirmed actions in server order, pending local ones on top.
+import type { Action, Reducer } from "redux";
+import type { PendingEntry } from "./actions.js";
+
+/** Classified says what an action means to the rebase reducer. */
+export type Classified =
+  /** local: a local synced action, applied optimistically and kept pending. */
+  | { kind: "local"; id: string }
+  /** confirmed: an action with its seq, from the server (possibly a pending one coming back). */
+  | { kind: "confirmed"; id: string; seq: number }
+  /** rejected: the server refused pending action id; drop it. */
+  | { kind: "rejected"; id: string }
+  /** restore: re-apply entries (loaded from storage) as pending, before the current ones. */
+  | { kind: "restore"; entries: readonly PendingEntry[] }
+  /** other: any other action (UI-only, status): applies to confirmed and visible state alike. */
+  | { kind: "other" };
+
+/** RebaseOptions connects the rebase reducer to its middleware. */
+export interface RebaseOptions {
+  /** classify tells which kind of action this is (for this middleware instance). */
+  classify(action: unknown): Classified;
+  /**
+   * confirmedMarker builds the action applied to the visible state when the oldest
+   * pending action comes back confirmed: the visible state already contains that action,
+   * so only bookkeeping (the status slice's pending count) must change.
+   */
+  confirmedMarker(id: string, seq: number): Action;
+}
+
+/** Rebase is the state of the rebase reducer, shared by every reducer it wraps. */
+export interface Rebase {
+  /** wrap returns reducer with convergence: see createRebase. */
+  wrap<S, A extends Action, P>(reducer: Reducer<S, A, P>): Reducer<S, A, P>;
+  /** pendingIds lists the pending action ids, oldest first. */
+  pendingIds(): string[];
+  /** hasPending tells whether action id is pending. */
+  hasPending(id: string): boolean;
+}
+
+/**
+ * createRebase keeps, for one store, the confirmed state (every confirmed action applied
+ * in seq order) and the pending local actions; the state the store shows is the pending
+ * actions re-applied on top of the confirmed state. When an action with a seq arrives it
+ * is applied to the confirmed state, dropped from the pending ones if it is one of them,
+ * and the visible state is recomputed. So every store that has seen the same seqs and has
+ * nothing pending holds the same state, whatever order the actions were dispatched in.
+ *
+ * Other actions (UI-only, status) apply to both states. The wrapped reducer must be pure
+ * and deterministic: it runs again over the pending actions each time the confirmed
+ * state moves under them. The state lives in this closure, one per store: time-travel
+ * tools that set the store's state from outside are not supported.
+ */
+export function createRebase(options: RebaseOptions): Rebase {
+  let initialised = false;
+  let confirmed: unknown;
+  let pending: readonly PendingEntry[] = [];
+
+  function wrap<S, A extends Action, P>(reducer: Reducer<S, A, P>): Reducer<S, A, P> {
+    const replay = (base: S, entries: readonly PendingEntry[]): S =>
+      entries.reduce<S>((s, e) => reducer(s, e.action as unknown as A), base);
+
+    return (state: S | P | undefined, action: A): S => {
+      // The first call (Redux's init action) or a parent reducer that resets the state to
+      // undefined: the confirmed state starts over from it.
+      if (!initialised || state === undefined) {
+        const base = reducer(state, action);
+        confirmed = base;
+        initialised = true;
+        return pending.length > 0 ? replay(base, pending) : base;
+      }
+      const visible = state as S;
+      const c = options.classify(action);
+      // Nothing below assigns to the closure before the user's reducer has returned: if it
+      // throws, the store and this closure both keep their previous state.
+      switch (c.kind) {
+        case "local": {
+          const next = reducer(visible, action);
+          pending = [...pending.filter((e) => e.id !== c.id), { id: c.id, action: action as never }];
+          return next;
+        }
+        case "confirmed": {
+          const nextConfirmed = reducer(confirmed as S, action);
+          const i = pending.findIndex((e) => e.id === c.id);
+          const rest = i < 0 ? pending : pending.filter((_, j) => j !== i);
+          let next: S;
+          if (rest.length === 0) next = nextConfirmed;
+          // The oldest pending action came back with nothing before it: the visible state
+          // already is confirmed + pending, only the bookkeeping moves. This keeps a flush of
+          // n queued actions O(n) instead of O(n^2).
+          else if (i === 0) next = reducer(visible, options.confirmedMarker(c.id, c.seq) as A);
+          else next = replay(nextConfirmed, rest);
+          confirmed = nextConfirmed;
+          pending = rest;
+          return next;
+        }
+        case "rejected": {
+          const nextConfirmed = reducer(confirmed as S, action);
+          const rest = pending.filter((e) => e.id !== c.id);
+          const next = replay(nextConfirmed, rest);
+          confirmed = nextConfirmed;
+          pending = rest;
+          return next;
+        }
+        case "restore": {
+          const nextConfirmed = reducer(confirmed as S, action);
+          const known = new Set(pending.map((e) => e.id));
+          const all = [...c.entries.filter((e) => !known.has(e.id)), ...pending];
+          const next = replay(nextConfirmed, all);
+          confirmed = nextConfirmed;
+          pending = all;
+          return next;
+        }
+        case "other": {
+          const nextConfirmed = reducer(confirmed as S, action);
+          const next = pending.length === 0 ? nextConfirmed : reducer(visible, action);
+          confirmed = nextConfirmed;
+          return next;
+        }
+      }
+    };
+  }
+
+  return {
+    wrap,
+    pendingIds: () => pending.map((e) => e.id),
+    hasPending(id) {
+      // Usually the newest entry: look from the end.
+      for (let i = pending.length - 1; i >= 0; i--) if (pending[i].id === id) return true;
+      return false;
+    },
+  };
+}

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import type { PendingEntry } from "./actions.js";
+import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
+import { createMemoryStorage, createOutbox } from "./outbox.js";
+import { createSender, isTransient } from "./sender.js";
+import { waitFor } from "./testkit.js";
+
+const entry = (id: string): PendingEntry => ({ id, action: { type: "T", payload: id, meta: { actionsync: { id, local: true } } } });
+const silent = { warn() {}, error() {} };
+
+/** fakeClient answers Dispatch calls with answer(ids, callNumber) and records them. */
+function fakeClient(answer: (ids: string[], call: number) => Error | undefined) {
+  const calls: string[][] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const client = {
+    async dispatch(req: { actions: { id?: string }[] }) {
+      const ids = req.actions.map((a) => a.id!);
+      calls.push(ids);
+      maxInFlight = Math.max(maxInFlight, ++inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+      inFlight--;
+      const err = answer(ids, calls.length - 1);
+      if (err) throw err;
+      return { acks: ids.map((id, i) => ({ id, seq: BigInt(100 + i), duplicate: false })) };
+    },
+  } as unknown as Client<typeof SyncService>;
+  return { client, calls, maxInFlight: () => maxInFlight };
+}
+
+async function setup(answer: (ids: string[], call: number) => Error | undefined, maxBatch = 3) {
+  const outbox = createOutbox(createMemoryStorage(), silent);
+  await outbox.load();
+  const fake = fakeClient(answer);
+  const acked: string[] = [];
+  const rejected: [string, Code][] = [];
+  const sender = createSender({
+    client: fake.client,
+    channel: "c",
+    clientId: "me",
+    outbox,
+    maxBatch,
+    backoff: { initialMs: 1, maxMs: 2 },
+    timeoutMs: 0,
+    onAcks: (batch) => batch.forEach((e) => (acked.push(e.id), outbox.remove(e.id))),
+    onRejected: (e, err) => (rejected.push([e.id, err.code]), outbox.remove(e.id)),
+    onRetry: () => {},
+  });
+  return { outbox, fake, acked, rejected, sender };
+}
+
+describe("createSender", () => {
+  it("batches_in_order_with_one_request_in_flight", async () => {
+    const s = await setup(() => undefined);
+    s.sender.setLive(true);
+    for (const id of ["a", "b", "c", "d", "e"]) s.outbox.add(entry(id));
+    s.sender.kick();
+    await waitFor("all acked", () => s.acked.length === 5);
+    assert.deepEqual(s.fake.calls, [["a", "b", "c"], ["d", "e"]]);
+    assert.equal(s.fake.maxInFlight(), 1);
+    await s.sender.close();
+  });
+
+  it("waits_until_live", async () => {
+    const s = await setup(() => undefined);
+    s.outbox.add(entry("a"));
+    s.sender.kick();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(s.fake.calls, []);
+    s.sender.setLive(true);
+    await waitFor("acked", () => s.acked.length === 1);
+    await s.sender.close();
+  });
+
+  it("retries_transient_failures_with_the_same_ids", async () => {
+    const s = await setup((_, call) => (call < 2 ? new ConnectError("down", Code.Unavailable) : undefined));
+    s.sender.setLive(true);
+    s.outbox.add(entry("a"));
+    s.outbox.add(entry("b"));
+    s.sender.kick();
+    await waitFor("acked", () => s.acked.length === 2);
+    assert.deepEqual(s.fake.calls, [["a", "b"], ["a", "b"], ["a", "b"]]);
+    assert.deepEqual(s.rejected, []);
+    await s.sender.close();
+  });
+
+  it("isolates_a_refused_action_in_a_batch", async () => {
+    const s = await setup((ids) => (ids.includes("bad") ? new ConnectError("nope", Code.PermissionDenied) : undefined));
+    s.sender.setLive(true);
+    for (const id of ["a", "bad", "c", "d"]) s.outbox.add(entry(id));
+    s.sender.kick();
+    await waitFor("settled", () => s.outbox.size === 0);
+    assert.deepEqual(s.fake.calls, [["a", "bad", "c"], ["a"], ["bad"], ["c"], ["d"]]);
+    assert.deepEqual(s.rejected, [["bad", Code.PermissionDenied]]);
+    assert.deepEqual(s.acked, ["a", "c", "d"]);
+    await s.sender.close();
+  });
+
+  it("close_aborts_the_backoff", async () => {
+    const s = await setup(() => new ConnectError("down", Code.Unavailable));
+    s.sender.setLive(true);
+    s.outbox.add(entry("a"));
+    s.sender.kick();
+    await waitFor("a failed call", () => s.fake.calls.length > 0);
+    await s.sender.close();
+    const n = s.fake.calls.length;
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(s.fake.calls.length, n);
+  });
+});
+
+describe("isTransient", () => {
+  it("separates_retries_from_refusals", () => {
+    for (const c of [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.ResourceExhausted, Code.Aborted, Code.Internal, Code.Canceled]) {
+      assert.equal(isTransient(c), true, Code[c]);
+    }
+    for (const c of [Code.InvalidArgument, Code.PermissionDenied, Code.AlreadyExists, Code.FailedPrecondition, Code.OutOfRange, Code.NotFound, Code.Unimplemented]) {
+      assert.equal(isTransient(c), false, Code[c]);
+    }
+  });
+});

@@ -1,0 +1,160 @@
+// The sender: sends the outbox with Dispatch, one request in flight at a time.
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import type { Ack } from "./gen/actionsync/v1/sync_pb.js";
+import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
+import type { PendingEntry } from "./actions.js";
+import { createBackoff, sleep, type BackoffOptions } from "./backoff.js";
+import type { Outbox } from "./outbox.js";
+import { toWire } from "./wire.js";
+
+/**
+ * isTransient tells whether a failed Dispatch may be retried as is: the server did not
+ * judge the actions (network, deadline, overload, restart), as opposed to refusing them
+ * (invalid_argument, permission_denied, already_exists, failed_precondition, ...).
+ * Unknown is what a fetch network failure becomes in connect-web, Canceled what an
+ * aborted connection becomes when the middleware did not abort it itself, and
+ * Unauthenticated is retried too: refusing queued work because a token expired would lose it.
+ */
+export function isTransient(code: Code): boolean {
+  switch (code) {
+    case Code.Unavailable:
+    case Code.Unknown:
+    case Code.DeadlineExceeded:
+    case Code.ResourceExhausted:
+    case Code.Aborted:
+    case Code.Internal:
+    case Code.Canceled:
+    case Code.Unauthenticated:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** SenderOptions wires a sender to its outbox and its middleware. */
+export interface SenderOptions {
+  client: Client<typeof SyncService>;
+  channel: string;
+  clientId: string;
+  outbox: Outbox;
+  maxBatch: number;
+  backoff: BackoffOptions;
+  /** timeoutMs bounds one Dispatch; 0: none. */
+  timeoutMs: number;
+  /** onAcks is called with a batch and the server's acks, in order. */
+  onAcks(batch: PendingEntry[], acks: Ack[]): void;
+  /** onRejected is called when the server refused entry alone (not transient). */
+  onRejected(entry: PendingEntry, err: ConnectError): void;
+  /** onRetry is called after a transient failure, before the backoff delay. */
+  onRetry(err: ConnectError, delayMs: number): void;
+}
+
+/** Sender drains the outbox while the subscription is live. */
+export interface Sender {
+  /** setLive starts (true) or pauses (false) sending; the in-flight request finishes. */
+  setLive(live: boolean): void;
+  /** kick sends what the outbox holds now (batched with whatever is added in this task). */
+  kick(): void;
+  /** close aborts the request in flight and any delay; resolves when the loop has ended. */
+  close(): Promise<void>;
+}
+
+/**
+ * createSender sends the unacknowledged outbox entries in order, up to maxBatch per
+ * Dispatch, with a single request in flight so that a client's actions keep their order.
+ * A transient failure retries the same batch (same ids: the server dedupes) after a
+ * backoff delay. A refused batch of several actions is re-sent one action at a time to
+ * find the refused one(s); the others go through.
+ *
+ * It sends only while live (the subscription has replayed and is live): acks then arrive
+ * after the reset, if any, that the subscription reported, so their seqs are comparable
+ * with the subscription's last seq.
+ */
+export function createSender(o: SenderOptions): Sender {
+  const abort = new AbortController();
+  const backoff = createBackoff(o.backoff);
+  let live = false;
+  let running: Promise<void> | undefined;
+  let scheduled = false;
+  let wake: (() => void) | undefined;
+  // isolating > 0: that many actions of a refused batch are still to be re-sent alone.
+  let isolating = 0;
+
+  async function loop(): Promise<void> {
+    while (live && !abort.signal.aborted) {
+      const batch = o.outbox.unsent(isolating > 0 ? 1 : o.maxBatch);
+      if (batch.length === 0) return;
+      let acks: Ack[];
+      try {
+        const res = await o.client.dispatch(
+          { channel: o.channel, clientId: o.clientId, actions: batch.map(toWire) },
+          { signal: abort.signal, timeoutMs: o.timeoutMs > 0 ? o.timeoutMs : undefined },
+        );
+        acks = res.acks;
+      } catch (e) {
+        if (abort.signal.aborted) return;
+        const err = ConnectError.from(e);
+        if (isTransient(err.code)) {
+          const delay = backoff.next();
+          o.onRetry(err, delay);
+          await sleep(delay, abort.signal, (w) => (wake = w));
+          wake = undefined;
+          continue;
+        }
+        backoff.reset();
+        if (batch.length > 1) {
+          // The batch is all or nothing: none of it was applied. Find the culprit(s).
+          isolating = batch.length;
+          continue;
+        }
+        if (isolating > 0) isolating--;
+        o.onRejected(batch[0], err);
+        continue;
+      }
+      backoff.reset();
+      if (isolating > 0) isolating = Math.max(0, isolating - batch.length);
+      if (acks.length !== batch.length) {
+        // A server that answers fewer acks than actions breaks the contract; treat the
+        // missing ones as not sent (they will be retried with their ids).
+        acks = acks.slice(0, batch.length);
+      }
+      o.onAcks(batch.slice(0, acks.length), acks);
+    }
+  }
+
+  function run() {
+    scheduled = false;
+    if (running || !live || abort.signal.aborted) return;
+    running = loop().finally(() => {
+      running = undefined;
+      // Entries added while the last request was answered are picked up here.
+      if (live && !abort.signal.aborted && o.outbox.unsent(1).length > 0) schedule();
+    });
+  }
+
+  function schedule() {
+    if (scheduled) return;
+    scheduled = true;
+    // A microtask later: actions dispatched in the same task go in one batch.
+    queueMicrotask(run);
+  }
+
+  return {
+    setLive(next) {
+      live = next;
+      if (live) {
+        backoff.reset();
+        wake?.();
+        schedule();
+      }
+    },
+    kick() {
+      if (live) schedule();
+    },
+    async close() {
+      live = false;
+      abort.abort();
+      await running;
+    },
+  };
+}

@@ -1,0 +1,110 @@
+// The subscriber: follows the channel with Subscribe, reconnecting and resuming.
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
+import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
+import { createBackoff, sleep, type BackoffOptions } from "./backoff.js";
+
+/** SubscriberOptions wires a subscriber to its middleware. */
+export interface SubscriberOptions {
+  client: Client<typeof SyncService>;
+  channel: string;
+  clientId: string;
+  backoff: BackoffOptions;
+  /** idleTimeoutMs: reconnect when the stream has been silent that long; 0: never. */
+  idleTimeoutMs: number;
+  /** lastSeq is where to resume: the seq of the last action applied. */
+  lastSeq(): number;
+  /** onActions is called with each batch of actions, in seq order. */
+  onActions(actions: WireAction[]): void;
+  /** onReset is called when the server cannot resume at lastSeq. */
+  onReset(headSeq: number): void;
+  /** onReady is called when the replay is done and the stream is live. */
+  onReady(headSeq: number): void;
+  /** onDown is called when the stream has ended or failed (not when closed). */
+  onDown(err: ConnectError, delayMs: number): void;
+}
+
+/** Subscriber is a running subscription loop. */
+export interface Subscriber {
+  /** close aborts the stream and any delay; resolves when the loop has ended. */
+  close(): Promise<void>;
+}
+
+/**
+ * startSubscriber follows the channel until closed: Subscribe with after_seq = lastSeq()
+ * (0 at first: the whole history), hand every message to the callbacks, and on any end
+ * or failure reconnect after an exponential backoff with full jitter, resuming from the
+ * last seq applied. It never uses exclude_own: the client's own actions come back with
+ * their seq, which is how they are confirmed.
+ */
+export function startSubscriber(o: SubscriberOptions): Subscriber {
+  const closing = new AbortController();
+  const backoff = createBackoff(o.backoff);
+  // epoch is the channel epoch lastSeq belongs to (from the last ready or reset): resuming
+  // with it lets the server tell a lost history (a restarted server) from ours.
+  let epoch = "";
+
+  async function attempt(): Promise<ConnectError> {
+    const stream = new AbortController();
+    const stop = () => stream.abort();
+    closing.signal.addEventListener("abort", stop);
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    let idleFired = false;
+    const arm = () => {
+      if (o.idleTimeoutMs <= 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        idleFired = true;
+        stream.abort();
+      }, o.idleTimeoutMs);
+    };
+    try {
+      arm();
+      const responses = o.client.subscribe(
+        { positions: [{ channel: o.channel, afterSeq: BigInt(o.lastSeq()), epoch }], clientId: o.clientId },
+        { signal: stream.signal },
+      );
+      for await (const res of responses) {
+        arm();
+        if (res.reset) {
+          epoch = res.reset.epoch;
+          o.onReset(Number(res.reset.headSeq));
+        }
+        if (res.actions.length > 0) o.onActions(res.actions);
+        if (res.ready) {
+          epoch = res.ready.epoch;
+          backoff.reset();
+          o.onReady(Number(res.ready.headSeq));
+        }
+      }
+      return new ConnectError("the server ended the stream", Code.Unavailable);
+    } catch (e) {
+      if (idleFired) return new ConnectError(`no message for ${o.idleTimeoutMs} ms`, Code.DeadlineExceeded);
+      return ConnectError.from(e);
+    } finally {
+      clearTimeout(idle);
+      closing.signal.removeEventListener("abort", stop);
+      // Releases the connection whatever ended the loop (a callback may have thrown).
+      stream.abort();
+    }
+  }
+
+  async function loop(): Promise<void> {
+    while (!closing.signal.aborted) {
+      const err = await attempt();
+      // Canceled after close() is the normal end, not a failure.
+      if (closing.signal.aborted) return;
+      const delay = backoff.next();
+      o.onDown(err, delay);
+      await sleep(delay, closing.signal);
+    }
+  }
+
+  const done = loop();
+  return {
+    async close() {
+      closing.abort();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,249 @@
+// Helpers for this package's tests: real servers, stores, a breakable network link.
+// Not part of the public API (index.ts does not export it).
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { combineReducers, configureStore, type Middleware, type UnknownAction } from "@reduxjs/toolkit";
+import { spawn } from "node:child_process";
+import { buildServer, type TestServer } from "../../testing/server.js";
+import { SyncService } from "./gen/actionsync/v1/sync_pb.js";
+import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
+import { createSyncMiddleware, type SyncMiddlewareOptions } from "./middleware.js";
+import { fromWire } from "./wire.js";
+
+/**
+ * startTestServer runs `actionsync serve --addr 127.0.0.1:<port>` (port 0: a free one)
+ * with args and resolves once it listens; stop() sends SIGTERM and resolves with the exit
+ * code. It uses buildServer from web/testing/server.ts but not its startServer, which
+ * (as of 621adec) never resolves: it passes `--log-level warn`, which hides the
+ * "actionsync listening" line it waits for, and with a later `--log-level info` every
+ * further log line re-runs its match and removes the exit listener, so stop() hangs.
+ */
+export function startTestServer(args: string[] = [], port = 0): Promise<TestServer> {
+  const child = spawn(buildServer(), ["serve", "--addr", `127.0.0.1:${port}`, "--log-level", "info", ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  let log = "";
+  return new Promise((resolve, reject) => {
+    let started = false;
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`actionsync did not start within 20 s:\n${log}`));
+    }, 20_000);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      if (!started) reject(new Error(`actionsync exited with ${code} before listening:\n${log}`));
+    });
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (chunk: string) => {
+      log += chunk;
+      const m = started ? null : /msg="actionsync listening".* url=(http:\/\/\S+)/.exec(log);
+      if (!m) return;
+      started = true;
+      clearTimeout(timer);
+      resolve({
+        url: m[1],
+        port: Number(new URL(m[1]).port),
+        log: () => log,
+        stop: () => {
+          if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+          return exited;
+        },
+      });
+    });
+  });
+}
+
+/** waitFor polls cond every 10 ms until it holds, or throws after timeoutMs naming what. */
+export async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** captureLogger records warnings and errors instead of printing them. */
+export function captureLogger() {
+  const warns: string[] = [];
+  const errors: string[] = [];
+  const text = (args: unknown[]) => args.map((a) => (a instanceof Error ? a.message : typeof a === "string" ? a : JSON.stringify(a))).join(" ");
+  return { warns, errors, warn: (...a: unknown[]) => void warns.push(text(a)), error: (...a: unknown[]) => void errors.push(text(a)) };
+}
+
+/**
+ * createLink returns a connect-node transport to baseUrl that a test can break: cut()
+ * aborts every call in flight and fails new ones with Unavailable until heal();
+ * loseAcks(n) lets the next n Dispatch calls reach the server but fails them on the way
+ * back (the server applied them; the client must retry with the same ids); hold()
+ * delays stream messages until release().
+ */
+export function createLink(baseUrl: string) {
+  let down = false;
+  let cut = new AbortController();
+  let acksToLose = 0;
+  const dispatched: string[][] = [];
+  const acks: { id: string; seq: bigint; duplicate: boolean }[][] = [];
+  // While held, stream messages wait (the subscription lags behind Dispatch).
+  let gate: Promise<void> = Promise.resolve();
+  let release = () => {};
+  const interceptor: Interceptor = (next) => async (req) => {
+    if (down) throw new ConnectError("test link is down", Code.Unavailable);
+    const mine = cut.signal;
+    const isDispatch = req.method.name === "Dispatch";
+    if (isDispatch && !req.stream) dispatched.push((req.message as unknown as { actions: { id: string }[] }).actions.map((a) => a.id));
+    try {
+      const res = await next({ ...req, signal: AbortSignal.any([req.signal, mine]) });
+      if (res.stream) {
+        const inner = res.message;
+        const message = (async function* () {
+          try {
+            for await (const m of inner) {
+              await gate;
+              if (mine.aborted) throw new ConnectError("test link cut", Code.Unavailable);
+              yield m;
+            }
+          } catch (e) {
+            if (mine.aborted) throw new ConnectError("test link cut", Code.Unavailable);
+            throw e;
+          }
+        })();
+        return { ...res, message } as typeof res;
+      }
+      if (isDispatch) acks.push((res.message as unknown as { acks: { id: string; seq: bigint; duplicate: boolean }[] }).acks);
+      if (isDispatch && acksToLose > 0) {
+        acksToLose--;
+        throw new ConnectError("test link lost the ack", Code.Unavailable);
+      }
+      return res;
+    } catch (e) {
+      if (mine.aborted) throw new ConnectError("test link cut", Code.Unavailable);
+      throw e;
+    }
+  };
+  return {
+    transport: createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [interceptor] }),
+    /** dispatched lists the action ids of every Dispatch call, in order. */
+    dispatched,
+    /** acks lists the acks of every answered Dispatch call (lost ones too), in order. */
+    acks,
+    /** hold makes the streams' messages wait until release(). */
+    hold() {
+      gate = new Promise((r) => (release = r));
+    },
+    release() {
+      release();
+    },
+    cut() {
+      down = true;
+      cut.abort();
+      cut = new AbortController();
+    },
+    heal() {
+      down = false;
+    },
+    get down() {
+      return down;
+    },
+    loseAcks(n: number) {
+      acksToLose = n;
+    },
+  };
+}
+
+/** Board is the test app's synced state: a title and an ordered list of items. */
+export interface Board {
+  title: string;
+  items: string[];
+}
+
+/** boardTypes are the synced action types of the test app. */
+export const boardTypes = ["board/title", "board/add", "board/move", "board/remove", "ALLOWED", "NOPE"] as const;
+
+/**
+ * board is the test app's reducer. Its actions conflict on purpose: the last title wins,
+ * moves depend on the current order, adds of an existing item are ignored. It is pure
+ * and deterministic, as wrapReducer requires.
+ */
+export function board(state: Board = { title: "", items: [] }, action: UnknownAction): Board {
+  const p = action.payload as Record<string, unknown> | undefined;
+  switch (action.type) {
+    case "board/title":
+      return { ...state, title: String(p?.title) };
+    case "board/add":
+    case "ALLOWED":
+    case "NOPE": {
+      const item = String(p?.item);
+      return state.items.includes(item) ? state : { ...state, items: [...state.items, item] };
+    }
+    case "board/move": {
+      const from = state.items.indexOf(String(p?.item));
+      if (from < 0) return state;
+      const items = state.items.slice();
+      items.splice(from, 1);
+      items.splice(Math.max(0, Math.min(items.length, Number(p?.to))), 0, String(p?.item));
+      return { ...state, items };
+    }
+    case "board/remove":
+      return { ...state, items: state.items.filter((i) => i !== p?.item) };
+    default:
+      return state;
+  }
+}
+
+/** ui is a UI-only (never synced) slice. */
+export function ui(state = { clicks: 0 }, action: UnknownAction) {
+  return action.type === "ui/click" ? { clicks: state.clicks + 1 } : state;
+}
+
+/**
+ * makeStore builds an RTK store the documented way and records every action that reaches
+ * the reducers (through a middleware placed after the sync middleware).
+ */
+export function makeStore(options: Partial<SyncMiddlewareOptions> & Pick<SyncMiddlewareOptions, "channel">) {
+  const sync = createSyncMiddleware({ types: boardTypes, storage: null, backoff: { initialMs: 20, maxMs: 200 }, ...options });
+  const seen: UnknownAction[] = [];
+  const recorder: Middleware = () => (next) => (action) => {
+    seen.push(action as UnknownAction);
+    return next(action);
+  };
+  const store = configureStore({
+    reducer: sync.wrapReducer(combineReducers({ board, ui, sync: sync.reducer })),
+    middleware: (gDM) => gDM().concat(sync.middleware, recorder),
+  });
+  return { store, sync, seen, close: () => sync.close() };
+}
+
+/** readHistory fetches a channel's whole history with a plain client. */
+export async function readHistory(baseUrl: string, channel: string): Promise<{ actions: WireAction[]; headSeq: number }> {
+  const client = createClient(SyncService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+  const actions: WireAction[] = [];
+  let after = 0n;
+  for (;;) {
+    const res = await client.history({ channel, afterSeq: after, limit: 1000 });
+    actions.push(...res.actions);
+    if (res.actions.length === 0 || res.actions.at(-1)!.seq >= res.headSeq) return { actions, headSeq: Number(res.headSeq) };
+    after = res.actions.at(-1)!.seq;
+  }
+}
+
+/** replay applies a history from scratch through the board reducer, decoding like the middleware. */
+export function replay(actions: WireAction[], channel: string): Board {
+  return actions.reduce((s, a) => {
+    const d = fromWire(a, channel);
+    if (!d.action) throw new Error(`history seq ${a.seq}: ${d.problem}`);
+    return board(s, d.action);
+  }, board(undefined, { type: "@@init" }));
+}
+
+/** mulberry32 is a small seeded PRNG for reproducible randomized tests. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

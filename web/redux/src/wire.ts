@@ -1,0 +1,173 @@
+// Conversion between Redux actions and the actionsync.v1.Action envelope, and the
+// checks that make it lossless: what a client applies optimistically must be exactly
+// what every other client decodes, or the stores would not converge.
+import { fromJson, toJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import type { ActionSchema, Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
+import type { LocalMeta, PendingEntry, RemoteMeta, SyncedAction } from "./actions.js";
+
+/** MaxDepth is the deepest nesting of a payload or meta the server accepts (its default). */
+export const MaxDepth = 100;
+
+/** isPlainObject tells whether v is an object literal (or has a null prototype). */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== "object" || v === null) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === null || Object.getPrototypeOf(proto) === null;
+}
+
+// A lone surrogate cannot be encoded as UTF-8: the wire would carry U+FFFD instead.
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+function fail(path: string, why: string): never {
+  throw new TypeError(`actionsync: ${path} ${why}; synced actions must carry JSON data`);
+}
+
+function keyPath(path: string, key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+}
+
+function checkValue(v: unknown, path: string, depth: number, parents: Set<object>): void {
+  // The server counts like this: the payload itself is at depth 0, every value inside a
+  // list or struct one deeper, and no value may be deeper than MaxDepth.
+  if (depth > MaxDepth) fail(path, `nests deeper than ${MaxDepth} levels`);
+  switch (typeof v) {
+    case "string":
+      if (loneSurrogate.test(v)) fail(path, "is a string with a lone UTF-16 surrogate (not encodable as UTF-8)");
+      return;
+    case "boolean":
+      return;
+    case "number":
+      if (!Number.isFinite(v)) fail(path, `is ${v} (JSON has no NaN or Infinity)`);
+      return;
+    case "bigint":
+      fail(path, "is a BigInt (send a number or a string)");
+    case "undefined":
+      fail(path, "is undefined (JSON would drop it: omit the key or use null)");
+    case "function":
+      fail(path, "is a function");
+    case "symbol":
+      fail(path, "is a symbol");
+  }
+  if (v === null) return;
+  const o = v as object;
+  if (parents.has(o)) fail(path, "is a cycle (it contains itself)");
+  parents.add(o);
+  if (Array.isArray(o)) {
+    for (let i = 0; i < o.length; i++) checkValue(o[i], `${path}[${i}]`, depth + 1, parents);
+  } else if (isPlainObject(o)) {
+    if (Object.getOwnPropertySymbols(o).length > 0) fail(path, "has symbol keys");
+    for (const key of Object.keys(o)) {
+      if (loneSurrogate.test(key)) fail(keyPath(path, key), "is a key with a lone UTF-16 surrogate");
+      checkValue(o[key], keyPath(path, key), depth + 1, parents);
+    }
+  } else {
+    const name = (o as { constructor?: { name?: string } }).constructor?.name ?? "object";
+    fail(path, `is a ${name} (only plain objects, arrays, strings, finite numbers, booleans and null are JSON)`);
+  }
+  parents.delete(o);
+}
+
+/**
+ * assertJsonValue throws a TypeError naming the path when v does not survive a JSON round
+ * trip unchanged: functions, symbols, BigInt, undefined (as a value or array element), NaN
+ * and ±Infinity, cycles, class instances (Date, Map, ...), lone surrogates, or nesting
+ * deeper than {@link MaxDepth}.
+ */
+export function assertJsonValue(v: unknown, path = "value"): asserts v is JsonValue {
+  checkValue(v, path, 0, new Set());
+}
+
+/**
+ * assertSyncable throws a TypeError unless action can be relayed losslessly: a plain
+ * object `{type, payload?, meta?}` with a non-empty string type, a JSON payload (absent
+ * or undefined means "no payload") and a plain-object JSON meta. `meta.actionsync` is
+ * ignored (it is the middleware's own marker).
+ */
+export function assertSyncable(action: Record<string, unknown>): void {
+  const type = action.type;
+  if (typeof type !== "string" || type === "") throw new TypeError("actionsync: a synced action needs a non-empty string type");
+  const where = `action ${JSON.stringify(type)}`;
+  for (const key of Object.keys(action)) {
+    if (key !== "type" && key !== "payload" && key !== "meta" && action[key] !== undefined) {
+      throw new TypeError(
+        `actionsync: ${where} has a top-level key ${JSON.stringify(key)}; synced actions are {type, payload, meta} (put the data in payload)`,
+      );
+    }
+  }
+  if (action.payload !== undefined) assertJsonValue(action.payload, `${where} payload`);
+  const meta = action.meta;
+  if (meta !== undefined && meta !== null) {
+    if (!isPlainObject(meta)) throw new TypeError(`actionsync: ${where} meta must be a plain object`);
+    assertJsonValue(userMeta(meta) ?? {}, `${where} meta`);
+  }
+}
+
+/** userMeta returns meta without the middleware's `actionsync` key (undefined if empty). */
+export function userMeta(meta: unknown): JsonObject | undefined {
+  if (!isPlainObject(meta)) return undefined;
+  const { actionsync: _marker, ...rest } = meta;
+  return Object.keys(rest).length > 0 ? (rest as JsonObject) : undefined;
+}
+
+/** toWire builds the envelope of a pending action (it must have passed assertSyncable). */
+export function toWire(entry: PendingEntry): MessageInitShape<typeof ActionSchema> {
+  const { action } = entry;
+  return {
+    type: action.type,
+    id: entry.id,
+    payload: action.payload === undefined ? undefined : fromJson(ValueSchema, action.payload as JsonValue),
+    meta: userMeta(action.meta),
+  };
+}
+
+/** Decoded is a remote action, or why it cannot be one. */
+export type Decoded = { action: SyncedAction<RemoteMeta>; problem?: undefined } | { action?: undefined; problem: string };
+
+/**
+ * fromWire turns an envelope from the server into the Redux action dispatched into the
+ * store: `{type, payload, meta: {...meta, actionsync: {remote, seq, id, clientId,
+ * channel}}}` (payload omitted when the envelope has none). It reports a problem instead
+ * of throwing when the envelope is malformed.
+ */
+export function fromWire(a: WireAction, channel: string): Decoded {
+  if (a.type === "") return { problem: "has no type" };
+  if (a.channel !== "" && a.channel !== channel) return { problem: `is on channel ${JSON.stringify(a.channel)}` };
+  if (a.seq <= 0n) return { problem: "has no seq" };
+  let payload: JsonValue | undefined;
+  if (a.payload !== undefined) {
+    try {
+      payload = toJson(ValueSchema, a.payload);
+    } catch (err) {
+      return { problem: `has a bad payload (${err instanceof Error ? err.message : String(err)})` };
+    }
+  }
+  const seq = Number(a.seq);
+  if (!Number.isSafeInteger(seq)) return { problem: `has a seq beyond 2^53 (${a.seq})` };
+  const marker: RemoteMeta = { remote: true, seq, id: a.id, clientId: a.clientId, channel };
+  const meta = { ...(isPlainObject(a.meta) ? a.meta : {}), actionsync: marker };
+  const action: SyncedAction<RemoteMeta> = payload === undefined ? { type: a.type, meta } : { type: a.type, payload, meta };
+  return { action };
+}
+
+/** confirmedFromEntry turns a pending action into its confirmed form, for an ack-only confirmation. */
+export function confirmedFromEntry(entry: PendingEntry, seq: number, clientId: string, channel: string): SyncedAction<RemoteMeta> {
+  const { action } = entry;
+  const marker: RemoteMeta = { remote: true, seq, id: entry.id, clientId, channel };
+  const meta = { ...(userMeta(action.meta) ?? {}), actionsync: marker };
+  return action.payload === undefined ? { type: action.type, meta } : { type: action.type, payload: action.payload, meta };
+}
+
+/** isPendingEntry checks the shape of an entry loaded from storage. */
+export function isPendingEntry(v: unknown): v is PendingEntry {
+  if (!isPlainObject(v) || typeof v.id !== "string" || v.id === "") return false;
+  const action = v.action;
+  if (!isPlainObject(action) || typeof action.type !== "string" || action.type === "") return false;
+  const m = isPlainObject(action.meta) ? action.meta.actionsync : undefined;
+  return isPlainObject(m) && m.local === true && m.id === v.id;
+}
+
+/** localMeta builds the marker of a local action. */
+export function localMeta(id: string): LocalMeta {
+  return { id, local: true };
+}
