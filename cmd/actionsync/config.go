@@ -28,6 +28,7 @@ type config struct {
 	broker          memory.Options
 	service         service.Options // Logger is set by serve
 	corsOrigins     []string        // empty: no cross-origin requests
+	demo            bool            // serve the ToDo board demo at "/"
 	tlsCertFile     string
 	tlsKeyFile      string
 	tlsCert         *tls.Certificate // nil: plain HTTP with h2c
@@ -115,6 +116,16 @@ var settings = []setting{
 		shown: "none: same-origin only",
 		help:  `comma-separated browser origins allowed, e.g. https://app.example.com; "*": any`,
 		apply: parseOrigins},
+	{flag: "demo", env: "ACTIONSYNC_DEMO", def: "true", arg: "true|false",
+		help: `serve the ToDo board demo page at /; false: / answers 404`,
+		apply: func(c *config, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			c.demo = b
+			return nil
+		}},
 	{flag: "allow-file", env: "ACTIONSYNC_ALLOW_FILE", arg: "FILE",
 		shown: "none: every type allowed",
 		help:  `JSON allow-list, e.g. [{"channel": "board:*", "types": ["ADD_TASK"]}]`,

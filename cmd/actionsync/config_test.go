@@ -68,6 +68,9 @@ func TestLoadConfig_defaults(t *testing.T) {
 	if c.logFormat != "text" || c.logLevel.String() != "INFO" {
 		t.Errorf("got log format %q level %v, want text INFO", c.logFormat, c.logLevel)
 	}
+	if !c.demo {
+		t.Errorf("--demo: got false, want true")
+	}
 }
 
 func TestLoadConfig_precedence(t *testing.T) {
@@ -227,6 +230,7 @@ func TestLoadConfig_badValues(t *testing.T) {
 		{"tls-key", junk, "is set but --tls-cert (ACTIONSYNC_TLS_CERT) is not"},
 		{"log-format", "yaml", "want text or json"},
 		{"log-level", "loud", "want debug, info, warn or error"},
+		{"demo", "maybe", "want true or false"},
 		{"shutdown-timeout", "0s", "want a duration > 0"},
 		{"shutdown-timeout", "-1m", "want a duration > 0"},
 	}
@@ -322,6 +326,34 @@ func TestSettings_consistent(t *testing.T) {
 		if s.help == "" || s.arg == "" {
 			t.Errorf("--%s: empty help or argument placeholder", s.flag)
 		}
+	}
+}
+
+func TestLoadConfig_demo(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{"default", nil, nil, true},
+		{"flag_false", []string{"--demo=false"}, nil, false},
+		{"flag_value_false", []string{"--demo", "0"}, nil, false},
+		{"env_false", nil, map[string]string{"ACTIONSYNC_DEMO": "false"}, false},
+		{"flag_over_env", []string{"--demo=true"}, map[string]string{"ACTIONSYNC_DEMO": "false"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConfig(tt.args, envOf(tt.env))
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			if c.demo != tt.want {
+				t.Errorf("demo: got %v, want %v", c.demo, tt.want)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 // Command actionsync is the actionsync server: it relays Redux actions between clients
 // over Connect, gRPC and gRPC-Web (actionsync.v1.SyncService), with gRPC reflection and
-// health, CORS for browsers, h2c or TLS, and a graceful shutdown on SIGINT/SIGTERM.
+// health, CORS for browsers, h2c or TLS, the ToDo board demo page at "/", and a graceful
+// shutdown on SIGINT/SIGTERM.
 //
 // Usage:
 //

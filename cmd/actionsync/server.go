@@ -20,6 +20,7 @@ import (
 	"github.com/actionsync/actionsync/broker/memory"
 	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 	"github.com/actionsync/actionsync/service"
+	"github.com/actionsync/actionsync/web/demo"
 )
 
 // HTTP server limits. There is deliberately no ReadTimeout or WriteTimeout: they would
@@ -87,7 +88,7 @@ func listen(cfg config, logger *slog.Logger) (*server, error) {
 		listenersClosed: make(chan struct{}),
 		serveErr:        make(chan error, 1),
 	}
-	s.http = newHTTPServer(newHandler(svc, s.health, auxCtx, cfg.corsOrigins), cfg, logger)
+	s.http = newHTTPServer(newHandler(svc, s.health, auxCtx, cfg.corsOrigins, cfg.demo), cfg, logger)
 	// Shutdown runs this once it has closed the listeners.
 	s.http.RegisterOnShutdown(func() { close(s.listenersClosed) })
 	// Read before Serve, which sets TLSConfig for h2c too.
@@ -105,6 +106,7 @@ func listen(cfg config, logger *slog.Logger) (*server, error) {
 		"version", resolvedVersion(),
 		"tls", useTLS,
 		"cors_origins", cfg.corsOrigins,
+		"demo", cfg.demo,
 		"allow_rules", len(cfg.service.AllowList.Rules()))
 	return s, nil
 }
@@ -163,10 +165,11 @@ func (s *server) abort(err error) error {
 	return errors.Join(fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.broker.Close())
 }
 
-// newHandler routes the SyncService, gRPC reflection (v1 and v1alpha) and gRPC health,
-// behind CORS when origins are configured. Reflection and health streams end when
-// auxCtx does.
-func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string) http.Handler {
+// newHandler routes the SyncService, gRPC reflection (v1 and v1alpha), gRPC health and,
+// with withDemo, the demo page at "/" (every other path, so the RPC paths stay more
+// specific), behind CORS when origins are configured. Reflection and health streams
+// end when auxCtx does.
+func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string, withDemo bool) http.Handler {
 	endWithAux := func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithCancel(r.Context())
@@ -191,6 +194,9 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 	mux.Handle(endWithAux(grpcreflect.NewHandlerV1(reflector, readMax)))
 	mux.Handle(endWithAux(grpcreflect.NewHandlerV1Alpha(reflector, readMax)))
 	mux.Handle(endWithAux(grpchealth.NewHandler(health, readMax)))
+	if withDemo {
+		mux.Handle("/", demo.Handler())
+	}
 	if len(origins) == 0 {
 		return mux
 	}

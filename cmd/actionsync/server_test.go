@@ -419,6 +419,76 @@ func TestServe_cors(t *testing.T) {
 	}
 }
 
+func TestServe_demo(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		demo bool
+	}{
+		{"default", nil, nil, true},
+		{"flag_off", nil, []string{"--demo=false"}, false},
+		{"env_off", map[string]string{"ACTIONSYNC_DEMO": "false"}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, tt.env, tt.args...)
+			client := httpClient(t, false)
+			get := func(path string) (*http.Response, string) {
+				t.Helper()
+				req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, ts.url+path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("GET %s: %v", path, err)
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatalf("GET %s: %v", path, err)
+				}
+				return resp, string(body)
+			}
+			for _, path := range []string{"/", "/app.js", "/style.css"} {
+				resp, body := get(path)
+				switch {
+				case !tt.demo && resp.StatusCode != http.StatusNotFound:
+					t.Errorf("GET %s: got status %d, want 404 (demo off)", path, resp.StatusCode)
+				case tt.demo && resp.StatusCode != http.StatusOK:
+					t.Errorf("GET %s: got status %d, want 200", path, resp.StatusCode)
+				case tt.demo && path == "/" && (!strings.Contains(body, `src="app.js"`) ||
+					resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || resp.Header.Get("Cache-Control") != "no-cache"):
+					t.Errorf("GET /: got %s %q with Cache-Control %q, want the demo page, no-cache",
+						resp.Header.Get("Content-Type"), body, resp.Header.Get("Cache-Control"))
+				}
+			}
+			if resp, _ := get("/no-such-file"); resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET /no-such-file: got status %d, want 404", resp.StatusCode)
+			}
+
+			// "/" must not shadow the RPCs: they stay more specific than the demo.
+			post, err := http.NewRequestWithContext(t.Context(), http.MethodPost,
+				ts.url+actionsyncv1connect.SyncServiceHistoryProcedure, strings.NewReader(`{"channel":"board:demo"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			post.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(post)
+			if err != nil {
+				t.Fatalf("History: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("History: got %d %s, want 200 application/json", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+		})
+	}
+}
+
 func TestServe_shutdown(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, nil, "--shutdown-timeout", "20s")
