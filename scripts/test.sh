@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of actionsync. This is the README's test command and what CI
-# runs (.ci/run). Needs Go (1.26+) and Node.js (20+) with npm; installs the rest itself.
+# runs (.ci/run). Needs Go (1.26+) and Node.js (20+) with npm; installs the rest itself
+# (npm packages with npm ci; Debian's chromium with apt-get, as root or with sudo, if no
+# chromium is on the PATH and CHROMIUM does not name one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,9 @@ bash scripts/checkgenerate.sh
 step "buf lint"
 npx --no-install buf lint
 
+step "the embedded demo bundle is up to date (esbuild)"
+bash scripts/check-demo.sh
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^gen/') 2>&1 || true)
 if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
@@ -25,6 +30,12 @@ go vet ./...
 step "go test -race"
 go test -race -count=1 ./...
 
+step "TypeScript: tsc --noEmit"
+npx --no-install tsc --noEmit -p tsconfig.json
+
+step "TypeScript: middleware and demo tests (node:test, real server processes)"
+node --import tsx --test web/redux/src/*.test.ts web/demo/src/*.test.ts
+
 step "fuzz request validation (briefly)"
 go test -run '^$' -fuzz '^FuzzDispatchRequest$' -fuzztime "${FUZZTIME:-10s}" ./service/
 
@@ -33,5 +44,16 @@ go test -run '^$' -bench . -benchtime "${BENCHTIME:-200x}" ./broker/memory/
 
 step "smoke test: buf curl against a real server process"
 bash scripts/smoke.sh
+
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+  step "installing Debian chromium for the browser tests"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium
+fi
+
+step "browser end-to-end tests (playwright-core + Debian chromium, real server processes)"
+node --import tsx --test web/e2e/*.test.ts
 
 printf '\nall checks passed\n'

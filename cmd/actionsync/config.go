@@ -112,6 +112,17 @@ var settings = []setting{
 		apply: durationAtLeast(0, func(c *config, d time.Duration) {
 			c.service.Heartbeat = zeroAs(d, -1) // service: negative means never
 		})},
+	{flag: "compress-min-bytes", env: "ACTIONSYNC_COMPRESS_MIN_BYTES", def: "0", arg: "BYTES",
+		help:  "gzip responses at least this large when the client accepts gzip; 0: never (gzip costs more CPU than it saves on streams of small actions)",
+		apply: bytesAtLeast(0, func(c *config) *int { return &c.service.CompressMinBytes })},
+	{flag: "batch-delay-per-stream", env: "ACTIONSYNC_BATCH_DELAY_PER_STREAM", def: "30us", arg: "DURATION",
+		help: "adaptive batching: a stream that sent less than (active streams x this) ago waits out the rest of that round; 0: send at once",
+		apply: durationAtLeast(0, func(c *config, d time.Duration) {
+			c.service.BatchDelayPerStream = zeroAs(d, -1) // service: negative means off
+		})},
+	{flag: "max-batch-delay", env: "ACTIONSYNC_MAX_BATCH_DELAY", def: "50ms", arg: "DURATION",
+		help:  "the longest wait of adaptive batching",
+		apply: durationAtLeast(1, func(c *config, d time.Duration) { c.service.MaxBatchDelay = d })},
 	{flag: "cors-origins", env: "ACTIONSYNC_CORS_ORIGINS", arg: "ORIGINS",
 		shown: "none: same-origin only",
 		help:  `comma-separated browser origins allowed, e.g. https://app.example.com; "*": any`,

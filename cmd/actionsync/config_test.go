@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,7 @@ func TestLoadConfig_defaults(t *testing.T) {
 		{"max-positions", c.service.Limits.MaxPositions, service.DefaultMaxPositions},
 		{"max-history-limit", c.service.Limits.MaxHistoryLimit, service.DefaultMaxHistoryLimit},
 		{"max-read-bytes", c.service.Limits.MaxReadBytes, service.DefaultMaxReadBytes},
+		{"compress-min-bytes", c.service.CompressMinBytes, 0}, // 0: never compress
 	}
 	for _, tt := range ints {
 		if tt.got != tt.want {
@@ -50,6 +52,8 @@ func TestLoadConfig_defaults(t *testing.T) {
 		{"history-max-age", c.broker.MaxAge, memory.DefaultMaxAge},
 		{"heartbeat", c.service.Heartbeat, service.DefaultHeartbeat},
 		{"shutdown-timeout", c.shutdownTimeout, 30 * time.Second},
+		{"batch-delay-per-stream", c.service.BatchDelayPerStream, service.DefaultBatchDelayPerStream},
+		{"max-batch-delay", c.service.MaxBatchDelay, service.DefaultMaxBatchDelay},
 	}
 	for _, tt := range durations {
 		if tt.got != tt.want {
@@ -403,5 +407,20 @@ func TestLoadConfig_queueSizeCoversDispatch(t *testing.T) {
 				t.Fatalf("got %v, want an error naming --queue-size and --max-dispatch-actions", err)
 			}
 		})
+	}
+}
+
+// TestSettings_inREADME keeps the README's configuration table in step with the flags.
+func TestSettings_inREADME(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		row := fmt.Sprintf("| `--%s", s.flag)
+		if !strings.Contains(string(readme), row) || !strings.Contains(string(readme), "`"+s.env+"`") {
+			t.Errorf("README.md's configuration table has no row for --%s (%s)", s.flag, s.env)
+		}
 	}
 }
