@@ -17,6 +17,7 @@
 # Environment knobs (defaults in brackets); the peer reads the same names:
 #   PORT [38112]  SERVER_CPU [0]  CLIENT_CPU [1]  DURATION [6] (s per measured phase)
 #   WARMUP [1] (s)  WINDOW [64] (actions in flight, tput)  RATE [200] (actions/s, lat)
+#   PUBLISH [sync] (tput publisher: sync stream or unary dispatch)  BATCH [WINDOW] (most actions per dispatch, tput)
 #   TPUT_NS ["10 100 1000"]  LAT_NS ["100 1000"] (ours)  LAT_N [100] (the peer's)
 #   IDLE_K ["2000,5000"]  SHARED_K [5000]  SHARED_CONNS [50]
 #   PROTOCOL [connect-h2] (connect-h1, connect-h2, grpc-h2)  PAYLOAD_BYTES [200]
@@ -41,6 +42,12 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 DURATION=${DURATION:-6}
 WARMUP=${WARMUP:-1}
 WINDOW=${WINDOW:-64}
+# How the tput publisher sends: "sync" puts each dispatch on one Sync stream (a socket-like
+# publisher, as the peer's emit), with up to BATCH of the window's free actions per
+# dispatch (what @actionsync/redux does with pending actions); "dispatch" makes a unary
+# Dispatch call each time.
+PUBLISH=${PUBLISH:-sync}
+BATCH=${BATCH:-$(( WINDOW < 100 ? WINDOW : 100 ))}
 RATE=${RATE:-200}
 TPUT_NS=${TPUT_NS:-"10 100 1000"}
 LAT_NS=${LAT_NS:-"100 1000"}
@@ -213,7 +220,7 @@ T_START=$SECONDS
 start_server
 log "actionsync pid $SPID on cpu $SERVER_CPU, port $PORT, protocol $PROTOCOL"
 for n in $TPUT_NS; do
-  phase "tput_$n" --mode tput --n "$n" --duration "$DURATION" --warmup "$WARMUP" --window "$WINDOW"
+  phase "tput_$n" --mode tput --n "$n" --duration "$DURATION" --warmup "$WARMUP" --window "$WINDOW" --publish "$PUBLISH" --batch "$BATCH"
 done
 for n in $LAT_NS; do
   phase "lat_$n" --mode lat --n "$n" --rate "$RATE" --duration "$DURATION" --warmup "$WARMUP"
@@ -234,7 +241,7 @@ count_writes() { # $1: strace or perf
   fi
   STPID=$!
   sleep 1
-  bench "$dir/tput_$n.json" --mode tput --n "$n" --duration "$DURATION" --warmup "$WARMUP" --window "$WINDOW" || rc=$?
+  bench "$dir/tput_$n.json" --mode tput --n "$n" --duration "$DURATION" --warmup "$WARMUP" --window "$WINDOW" --publish "$PUBLISH" --batch "$BATCH" || rc=$?
   kill -INT "$STPID" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$STPID" 2>/dev/null || break; sleep 0.1; done
   wait "$STPID" 2>/dev/null || true
@@ -299,8 +306,8 @@ GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- cmd service broker gen go.mod go.sum 2>/dev/null)" ]; then GIT_REV="$GIT_REV+dirty"; fi
 HOST=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1 | tr -d '"\\')
 GOV=$(go env GOVERSION)
-printf '{"time":"%s","git":"%s","host":"%s, %s CPUs","go":"%s","server":"taskset -c %s env GOMAXPROCS=1 actionsync serve --log-level warn","knobs":{"duration":%s,"warmup":%s,"window":%s,"rate":%s,"tput_ns":"%s","lat_ns":"%s","idle_k":"%s","shared_k":%s,"shared_conns":%s,"protocol":"%s","payload_bytes":%s},"pre_busy_cpu_pct":[%s,%s]}\n' \
-  "$STAMP" "$GIT_REV" "$HOST" "$(nproc)" "$GOV" "$SERVER_CPU" "$DURATION" "$WARMUP" "$WINDOW" "$RATE" "$TPUT_NS" "$LAT_NS" "$IDLE_K" \
+printf '{"time":"%s","git":"%s","host":"%s, %s CPUs","go":"%s","server":"taskset -c %s env GOMAXPROCS=1 actionsync serve --log-level warn","knobs":{"publish":"%s","batch":%s,"duration":%s,"warmup":%s,"window":%s,"rate":%s,"tput_ns":"%s","lat_ns":"%s","idle_k":"%s","shared_k":%s,"shared_conns":%s,"protocol":"%s","payload_bytes":%s},"pre_busy_cpu_pct":[%s,%s]}\n' \
+  "$STAMP" "$GIT_REV" "$HOST" "$(nproc)" "$GOV" "$SERVER_CPU" "$PUBLISH" "$BATCH" "$DURATION" "$WARMUP" "$WINDOW" "$RATE" "$TPUT_NS" "$LAT_NS" "$IDLE_K" \
   "$SHARED_K" "$SHARED_CONNS" "$PROTOCOL" "$PAYLOAD_BYTES" "$PRE0" "$PRE1" > "$OUT/meta.json"
 "$TMP/actionsync-bench" --mode summary --dir "$OUT" > "$OUT/summary.json"
 cat "$OUT/summary.json"

@@ -95,22 +95,51 @@ func (b *bench) newPublisher() actionsyncv1connect.SyncServiceClient {
 // dispatch publishes the i-th action, stamped with the current time, and returns its
 // seq and send time.
 func (b *bench) dispatch(ctx context.Context, pub actionsyncv1connect.SyncServiceClient, i int64) (uint64, time.Time, error) {
+	seqs, sentAt, err := b.dispatchBatch(ctx, pub, i, 1)
+	if err != nil {
+		return 0, sentAt, err
+	}
+	return seqs[0], sentAt, nil
+}
+
+// dispatchBatch publishes actions first..first+k-1 in one Dispatch and returns their seqs.
+func (b *bench) dispatchBatch(ctx context.Context, pub actionsyncv1connect.SyncServiceClient, first int64, k int) ([]uint64, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, dispatchTimeout)
 	defer cancel()
 	sentAt := time.Now()
-	res, err := pub.Dispatch(ctx, connect.NewRequest(&actionsyncv1.DispatchRequest{
-		Channel:  b.channel,
-		ClientId: "bench-pub",
-		Actions:  []*actionsyncv1.Action{b.payloads.action(i, sentAt)},
-	}))
+	res, err := pub.Dispatch(ctx, connect.NewRequest(b.dispatchRequest(first, k, sentAt)))
 	if err != nil {
-		return 0, sentAt, fmt.Errorf("dispatch %d: %w", i, err)
+		return nil, sentAt, fmt.Errorf("dispatch %d..%d: %w", first, first+int64(k)-1, err)
 	}
-	acks := res.Msg.GetAcks()
-	if len(acks) != 1 || acks[0].GetDuplicate() {
-		return 0, sentAt, fmt.Errorf("dispatch %d: got acks %v, want one, not duplicate", i, acks)
+	seqs, err := ackSeqs(res.Msg.GetAcks(), k)
+	if err != nil {
+		return nil, sentAt, fmt.Errorf("dispatch %d: %w", first, err)
 	}
-	return acks[0].GetSeq(), sentAt, nil
+	return seqs, sentAt, nil
+}
+
+// dispatchRequest holds actions first..first+k-1.
+func (b *bench) dispatchRequest(first int64, k int, sentAt time.Time) *actionsyncv1.DispatchRequest {
+	req := &actionsyncv1.DispatchRequest{Channel: b.channel, ClientId: "bench-pub", Actions: make([]*actionsyncv1.Action, k)}
+	for j := range k {
+		req.Actions[j] = b.payloads.action(first+int64(j), sentAt)
+	}
+	return req
+}
+
+// ackSeqs checks that acks answer k fresh actions and returns their seqs.
+func ackSeqs(acks []*actionsyncv1.Ack, k int) ([]uint64, error) {
+	if len(acks) != k {
+		return nil, fmt.Errorf("got %d acks, want %d", len(acks), k)
+	}
+	seqs := make([]uint64, k)
+	for j, a := range acks {
+		if a.GetDuplicate() {
+			return nil, fmt.Errorf("ack %d is a duplicate: %v", j, a)
+		}
+		seqs[j] = a.GetSeq()
+	}
+	return seqs, nil
 }
 
 // closeTransports closes the idle connections of every client the phase made.

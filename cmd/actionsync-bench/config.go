@@ -40,6 +40,8 @@ type config struct {
 	channel      string // "" : a fresh one per phase
 	concurrency  int    // subscribers connecting at once
 	maxInflight  int    // lat: most Dispatch calls at once
+	publish      string // tput: dispatch (one unary Dispatch per action) or sync (a Sync stream)
+	batch        int    // tput: most actions per dispatch (taken from the free window slots)
 	timeout      time.Duration
 	rssTimeout   time.Duration // idle: longest wait for the server's RSS to settle
 	dir          string        // summary: the run's result directory
@@ -96,6 +98,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.channel, "channel", "", "channel to use (default: a fresh one per phase)")
 	fs.IntVar(&c.concurrency, "concurrency", 200, "subscribers connecting at once")
 	fs.IntVar(&c.maxInflight, "max-inflight", 1024, "lat: most Dispatch calls in flight at once")
+	fs.IntVar(&c.batch, "batch", 1, "tput: most actions per dispatch, as many as the window has free (a Redux client sends what is pending in one Dispatch)")
+	fs.StringVar(&c.publish, "publish", "dispatch", "tput: dispatch (a unary Dispatch per action) or sync (every action a dispatch message on one Sync stream, like a socket; needs h2)")
 	fs.Var(seconds{&c.timeout}, "timeout", "hard limit for the phase (default: 240s + warmup + duration)")
 	fs.Var(seconds{&c.rssTimeout}, "rss-timeout", "idle: longest wait for the server's RSS to stop moving before a reading")
 	fs.StringVar(&c.dir, "dir", "", "summary: directory of a bench/run.sh run")
@@ -152,6 +156,14 @@ func (c config) validate() error {
 	case protoConnectH1, protoConnectH2, protoGRPCH2:
 	default:
 		return fmt.Errorf("--protocol: got %q, want %s, %s or %s", c.protocol, protoConnectH1, protoConnectH2, protoGRPCH2)
+	}
+	switch {
+	case c.publish != "dispatch" && c.publish != "sync":
+		return fmt.Errorf("--publish: got %q, want dispatch or sync", c.publish)
+	case c.batch < 1 || c.batch > 100:
+		return fmt.Errorf("--batch: got %d, want 1..100 (the server's default dispatch limit)", c.batch)
+	case c.publish == "sync" && c.protocol == protoConnectH1:
+		return errors.New("--publish sync: Sync is a bidi stream and needs HTTP/2 (connect-h2 or grpc-h2)")
 	}
 	switch c.decode {
 	case "lite", "full":

@@ -109,6 +109,10 @@ func TestRun_tput(t *testing.T) {
 		{"shared_conns", []string{"--conns", "2"}},
 		{"full_decode_gzip", []string{"--decode", "full", "--gzip"}},
 		{"window_1", []string{"--window", "1"}},
+		{"publish_sync", []string{"--publish", "sync"}},
+		{"publish_sync_grpc", []string{"--publish", "sync", "--protocol", "grpc-h2"}},
+		{"batch_dispatch", []string{"--batch", "16"}},
+		{"batch_sync", []string{"--publish", "sync", "--batch", "16"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 )
 
 // maxDispatchErrors stops a publisher whose server keeps refusing.
@@ -61,6 +64,27 @@ func (c *completion) giveBack() {
 	}
 }
 
+// takeMore takes up to n more tokens that are free now, without waiting.
+func (c *completion) takeMore(n int) int {
+	for got := 0; ; got++ {
+		if got == n {
+			return got
+		}
+		select {
+		case <-c.tokens:
+		default:
+			return got
+		}
+	}
+}
+
+// giveBackN returns k tokens.
+func (c *completion) giveBackN(k int) {
+	for range k {
+		c.giveBack()
+	}
+}
+
 // publisher dispatches actions and counts what came back.
 type publisher struct {
 	next, acked, errs atomic.Int64
@@ -104,7 +128,10 @@ func (b *bench) runTput(ctx context.Context) (*result, error) {
 	var p publisher
 	stop := make(chan struct{})
 	var workers sync.WaitGroup
-	for range cfg.window {
+	if cfg.publish == "sync" {
+		workers.Go(func() { b.publishOnSync(ctx, pub, comp, &p, stop) })
+	}
+	for range cfg.window * boolInt(cfg.publish == "dispatch") {
 		workers.Go(func() {
 			for {
 				select {
@@ -114,17 +141,20 @@ func (b *bench) runTput(ctx context.Context) (*result, error) {
 					return
 				case <-comp.tokens:
 				}
+				k := 1 + comp.takeMore(cfg.batch-1)
 				if p.errs.Load() >= maxDispatchErrors {
-					comp.giveBack()
+					comp.giveBackN(k)
 					return
 				}
-				seq, _, err := b.dispatch(ctx, pub, p.next.Add(1))
+				seqs, _, err := b.dispatchBatch(ctx, pub, p.next.Add(int64(k))-int64(k)+1, k)
 				if err != nil {
 					p.fail(err)
-					comp.giveBack() // it will never be delivered
+					comp.giveBackN(k) // they will never be delivered
 					continue
 				}
-				p.ack(seq)
+				for _, seq := range seqs {
+					p.ack(seq)
+				}
 			}
 		})
 	}
@@ -156,6 +186,7 @@ func (b *bench) runTput(ctx context.Context) (*result, error) {
 		set("mode", "tput").
 		set("n", cfg.n).
 		set("window", cfg.window).
+		set("publish", cfg.publish).
 		set("payload_bytes", cfg.payloadBytes).
 		set("duration_s", round3(wall)).
 		set("actions_sent", a1-a0).
@@ -257,5 +288,89 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// publishOnSync publishes every action as its own dispatch message on one Sync stream
+// (what a native client or a socket-style publisher does) until stop: one goroutine
+// sends as tokens allow, another reads the answers, which come in request order.
+func (b *bench) publishOnSync(ctx context.Context, pub actionsyncv1connect.SyncServiceClient, comp *completion, p *publisher, stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream := pub.Sync(ctx)
+	// sizes carries each dispatch's action count to the reader, in request order; the
+	// window bounds how many can be outstanding.
+	sizes := make(chan int, b.cfg.window)
+	answers := make(chan struct{})
+	go func() { // exits when the stream ends: cancel() below ends it
+		defer close(answers)
+		for {
+			res, err := stream.Receive()
+			if err != nil {
+				if ctx.Err() == nil {
+					p.fail(fmt.Errorf("sync publisher: %w", err))
+				}
+				return
+			}
+			switch {
+			case res.GetDispatched() != nil:
+				k := <-sizes
+				for _, a := range res.GetDispatched().GetAcks() {
+					if a.GetDuplicate() {
+						p.fail(fmt.Errorf("sync dispatch: got duplicate ack %v", a))
+						comp.giveBack()
+						continue
+					}
+					p.ack(a.GetSeq())
+				}
+				if n := len(res.GetDispatched().GetAcks()); n != k {
+					p.fail(fmt.Errorf("sync dispatch: got %d acks, want %d", n, k))
+				}
+			case res.GetDispatchError() != nil:
+				k := <-sizes
+				p.fail(fmt.Errorf("sync dispatch: %s: %s", res.GetDispatchError().GetCode(), res.GetDispatchError().GetMessage()))
+				comp.giveBackN(k)
+			}
+		}
+	}()
+	defer func() {
+		_ = stream.CloseRequest()
+		cancel()
+		<-answers
+		_ = stream.CloseResponse()
+	}()
+	for {
+		select {
+		case <-stop:
+			// Let the answers of what was sent arrive before the stream goes.
+			deadline := time.Now().Add(drainTimeout)
+			for p.acked.Load()+p.errs.Load() < p.next.Load() && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			return
+		case <-ctx.Done():
+			return
+		case <-comp.tokens:
+		}
+		k := 1 + comp.takeMore(b.cfg.batch-1)
+		if p.errs.Load() >= maxDispatchErrors {
+			comp.giveBackN(k)
+			return
+		}
+		first := p.next.Add(int64(k)) - int64(k) + 1
+		req := &actionsyncv1.SyncRequest{Request: &actionsyncv1.SyncRequest_Dispatch{Dispatch: b.dispatchRequest(first, k, time.Now())}}
+		sizes <- k
+		if err := stream.Send(req); err != nil {
+			p.fail(fmt.Errorf("sync publisher send: %w", err))
+			comp.giveBackN(k)
+			return
+		}
 	}
 }
