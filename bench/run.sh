@@ -42,6 +42,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 DURATION=${DURATION:-6}
 WARMUP=${WARMUP:-1}
 WINDOW=${WINDOW:-64}
+DEBUG_PORT=${DEBUG_PORT:-$(( PORT + 1 ))}
 # How the tput publisher sends: "sync" puts each dispatch on one Sync stream (a socket-like
 # publisher, as the peer's emit), with up to BATCH of the window's free actions per
 # dispatch (what @actionsync/redux does with pending actions); "dispatch" makes a unary
@@ -138,7 +139,10 @@ start_server() {
   SERVERS=$((SERVERS + 1))
   local logf="$OUT/server-$SERVERS.log"
   # taskset execs env, env execs actionsync: $! is the server's PID.
-  taskset -c "$SERVER_CPU" env GOMAXPROCS=1 "$TMP/actionsync" serve --addr "127.0.0.1:$PORT" --log-level warn > "$logf" 2>&1 &
+  # --debug-addr lets the idle phases force a GC before reading RSS, as the peer's run
+  # does for Node.
+  taskset -c "$SERVER_CPU" env GOMAXPROCS=1 "$TMP/actionsync" serve --addr "127.0.0.1:$PORT" \
+    --debug-addr "127.0.0.1:$DEBUG_PORT" --demo=false --log-level warn > "$logf" 2>&1 &
   SPID=$!
   # --log-level warn hides the start-up line, so wait for the port instead.
   for _ in $(seq 1 100); do
@@ -274,11 +278,11 @@ stop_server
 # ---- idle memory, each on a fresh server ----
 start_server
 log "idle-memory server pid $SPID (own connections)"
-bench "$OUT/ours/idle.json" --mode idle --k "$IDLE_K" || fail_phase idle "exit $?"
+bench "$OUT/ours/idle.json" --mode idle --k "$IDLE_K" --debug-url "http://127.0.0.1:$DEBUG_PORT" || fail_phase idle "exit $?"
 stop_server
 start_server
 log "idle-memory server pid $SPID ($SHARED_K subscribers over $SHARED_CONNS connections)"
-bench "$OUT/ours/idle_shared.json" --mode idle --k "$SHARED_K" --conns "$SHARED_CONNS" || fail_phase idle_shared "exit $?"
+bench "$OUT/ours/idle_shared.json" --mode idle --k "$SHARED_K" --conns "$SHARED_CONNS" --debug-url "http://127.0.0.1:$DEBUG_PORT" || fail_phase idle_shared "exit $?"
 stop_server
 for f in idle idle_shared; do [ -s "$OUT/ours/$f.json" ] || rm -f "$OUT/ours/$f.json"; done
 log "actionsync phases took $((SECONDS - T_START)) s"

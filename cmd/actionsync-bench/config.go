@@ -42,6 +42,7 @@ type config struct {
 	maxInflight  int    // lat: most Dispatch calls at once
 	publish      string // tput: dispatch (one unary Dispatch per action) or sync (a Sync stream)
 	batch        int    // tput: most actions per dispatch (taken from the free window slots)
+	debugURL     string // idle: the server's --debug-addr as a URL, to force a GC before readings
 	timeout      time.Duration
 	rssTimeout   time.Duration // idle: longest wait for the server's RSS to settle
 	dir          string        // summary: the run's result directory
@@ -98,6 +99,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.channel, "channel", "", "channel to use (default: a fresh one per phase)")
 	fs.IntVar(&c.concurrency, "concurrency", 200, "subscribers connecting at once")
 	fs.IntVar(&c.maxInflight, "max-inflight", 1024, "lat: most Dispatch calls in flight at once")
+	fs.StringVar(&c.debugURL, "debug-url", "", "idle: base URL of the server's --debug-addr (e.g. http://127.0.0.1:6060): force a GC before each RSS reading, as the peer does")
 	fs.IntVar(&c.batch, "batch", 1, "tput: most actions per dispatch, as many as the window has free (a Redux client sends what is pending in one Dispatch)")
 	fs.StringVar(&c.publish, "publish", "dispatch", "tput: dispatch (a unary Dispatch per action) or sync (every action a dispatch message on one Sync stream, like a socket; needs h2)")
 	fs.Var(seconds{&c.timeout}, "timeout", "hard limit for the phase (default: 240s + warmup + duration)")

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -70,6 +73,9 @@ func (b *bench) runIdle(ctx context.Context) (*result, error) {
 // stableRSS waits until the server's VmRSS stops moving and returns the median of the
 // last three samples; after --rss-timeout it returns that median anyway, with a warning.
 func (b *bench) stableRSS(ctx context.Context) (int64, error) {
+	if err := b.forceServerGC(ctx); err != nil {
+		return 0, err
+	}
 	var xs []int64
 	deadline := time.Now().Add(b.cfg.rssTimeout)
 	for {
@@ -98,4 +104,29 @@ func median3(xs []int64) int64 {
 	t := slices.Clone(xs[max(0, len(xs)-3):])
 	slices.Sort(t)
 	return t[len(t)/2]
+}
+
+// forceServerGC asks the server to collect garbage before a reading, as the peer's run
+// does for Node (SIGUSR2 with --expose-gc): with --debug-url, GET /debug/pprof/heap?gc=1
+// on the server's --debug-addr, twice (a collection shrinks idle goroutine stacks by half).
+func (b *bench) forceServerGC(ctx context.Context) error {
+	if b.cfg.debugURL == "" {
+		return nil
+	}
+	for range 2 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(b.cfg.debugURL, "/")+"/debug/pprof/heap?gc=1", nil)
+		if err != nil {
+			return fmt.Errorf("--debug-url: %w", err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("force a GC on the server: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("force a GC on the server: %s", resp.Status)
+		}
+	}
+	return nil
 }

@@ -35,6 +35,7 @@ type config struct {
 	logFormat       string           // "text" or "json"
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
+	debugAddr       string // "": no debug listener
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
@@ -182,6 +183,16 @@ var settings = []setting{
 			if err := c.logLevel.UnmarshalText([]byte(v)); err != nil {
 				return errors.New("want debug, info, warn or error")
 			}
+			return nil
+		}},
+	{flag: "debug-addr", env: "ACTIONSYNC_DEBUG_ADDR", arg: "HOST:PORT",
+		shown: "none: off",
+		help:  "serve Go's pprof profiles (/debug/pprof/) on this separate address; keep it private, e.g. localhost:6060",
+		apply: func(c *config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want HOST:PORT, e.g. localhost:6060")
+			}
+			c.debugAddr = v
 			return nil
 		}},
 	{flag: "shutdown-timeout", env: "ACTIONSYNC_SHUTDOWN_TIMEOUT", def: "30s", arg: "DURATION",

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"connectrpc.com/connect"
@@ -58,6 +59,8 @@ type server struct {
 	endAux          context.CancelFunc // ends reflection and health streams
 	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
 	serveErr        chan error         // what http.Server.Serve returned
+	debug           *http.Server       // pprof on --debug-addr; nil when off
+	debugErr        chan error         // what the debug server's Serve returned
 }
 
 // listen builds the broker, the service and the HTTP server for cfg, starts listening
@@ -100,6 +103,11 @@ func listen(cfg config, logger *slog.Logger) (*server, error) {
 			s.serveErr <- s.http.Serve(ln)
 		}
 	}()
+	if cfg.debugAddr != "" {
+		if err := s.listenDebug(cfg.debugAddr); err != nil {
+			return nil, errors.Join(err, ln.Close(), b.Close())
+		}
+	}
 	logger.Info("actionsync listening",
 		"addr", ln.Addr().String(),
 		"url", serverURL(ln.Addr(), useTLS),
@@ -145,6 +153,14 @@ func (s *server) shutdown(timeout time.Duration) error {
 	if err := <-s.serveErr; !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("serve: %w", err))
 	}
+	if s.debug != nil {
+		if err := s.debug.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close debug listener: %w", err))
+		}
+		if err := <-s.debugErr; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("serve debug: %w", err))
+		}
+	}
 	// The broker closes last: every dispatch acknowledged above is already in it.
 	if err := s.broker.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close broker: %w", err))
@@ -162,7 +178,11 @@ func (s *server) abort(err error) error {
 	s.endAux()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return errors.Join(fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.broker.Close())
+	errs := []error{fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.broker.Close()}
+	if s.debug != nil {
+		errs = append(errs, s.debug.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // newHandler routes the SyncService, gRPC reflection (v1 and v1alpha), gRPC health and,
@@ -255,4 +275,25 @@ func serverURL(addr net.Addr, tls bool) string {
 		host = net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
 	}
 	return scheme + "://" + host
+}
+
+// listenDebug serves Go's pprof profiles on addr, a listener of its own so that they are
+// never exposed with the API. GET /debug/pprof/heap?gc=1 also forces a collection, which
+// the benchmarks use before reading the server's memory.
+func (s *server) listenDebug(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on --debug-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s.debug = &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
+	s.debugErr = make(chan error, 1)
+	go func() { s.debugErr <- s.debug.Serve(ln) }()
+	s.log.Info("actionsync debug listener", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return nil
 }

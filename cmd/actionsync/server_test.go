@@ -677,3 +677,38 @@ func TestServerURL(t *testing.T) {
 		}
 	}
 }
+
+// The pprof profiles are served only on --debug-addr, never with the API.
+func TestServe_debugAddr(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, "--debug-addr", "127.0.0.1:0")
+	var debugURL string
+	for _, line := range strings.Split(ts.logs.String(), "\n") {
+		var rec struct {
+			Msg string `json:"msg"`
+			URL string `json:"url"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "actionsync debug listener" {
+			debugURL = rec.URL
+		}
+	}
+	if debugURL == "" {
+		t.Fatalf("no debug listener logged:\n%s", ts.logs)
+	}
+	get := func(url string) int {
+		t.Helper()
+		resp, err := httpClient(t, false).Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(debugURL + "heap?gc=1"); code != http.StatusOK {
+		t.Errorf("GET heap profile on the debug address: %d, want 200", code)
+	}
+	if code := get(ts.url + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/ on the API address: %d, want 404", code)
+	}
+}
