@@ -76,9 +76,11 @@ test("offline_edits_reach_others_once", async (h) => {
   await untilTaskTitles(b, ["Before"]);
 
   await a.context.setOffline(true);
+  // The middleware hears the browser's offline event: the open stream does not fool it.
+  await a.untilStatus("offline");
   await a.setStageTitle("stage-doing", "Doing offline");
   await a.addTask("stage-doing", "Offline task");
-  await a.untilStatus(["offline", "connecting"]);
+  await stays("A's status while offline", () => a.status(), (s) => s === "offline", 1_000);
   await until("A has pending actions", () => a.pending(), (n) => n > 0);
   // The offline window shows its own edits at once (optimistic).
   assert.equal(await a.stageTitle("stage-doing"), "Doing offline");
@@ -88,13 +90,14 @@ test("offline_edits_reach_others_once", async (h) => {
   await untilTaskTitles(b, ["Before", "Online task"]);
   await stays("B's doing stage while A is offline", () => b.stageTitle("stage-doing"), (v) => v === "Doing", 1_000);
 
-  await a.context.setOffline(false);
-  // The middleware retries Dispatch on its backoff timer (up to its maxMs, 10 s), not when
-  // the browser comes back online: allow for one full backoff step.
-  await a.untilStatus("connected");
+  // The online event makes the middleware reconnect and send at once, whatever its
+  // backoff delay had grown to (up to maxMs, 10 s) while offline.
   const online = Date.now();
-  await until("A's offline edits sent", () => a.pending(), (n) => n === 0, 15_000);
+  await a.context.setOffline(false);
+  await a.untilStatus("connected");
+  await until("A's offline edits sent", () => a.pending(), (n) => n === 0);
   const flushMs = Date.now() - online;
+  assert.ok(flushMs < 3_000, `A's offline edits were sent ${flushMs} ms after the browser came back online`);
   await b.untilStageTitle("stage-doing", "Doing offline");
   const want = ["Before", "Offline task", "Online task"];
   const inB = await untilTaskTitles(b, want);
@@ -134,6 +137,40 @@ test("offline_edits_in_two_tabs_survive_a_reload", async (h) => {
   const want = ["From tab one", "From tab two"];
   for (const p of [other, one, two]) await untilTaskTitles(p, want);
   for (const p of [one, two, other]) await untilSettled(p);
+  await stays("tasks in the other browser", () => other.tasks().then(titles), (v) => JSON.stringify(v) === JSON.stringify(want), 500);
+});
+
+/** outboxKeys lists the outbox keys in the localStorage of page's browser context. */
+const outboxKeys = (page: BoardPage) =>
+  page.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("actionsync:outbox:")).sort());
+
+test("offline_edits_of_a_closed_tab_are_sent_by_another_tab", async (h) => {
+  // Tab one is closed while offline; tab two of the same browser (same localStorage)
+  // adopts its unsent edits when it reloads, and sends them.
+  const server = await h.server();
+  const url = `${server.url}/?board=${uniqueBoard("closed")}`;
+  const one = await h.open(url);
+  const two = await h.openTab(one, url);
+  const other = await h.open(url);
+  for (const p of [one, two, other]) await p.untilStatus("connected");
+
+  await one.context.setOffline(true);
+  await one.untilStatus("offline");
+  await one.addTask("stage-todo", "From a closed tab");
+  await until("tab one has a pending action", () => one.pending(), (n) => n > 0);
+  const [key] = await until("tab one's outbox saved", () => outboxKeys(one), (ks) => ks.length === 1);
+  assert.match(key, /^actionsync:outbox:board:closed-[^:]+:[0-9a-f-]{36}$/, "one key per tab");
+  await one.page.close();
+  await one.context.setOffline(false);
+  await stays("the other browser while tab one's edit waits", () => other.tasks(), (ts) => ts.length === 0, 500);
+
+  await two.page.reload();
+  const want = ["From a closed tab"];
+  const [inOther] = await untilTaskTitles(other, want);
+  const [inTwo] = await untilTaskTitles(two, want);
+  assert.equal(inTwo.id, inOther.id);
+  for (const p of [two, other]) await untilSettled(p);
+  await until("tab one's outbox adopted and emptied", () => outboxKeys(two), (ks) => ks.length === 0);
   await stays("tasks in the other browser", () => other.tasks().then(titles), (v) => JSON.stringify(v) === JSON.stringify(want), 500);
 });
 

@@ -1,7 +1,7 @@
 // The demo's Redux store: the board and the notices, kept in sync with every other
 // window on the same channel by the actionsync middleware.
 import { combineReducers, configureStore } from "@reduxjs/toolkit";
-import { createSyncMiddleware, createWebStorage, type OutboxStorage } from "@actionsync/redux";
+import { createSyncMiddleware } from "@actionsync/redux";
 import { board, syncedTypes } from "./board.js";
 import { notices } from "./notices.js";
 
@@ -13,13 +13,16 @@ export interface BoardStoreOptions {
   readonly channel: string;
 }
 
-/** createBoardStore returns a store synced on options.channel, and close, which stops syncing. */
+/**
+ * createBoardStore returns a store synced on options.channel, and close, which stops
+ * syncing. Unsent actions are kept by the middleware's default storage: localStorage, one
+ * key per tab, so a reload finds them and a closed tab's are sent by the next tab to start.
+ */
 export function createBoardStore(options: BoardStoreOptions) {
   const sync = createSyncMiddleware({
     baseUrl: options.baseUrl,
     channel: options.channel,
     types: syncedTypes,
-    storage: tabStorage(options.channel),
   });
   const store = configureStore({
     reducer: sync.wrapReducer(combineReducers({ board, notices, sync: sync.reducer })),
@@ -32,17 +35,3 @@ export type BoardStore = ReturnType<typeof createBoardStore>["store"];
 export type RootState = ReturnType<BoardStore["getState"]>;
 export type AppDispatch = BoardStore["dispatch"];
 
-/**
- * tabStorage keeps this tab's unsent actions in sessionStorage, which survives a reload
- * but belongs to one tab. The middleware's default, localStorage under a key made from
- * the channel, is shared by every tab of the browser: two tabs on one board would
- * overwrite each other's unsent actions. The cost: closing a tab while offline drops its
- * unsent edits. Without sessionStorage (some sandboxed frames), the middleware's default.
- */
-function tabStorage(channel: string): OutboxStorage | undefined {
-  try {
-    return createWebStorage(`actionsync:outbox:${channel}`, window.sessionStorage);
-  } catch {
-    return undefined;
-  }
-}

@@ -18,3 +18,4 @@ export type {
 export { createMemoryStorage, createWebStorage } from "./outbox.js";
 export type { Logger, OutboxStorage, WebStorage } from "./outbox.js";
 export type { BackoffOptions } from "./backoff.js";
+export type { Connectivity, ConnectivityEvent } from "./connectivity.js";

@@ -247,6 +247,24 @@ describe("createSyncMiddleware", () => {
     assert.equal(a.store.getState().sync.status, "offline");
   });
 
+  it("closes_its_storage_after_the_last_save", async () => {
+    const calls: string[] = [];
+    const storage = {
+      load: () => [],
+      save: async (es: PendingEntry[]) => {
+        await new Promise((r) => setTimeout(r, 5));
+        calls.push(`save ${es.length}`);
+      },
+      close: () => void calls.push("close"),
+    };
+    const a = makeStore({ baseUrl: "http://127.0.0.1:1", channel: "board:storage-close", storage, logger: captureLogger() });
+    await new Promise((r) => setTimeout(r, 0)); // started: loaded
+    a.store.dispatch({ type: "board/add", payload: { item: "x" } });
+    await a.close();
+    await a.close();
+    assert.deepEqual(calls, ["save 1", "close"]);
+  });
+
   it("restores_a_persisted_outbox_at_start", async () => {
     const srv = await server();
     const channel = "board:restore";
@@ -330,6 +348,7 @@ describe("createSyncMiddleware", () => {
     assert.throws(() => createSyncMiddleware({ baseUrl: "http://x", channel: "c" }), /types or predicate/);
     assert.throws(() => createSyncMiddleware({ baseUrl: "http://x", channel: "c", types: [], clientId: "no spaces" }), /clientId/);
     assert.throws(() => createSyncMiddleware({ baseUrl: "http://x", channel: "c", types: [], maxBatch: 0 }), /maxBatch/);
+    assert.throws(() => createSyncMiddleware({ baseUrl: "http://x", channel: "c", types: [], connectivity: {} as never }), /connectivity must have addEventListener/);
     const s = createSyncMiddleware({ baseUrl: "http://x", channel: "c", types: [] });
     assert.match(s.clientId, /^[A-Za-z0-9_-]{1,64}$/);
     assert.notEqual(s.clientId, createSyncMiddleware({ baseUrl: "http://x", channel: "c", types: [] }).clientId);

@@ -1,5 +1,5 @@
 // createSyncMiddleware: the factory that ties the store to one channel of the server.
-import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import type { Middleware, Reducer, UnknownAction } from "redux";
@@ -20,11 +20,13 @@ import {
   type SyncedAction,
 } from "./actions.js";
 import type { BackoffOptions } from "./backoff.js";
+import { defaultConnectivity, watchConnectivity, type Connectivity } from "./connectivity.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import { SyncService, type Ack } from "./gen/actionsync/v1/sync_pb.js";
 import { createOutbox, defaultStorage, createMemoryStorage, type Logger, type OutboxStorage } from "./outbox.js";
 import { createRebase, type Classified } from "./rebase.js";
-import { createSender } from "./sender.js";
+import { randomId } from "./ids.js";
+import { createSender, isNetworkFailure } from "./sender.js";
 import { createStatusReducer } from "./status.js";
 import { startSubscriber, type Subscriber } from "./subscriber.js";
 import { assertSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta } from "./wire.js";
@@ -62,9 +64,12 @@ export interface SyncMiddlewareOptions {
    */
   clientId?: string;
   /**
-   * storage persists the outbox (unconfirmed local actions) across reloads. Default:
-   * localStorage under "actionsync:outbox:" + channel when globalThis.localStorage exists,
-   * else memory. null: memory.
+   * storage persists the outbox (unconfirmed local actions) across reloads. Default, when
+   * globalThis.localStorage exists: localStorage under "actionsync:outbox:<channel>:<tabId>",
+   * one key per tab (tabId is kept in sessionStorage, so a reload finds its outbox again);
+   * with Web Locks (navigator.locks), each tab holds its key's lock until close() and, at
+   * start, adopts the outboxes of the same channel left by closed tabs. Without Web Locks
+   * nothing is adopted. Without localStorage (Node): memory. null: memory.
    */
   storage?: OutboxStorage | null;
   /**
@@ -84,6 +89,16 @@ export interface SyncMiddlewareOptions {
   idleTimeoutMs?: number;
   /** dispatchTimeoutMs bounds one Dispatch call, then it is retried. Default 30000; 0: none. */
   dispatchTimeoutMs?: number;
+  /**
+   * connectivity tells the middleware that the device went offline or came back online.
+   * On "offline" the status becomes offline and the stream is reopened (a stream can stay
+   * open on a dead network); on "online" the backoff is reset and the subscription and
+   * the Dispatch retry waiting for their delay go at once. If onLine is false at start,
+   * the status is offline from the start. Default: globalThis (with navigator.onLine)
+   * when it has addEventListener and navigator.onLine, i.e. in browsers and web workers;
+   * else none. null: none.
+   */
+  connectivity?: Connectivity | null;
 }
 
 /** SyncMiddleware is what createSyncMiddleware returns. */
@@ -124,7 +139,9 @@ const clientIdPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
  *   back, the client's own ones too, with `meta.actionsync = {remote: true, seq, id,
  *   clientId, channel}`, and is dispatched into the store; remote actions are never sent;
  * - wrapReducer rebases the pending local actions on top of the confirmed ones;
- * - reconnects with backoff and jitter, surfaces resets, rolls back refused actions.
+ * - reconnects with backoff and jitter, surfaces resets, rolls back refused actions;
+ * - follows the device's offline and online events (connectivity): offline at once,
+ *   retrying at once when back online.
  *
  * Each call has its own state (no module globals): use one instance per store.
  */
@@ -151,6 +168,11 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   let status: ConnectionStatus = "connecting";
   let errorShown: SyncError | null = null;
   let outageLogged = false;
+  // streamLive: the subscription has replayed and is live. dispatchDown: since then, a
+  // Dispatch failed for a network reason and nothing has proved the link works again.
+  let streamLive = false;
+  let dispatchDown = false;
+  let unwatch: (() => void) | undefined;
 
   const isOwnLocal = (action: unknown) => typeof action === "object" && action !== null && own.has(action) && syncMeta(action)?.local === true;
 
@@ -170,10 +192,25 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     timeoutMs: o.dispatchTimeoutMs,
     onAcks,
     onRejected,
-    onRetry(err, delayMs) {
+    onRetry(err, delayMs, batch) {
       logger.warn(`actionsync: Dispatch to ${channel} failed (${describe(err)}); retrying in ${delayMs} ms`);
+      // The stream can look live on a dead network (until its idle timeout): a Dispatch
+      // that cannot reach the server says the client is offline. Unless the stream has
+      // already echoed part of the batch: then the request got through (a batch is all or
+      // nothing) and only its answer was lost.
+      if (isNetworkFailure(err.code) && batch.every((e) => outbox.has(e.id))) {
+        dispatchDown = true;
+        setStatus({ status: "offline", error: syncError(err) });
+      }
     },
   });
+
+  /** linkWorks is called when the server was reached both ways: the status is connected again. */
+  function linkWorks() {
+    if (!dispatchDown) return;
+    dispatchDown = false;
+    if (streamLive && !closed) setStatus({ status: "connected", error: null });
+  }
 
   function classify(action: unknown): Classified {
     if (!isPlainObject(action)) return { kind: "other" };
@@ -232,6 +269,8 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         continue;
       }
       const entry = mine ? outbox.remove(a.id) : undefined;
+      // The echo of our own action: a Dispatch whose answer was lost did reach the server.
+      if (entry) linkWorks();
       if (dispatchSafely(action)) {
         stateSeq = Math.max(stateSeq, seq);
       } else if (entry && rebase.hasPending(entry.id)) {
@@ -255,6 +294,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   }
 
   function onAcks(batch: PendingEntry[], acks: Ack[]) {
+    linkWorks();
     acks.forEach((ack, i) => {
       const entry = batch[i];
       if (ack.id !== "" && ack.id !== entry.id) {
@@ -305,24 +345,48 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       },
       onReady() {
         outageLogged = false;
+        streamLive = true;
+        dispatchDown = false;
         setStatus({ status: "connected", error: null });
         sender.setLive(true);
       },
       onDown(err, delayMs) {
+        streamLive = false;
         sender.setLive(false);
         if (!outageLogged) {
           outageLogged = true;
           logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
         }
-        setStatus({ status: "offline", error: { code: codeToString(err.code), message: err.rawMessage } });
+        setStatus({ status: "offline", error: syncError(err) });
       },
     });
+  }
+
+  function wentOffline() {
+    if (closed) return;
+    const err = new ConnectError("the device went offline", Code.Unavailable);
+    streamLive = false;
+    sender.setLive(false);
+    setStatus({ status: "offline", error: syncError(err) });
+    // The stream may stay open on a dead link: reopen it (it fails until back online).
+    subscriber?.reconnect(err);
+  }
+
+  function wentOnline() {
+    if (closed) return;
+    // Retry now rather than when the backoff delay (up to maxMs) runs out.
+    subscriber?.retryNow();
+    sender.retryNow();
   }
 
   async function start() {
     if (closed) return;
     if (!rebaseUsed) {
       logger.warn("actionsync: sync.wrapReducer(rootReducer) is not in use: optimistic actions will not be rebased and stores may diverge");
+    }
+    if (o.connectivity) {
+      unwatch = watchConnectivity(o.connectivity, { onOffline: wentOffline, onOnline: wentOnline });
+      if (o.connectivity.onLine === false) setStatus({ status: "offline", error: { code: "unavailable", message: "the device is offline" } });
     }
     const restored = await outbox.load();
     if (closed) return;
@@ -376,13 +440,18 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     close() {
       if (closing) return closing;
       closed = true;
+      unwatch?.();
+      unwatch = undefined;
+      streamLive = false;
       const stopping = [sender.close(), subscriber?.close()];
       setStatus({ status: "offline" });
       // A store closed before it started has not loaded its outbox yet: load it now, or
       // the actions dispatched meanwhile would never be saved.
       closing = Promise.all(stopping)
         .then(() => outbox.load())
-        .then(() => outbox.flush());
+        .then(() => outbox.flush())
+        .then(() => o.storage.close?.())
+        .catch((err: unknown) => logger.error("actionsync: closing the outbox storage failed", err));
       return closing;
     },
     channel,
@@ -402,6 +471,7 @@ interface CheckedOptions {
   logger: Logger;
   idleTimeoutMs: number;
   dispatchTimeoutMs: number;
+  connectivity: Connectivity | undefined;
 }
 
 function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
@@ -430,18 +500,24 @@ function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
   const idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
   const dispatchTimeoutMs = options.dispatchTimeoutMs ?? 30_000;
   if (!(idleTimeoutMs >= 0) || !(dispatchTimeoutMs >= 0)) throw new RangeError("actionsync: timeouts must be >= 0");
+  const { connectivity } = options;
+  if (connectivity != null && (typeof connectivity.addEventListener !== "function" || typeof connectivity.removeEventListener !== "function")) {
+    throw new TypeError("actionsync: connectivity must have addEventListener and removeEventListener");
+  }
+  const logger = options.logger ?? console;
   return {
     transport,
     channel,
     clientId,
     types: new Set(options.types ?? []),
     predicate: options.predicate,
-    storage: options.storage === undefined ? defaultStorage(channel) : options.storage === null ? createMemoryStorage() : options.storage,
+    storage: options.storage === undefined ? defaultStorage(channel, logger) : options.storage === null ? createMemoryStorage() : options.storage,
     backoff,
     maxBatch,
-    logger: options.logger ?? console,
+    logger,
     idleTimeoutMs,
     dispatchTimeoutMs,
+    connectivity: connectivity === undefined ? defaultConnectivity() : (connectivity ?? undefined),
   };
 }
 
@@ -453,13 +529,6 @@ function describe(err: ConnectError): string {
   return `${codeToString(err.code)}: ${err.rawMessage}`;
 }
 
-/** randomId returns a UUID v4; crypto.getRandomValues backs it where randomUUID is missing (insecure origins). */
-function randomId(): string {
-  const c = globalThis.crypto;
-  if (typeof c.randomUUID === "function") return c.randomUUID();
-  const b = c.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+function syncError(err: ConnectError): SyncError {
+  return { code: codeToString(err.code), message: err.rawMessage };
 }

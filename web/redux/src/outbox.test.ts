@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { PendingEntry } from "./actions.js";
 import { createMemoryStorage, createOutbox, createWebStorage, defaultStorage, type OutboxStorage } from "./outbox.js";
+import { fakeWebStorage } from "./testkit.js";
 
 const entry = (id: string): PendingEntry => ({ id, action: { type: "ADD", payload: id, meta: { actionsync: { id, local: true } } } });
 const ids = (es: PendingEntry[]) => es.map((e) => e.id);
@@ -9,16 +10,6 @@ const ids = (es: PendingEntry[]) => es.map((e) => e.id);
 function recordingLogger() {
   const lines: string[] = [];
   return { lines, warn: (...a: unknown[]) => lines.push(`warn ${a.join(" ")}`), error: (...a: unknown[]) => lines.push(`error ${a.join(" ")}`) };
-}
-
-function fakeWebStorage() {
-  const m = new Map<string, string>();
-  return {
-    m,
-    getItem: (k: string) => m.get(k) ?? null,
-    setItem: (k: string, v: string) => void m.set(k, v),
-    removeItem: (k: string) => void m.delete(k),
-  };
 }
 
 describe("createOutbox", () => {
@@ -129,21 +120,30 @@ describe("createWebStorage", () => {
 });
 
 describe("defaultStorage", () => {
-  it("uses_localStorage_when_there_is_one", async () => {
-    const g = globalThis as { localStorage?: unknown };
-    const had = Object.getOwnPropertyDescriptor(g, "localStorage");
-    const ws = fakeWebStorage();
-    Object.defineProperty(g, "localStorage", { value: ws, configurable: true });
+  it("uses_a_localStorage_key_per_tab_when_there_is_localStorage", async () => {
+    const g = globalThis as { localStorage?: unknown; sessionStorage?: unknown };
+    const saved = ["localStorage", "sessionStorage"].map((k) => [k, Object.getOwnPropertyDescriptor(g, k)] as const);
+    const local = fakeWebStorage();
+    const session = fakeWebStorage();
+    Object.defineProperty(g, "localStorage", { value: local, configurable: true });
+    Object.defineProperty(g, "sessionStorage", { value: session, configurable: true });
     try {
-      await defaultStorage("board:1").save([entry("a")]);
-      assert.deepEqual([...ws.m.keys()], ["actionsync:outbox:board:1"]);
+      const s = defaultStorage("board:1", recordingLogger());
+      await s.load();
+      await s.save([entry("a")]);
+      const tabId = session.m.get("actionsync:tab")!;
+      assert.match(tabId, /^[0-9a-f-]{36}$/);
+      assert.deepEqual([...local.m.keys()], [`actionsync:outbox:board:1:${tabId}`]);
+      await s.close?.();
     } finally {
-      if (had) Object.defineProperty(g, "localStorage", had);
-      else delete g.localStorage;
+      for (const [k, d] of saved) {
+        if (d) Object.defineProperty(g, k, d);
+        else delete g[k as keyof typeof g];
+      }
     }
   });
   it("falls_back_to_memory", async () => {
-    const s = defaultStorage("c");
+    const s = defaultStorage("c", recordingLogger());
     await s.save([entry("a")]);
     assert.deepEqual(ids(await s.load()), ["a"]);
   });

@@ -1,5 +1,6 @@
 // The outbox: local actions not yet confirmed by the server, in dispatch order, persisted.
 import type { PendingEntry } from "./actions.js";
+import { createTabStorage, type EnumerableStorage, type LockManagerLike } from "./tabstorage.js";
 import { isPendingEntry } from "./wire.js";
 
 /**
@@ -11,6 +12,12 @@ import { isPendingEntry } from "./wire.js";
 export interface OutboxStorage {
   load(): PendingEntry[] | Promise<PendingEntry[]>;
   save(entries: PendingEntry[]): void | Promise<void>;
+  /**
+   * close, if present, is called by the middleware's close() once the saves begun so far
+   * have finished, to release what the storage holds (the default storage's Web Lock).
+   * Actions dispatched after close() are still saved.
+   */
+  close?(): void | Promise<void>;
 }
 
 /** createMemoryStorage keeps the outbox in memory: it survives reconnects, not reloads. */
@@ -29,8 +36,9 @@ export type WebStorage = Pick<Storage, "getItem" | "setItem" | "removeItem">;
 
 /**
  * createWebStorage keeps the outbox as JSON under key in a DOM Storage, e.g.
- * localStorage (the default storage uses key "actionsync:outbox:" + channel). Two
- * middleware instances must not share a key: each would overwrite the other's outbox.
+ * localStorage or sessionStorage. Two middleware instances must not share a key (two
+ * tabs share localStorage): each would overwrite the other's outbox. The default storage
+ * avoids that with a key per tab.
  */
 export function createWebStorage(key: string, storage: WebStorage): OutboxStorage {
   return {
@@ -48,16 +56,32 @@ export function createWebStorage(key: string, storage: WebStorage): OutboxStorag
   };
 }
 
-/** defaultStorage is localStorage when the environment has one, else memory. */
-export function defaultStorage(channel: string): OutboxStorage {
-  let ls: WebStorage | undefined;
+/**
+ * defaultStorage is, when the environment has localStorage, a tab storage (see
+ * createTabStorage): localStorage under "actionsync:outbox:<channel>:<tabId>", the tab id
+ * in sessionStorage, closed tabs' outboxes adopted with navigator.locks when there is one.
+ * Else memory.
+ */
+export function defaultStorage(channel: string, logger: Logger): OutboxStorage {
+  const g = globalThis as { localStorage?: EnumerableStorage; sessionStorage?: WebStorage; navigator?: { locks?: LockManagerLike } };
+  // Reading localStorage or sessionStorage throws in some sandboxed iframes and privacy modes.
+  const local = tryGet(() => g.localStorage);
+  if (local === undefined) return createMemoryStorage();
+  const locks = g.navigator?.locks;
+  return createTabStorage(channel, {
+    local,
+    session: tryGet(() => g.sessionStorage),
+    locks: typeof locks?.request === "function" ? locks : undefined,
+    logger,
+  });
+}
+
+function tryGet<T>(get: () => T | undefined): T | undefined {
   try {
-    // Reading localStorage throws in some sandboxed iframes and privacy modes.
-    ls = (globalThis as { localStorage?: WebStorage }).localStorage;
+    return get() ?? undefined;
   } catch {
-    ls = undefined;
+    return undefined;
   }
-  return ls ? createWebStorage(`actionsync:outbox:${channel}`, ls) : createMemoryStorage();
 }
 
 /** Outbox is the ordered list of pending local actions and their send state. */

@@ -4,7 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { PendingEntry } from "./actions.js";
 import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import { createMemoryStorage, createOutbox } from "./outbox.js";
-import { createSender, isTransient } from "./sender.js";
+import { createSender, isNetworkFailure, isTransient } from "./sender.js";
 import { waitFor } from "./testkit.js";
 
 const entry = (id: string): PendingEntry => ({ id, action: { type: "T", payload: id, meta: { actionsync: { id, local: true } } } });
@@ -30,7 +30,7 @@ function fakeClient(answer: (ids: string[], call: number) => Error | undefined) 
   return { client, calls, maxInFlight: () => maxInFlight };
 }
 
-async function setup(answer: (ids: string[], call: number) => Error | undefined, maxBatch = 3) {
+async function setup(answer: (ids: string[], call: number) => Error | undefined, maxBatch = 3, backoff = { initialMs: 1, maxMs: 2 }) {
   const outbox = createOutbox(createMemoryStorage(), silent);
   await outbox.load();
   const fake = fakeClient(answer);
@@ -42,7 +42,7 @@ async function setup(answer: (ids: string[], call: number) => Error | undefined,
     clientId: "me",
     outbox,
     maxBatch,
-    backoff: { initialMs: 1, maxMs: 2 },
+    backoff,
     timeoutMs: 0,
     onAcks: (batch) => batch.forEach((e) => (acked.push(e.id), outbox.remove(e.id))),
     onRejected: (e, err) => (rejected.push([e.id, err.code]), outbox.remove(e.id)),
@@ -98,6 +98,22 @@ describe("createSender", () => {
     await s.sender.close();
   });
 
+  it("retry_now_ends_the_backoff_delay", async () => {
+    const s = await setup((_, call) => (call === 0 ? new ConnectError("down", Code.Unavailable) : undefined), 3, { initialMs: 60_000, maxMs: 60_000 });
+    s.sender.retryNow(); // nothing waiting: a no-op
+    s.sender.setLive(true);
+    s.outbox.add(entry("a"));
+    s.sender.kick();
+    await waitFor("a failed call", () => s.fake.calls.length === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    const started = Date.now();
+    s.sender.retryNow();
+    await waitFor("acked", () => s.acked.length === 1, 1_000);
+    assert.ok(Date.now() - started < 500);
+    assert.deepEqual(s.fake.calls, [["a"], ["a"]]);
+    await s.sender.close();
+  });
+
   it("close_aborts_the_backoff", async () => {
     const s = await setup(() => new ConnectError("down", Code.Unavailable));
     s.sender.setLive(true);
@@ -118,6 +134,18 @@ describe("isTransient", () => {
     }
     for (const c of [Code.InvalidArgument, Code.PermissionDenied, Code.AlreadyExists, Code.FailedPrecondition, Code.OutOfRange, Code.NotFound, Code.Unimplemented]) {
       assert.equal(isTransient(c), false, Code[c]);
+    }
+  });
+});
+
+describe("isNetworkFailure", () => {
+  it("tells_an_unreachable_server_from_an_answer", () => {
+    for (const c of [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Canceled]) {
+      assert.equal(isNetworkFailure(c), true, Code[c]);
+      assert.equal(isTransient(c), true, `${Code[c]} is retried too`);
+    }
+    for (const c of [Code.ResourceExhausted, Code.Aborted, Code.Internal, Code.Unauthenticated, Code.InvalidArgument, Code.PermissionDenied]) {
+      assert.equal(isNetworkFailure(c), false, Code[c]);
     }
   });
 });

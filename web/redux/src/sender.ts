@@ -31,6 +31,25 @@ export function isTransient(code: Code): boolean {
   }
 }
 
+/**
+ * isNetworkFailure tells whether a failed call means the server could not be reached or
+ * did not answer in time (a dead network, the browser offline, a server down or behind a
+ * failing proxy), as opposed to an answer from the server: the connection status is then
+ * offline. Unknown is what fetch's "Failed to fetch" becomes in connect-web, Canceled a
+ * connection aborted by something else than the middleware.
+ */
+export function isNetworkFailure(code: Code): boolean {
+  switch (code) {
+    case Code.Unavailable:
+    case Code.Unknown:
+    case Code.DeadlineExceeded:
+    case Code.Canceled:
+      return true;
+    default:
+      return false;
+  }
+}
+
 /** SenderOptions wires a sender to its outbox and its middleware. */
 export interface SenderOptions {
   client: Client<typeof SyncService>;
@@ -45,8 +64,8 @@ export interface SenderOptions {
   onAcks(batch: PendingEntry[], acks: Ack[]): void;
   /** onRejected is called when the server refused entry alone (not transient). */
   onRejected(entry: PendingEntry, err: ConnectError): void;
-  /** onRetry is called after a transient failure, before the backoff delay. */
-  onRetry(err: ConnectError, delayMs: number): void;
+  /** onRetry is called after a transient failure of batch, before the backoff delay. */
+  onRetry(err: ConnectError, delayMs: number, batch: PendingEntry[]): void;
 }
 
 /** Sender drains the outbox while the subscription is live. */
@@ -55,6 +74,11 @@ export interface Sender {
   setLive(live: boolean): void;
   /** kick sends what the outbox holds now (batched with whatever is added in this task). */
   kick(): void;
+  /**
+   * retryNow resets the backoff and ends the delay before a retry, if one is running: the
+   * retry is sent at once if the sender is live (the device is back online).
+   */
+  retryNow(): void;
   /** close aborts the request in flight and any delay; resolves when the loop has ended. */
   close(): Promise<void>;
 }
@@ -96,7 +120,7 @@ export function createSender(o: SenderOptions): Sender {
         const err = ConnectError.from(e);
         if (isTransient(err.code)) {
           const delay = backoff.next();
-          o.onRetry(err, delay);
+          o.onRetry(err, delay, batch);
           await sleep(delay, abort.signal, (w) => (wake = w));
           wake = undefined;
           continue;
@@ -150,6 +174,10 @@ export function createSender(o: SenderOptions): Sender {
     },
     kick() {
       if (live) schedule();
+    },
+    retryNow() {
+      backoff.reset();
+      wake?.();
     },
     async close() {
       live = false;

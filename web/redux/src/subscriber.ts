@@ -26,6 +26,17 @@ export interface SubscriberOptions {
 
 /** Subscriber is a running subscription loop. */
 export interface Subscriber {
+  /**
+   * reconnect ends the current stream, if one is open or opening, as failed with err:
+   * the loop reports err with onDown and reconnects after a backoff delay. For what the
+   * stream cannot see: the device went offline, and an open stream may never notice.
+   */
+  reconnect(err: ConnectError): void;
+  /**
+   * retryNow resets the backoff and ends the current delay, if any: the next attempt
+   * starts at once (the device is back online).
+   */
+  retryNow(): void;
   /** close aborts the stream and any delay; resolves when the loop has ended. */
   close(): Promise<void>;
 }
@@ -43,6 +54,9 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
   // epoch is the channel epoch lastSeq belongs to (from the last ready or reset): resuming
   // with it lets the server tell a lost history (a restarted server) from ours.
   let epoch = "";
+  // drop ends the attempt in progress (reconnect); wake ends the delay in progress (retryNow).
+  let drop: ((err: ConnectError) => void) | undefined;
+  let wake: (() => void) | undefined;
 
   async function attempt(): Promise<ConnectError> {
     const stream = new AbortController();
@@ -50,6 +64,11 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
     closing.signal.addEventListener("abort", stop);
     let idle: ReturnType<typeof setTimeout> | undefined;
     let idleFired = false;
+    let dropped: ConnectError | undefined;
+    drop = (err) => {
+      dropped ??= err;
+      stream.abort();
+    };
     const arm = () => {
       if (o.idleTimeoutMs <= 0) return;
       clearTimeout(idle);
@@ -77,11 +96,13 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
           o.onReady(Number(res.ready.headSeq));
         }
       }
-      return new ConnectError("the server ended the stream", Code.Unavailable);
+      return dropped ?? new ConnectError("the server ended the stream", Code.Unavailable);
     } catch (e) {
+      if (dropped) return dropped;
       if (idleFired) return new ConnectError(`no message for ${o.idleTimeoutMs} ms`, Code.DeadlineExceeded);
       return ConnectError.from(e);
     } finally {
+      drop = undefined;
       clearTimeout(idle);
       closing.signal.removeEventListener("abort", stop);
       // Releases the connection whatever ended the loop (a callback may have thrown).
@@ -96,12 +117,20 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
       if (closing.signal.aborted) return;
       const delay = backoff.next();
       o.onDown(err, delay);
-      await sleep(delay, closing.signal);
+      await sleep(delay, closing.signal, (w) => (wake = w));
+      wake = undefined;
     }
   }
 
   const done = loop();
   return {
+    reconnect(err) {
+      drop?.(err);
+    },
+    retryNow() {
+      backoff.reset();
+      wake?.();
+    },
     async close() {
       closing.abort();
       await done;

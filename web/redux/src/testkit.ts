@@ -82,6 +82,7 @@ export function createLink(baseUrl: string) {
   let down = false;
   let cut = new AbortController();
   let acksToLose = 0;
+  let lostAckDelayMs = 0;
   const dispatched: string[][] = [];
   const acks: { id: string; seq: bigint; duplicate: boolean }[][] = [];
   // While held, stream messages wait (the subscription lags behind Dispatch).
@@ -93,14 +94,18 @@ export function createLink(baseUrl: string) {
     const isDispatch = req.method.name === "Dispatch";
     if (isDispatch && !req.stream) dispatched.push((req.message as unknown as { actions: { id: string }[] }).actions.map((a) => a.id));
     try {
-      const res = await next({ ...req, signal: AbortSignal.any([req.signal, mine]) });
+      const signal = AbortSignal.any([req.signal, mine]);
+      const res = await next({ ...req, signal });
       if (res.stream) {
         const inner = res.message;
+        // A held stream still ends when its call is aborted (close() must not hang).
+        const aborted = new Promise<void>((r) => (signal.aborted ? r() : signal.addEventListener("abort", () => r(), { once: true })));
         const message = (async function* () {
           try {
             for await (const m of inner) {
-              await gate;
+              await Promise.race([gate, aborted]);
               if (mine.aborted) throw new ConnectError("test link cut", Code.Unavailable);
+              if (signal.aborted) throw new ConnectError("the call was aborted", Code.Canceled);
               yield m;
             }
           } catch (e) {
@@ -113,6 +118,7 @@ export function createLink(baseUrl: string) {
       if (isDispatch) acks.push((res.message as unknown as { acks: { id: string; seq: bigint; duplicate: boolean }[] }).acks);
       if (isDispatch && acksToLose > 0) {
         acksToLose--;
+        if (lostAckDelayMs > 0) await new Promise((r) => setTimeout(r, lostAckDelayMs));
         throw new ConnectError("test link lost the ack", Code.Unavailable);
       }
       return res;
@@ -145,8 +151,10 @@ export function createLink(baseUrl: string) {
     get down() {
       return down;
     },
-    loseAcks(n: number) {
+    /** loseAcks fails the next n answered Dispatch calls, afterMs later (so the echo can come first). */
+    loseAcks(n: number, afterMs = 0) {
       acksToLose = n;
+      lostAckDelayMs = afterMs;
     },
   };
 }
@@ -245,5 +253,62 @@ export function mulberry32(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** fakeWebStorage is an in-memory DOM Storage (localStorage, sessionStorage); m is its content. */
+export function fakeWebStorage() {
+  const m = new Map<string, string>();
+  return {
+    m,
+    getItem: (k: string) => m.get(k) ?? null,
+    setItem: (k: string, v: string) => void m.set(k, v),
+    removeItem: (k: string) => void m.delete(k),
+    key: (i: number) => [...m.keys()][i] ?? null,
+    get length() {
+      return m.size;
+    },
+  };
+}
+
+/**
+ * fakeLocks is an in-memory Web Locks manager (exclusive locks, as navigator.locks
+ * grants them): ifAvailable gets null while the lock is held; otherwise the request waits
+ * in line, and rejects with an AbortError if its signal aborts first. held lists the
+ * locks held now.
+ */
+export function fakeLocks() {
+  const held = new Set<string>();
+  const queues = new Map<string, (() => void)[]>();
+  return {
+    held,
+    async request<T>(name: string, options: { ifAvailable?: boolean; signal?: AbortSignal }, callback: (lock: unknown) => T): Promise<Awaited<T>> {
+      if (held.has(name)) {
+        if (options.ifAvailable) return await callback(null);
+        await new Promise<void>((resolve, reject) => {
+          const queue = queues.get(name) ?? [];
+          queues.set(name, queue);
+          const granted = () => {
+            options.signal?.removeEventListener("abort", aborted);
+            resolve();
+          };
+          const aborted = () => {
+            queue.splice(queue.indexOf(granted), 1);
+            reject(new DOMException("the request was aborted", "AbortError"));
+          };
+          queue.push(granted);
+          options.signal?.addEventListener("abort", aborted);
+        });
+      }
+      held.add(name);
+      try {
+        return await callback({ name, mode: "exclusive" });
+      } finally {
+        // Hand the lock to the next in line, if any.
+        const next = queues.get(name)?.shift();
+        if (next) next();
+        else held.delete(name);
+      }
+    },
   };
 }
