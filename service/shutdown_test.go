@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/actionsync/actionsync/broker/memory"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 )
@@ -155,7 +156,9 @@ func TestService_brokerClosed(t *testing.T) {
 // A stream that always has something to send still learns of the shutdown promptly.
 func TestService_Shutdown_busyStream(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{})
+	// A queue the unthrottled publisher cannot fill in the test's time: the stream must
+	// stay busy, not be cut off as a slow consumer.
+	e := newEnv(t, envConfig{mem: memory.Options{QueueSize: 1 << 22}})
 	r := subscribe(t, e.client(protocols[0], true), &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "busy"}}})
 	r.take(t, 1) // ready
 	stop := make(chan struct{})
