@@ -1,9 +1,10 @@
-// Package memory is the default, zero set-up broker: per-channel seq, a ring-buffer
-// history bounded by size and age, dedupe by action id within that history, and bounded
-// per-subscriber queues that cut a slow subscriber off instead of blocking anyone.
+// Package memory is the default, zero set-up broker: per-channel seq, contiguous from 1,
+// a ring-buffer history bounded by size and age, and dedupe by action id within that
+// history. Fan-out (bounded per-subscriber queues that cut a slow subscriber off instead
+// of blocking anyone) is the shared broker/hub.
 //
 // Everything lives in one process and is lost when it exits; subscribers that resume
-// after a restart get a reset.
+// after a restart get a reset (every channel gets a new epoch).
 package memory
 
 import (
@@ -15,11 +16,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/history"
+	"github.com/actionsync/actionsync/broker/hub"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
@@ -70,14 +71,12 @@ func (o Options) withDefaults() Options {
 // Broker is the in-memory broker.Broker.
 type Broker struct {
 	opts Options
+	hub  *hub.Hub
 
 	// Channels are sharded by name so that unrelated channels do not contend on one lock.
 	shards   [channelShards]shard
 	nChannel atomic.Int64 // channels in all shards, for MaxChannels
 	closed   atomic.Bool
-
-	mu   sync.Mutex // guards subs
-	subs map[*subscription]struct{}
 }
 
 // channelShards is the number of shards of the channel map.
@@ -89,14 +88,18 @@ type shard struct {
 	channels map[string]*channel
 }
 
-var _ broker.Broker = (*Broker)(nil)
+var (
+	_ broker.Broker = (*Broker)(nil)
+	_ hub.Source    = source{}
+)
 
 // New returns an in-memory broker.
 func New(opts Options) *Broker {
-	b := &Broker{opts: opts.withDefaults(), subs: make(map[*subscription]struct{})}
+	b := &Broker{opts: opts.withDefaults()}
 	for i := range b.shards {
 		b.shards[i].channels = make(map[string]*channel)
 	}
+	b.hub = hub.New(source{b}, hub.Options{QueueSize: b.opts.QueueSize})
 	return b
 }
 
@@ -114,13 +117,10 @@ type channel struct {
 	name  string
 	epoch string // random per channel incarnation: a restarted broker starts new epochs
 
-	mu             sync.Mutex
-	history        history
-	head           uint64                   // last seq assigned; 0: none yet
-	trimmedThrough uint64                   // highest seq dropped from history; 0: none
-	byID           map[string]*broker.Entry // dedupe index over history
-	subs           []*subscription          // live subscribers
-	closed         bool                     // set by Broker.Close
+	mu     sync.Mutex
+	log    *history.Log
+	topic  *hub.Topic // the channel's fan-out while it has subscribers
+	closed bool       // set by Broker.Close
 }
 
 // channel returns the named channel, creating it if create is set (nil if not found).
@@ -148,7 +148,7 @@ func (b *Broker) channel(name string, create bool) (*channel, error) {
 		b.nChannel.Add(-1)
 		return nil, fmt.Errorf("create channel %q: %d channels exist: %w", name, n-1, broker.ErrTooManyChannels)
 	}
-	ch = &channel{name: name, epoch: newEpoch(), history: newHistory(b.opts.HistorySize), byID: make(map[string]*broker.Entry)}
+	ch = &channel{name: name, epoch: newEpoch(), log: history.NewLog(b.opts.HistorySize)}
 	sh.channels[name] = ch
 	return ch, nil
 }
@@ -162,20 +162,8 @@ func newEpoch() string {
 
 // trim drops entries older than the broker's MaxAge. Callers hold ch.mu.
 func (b *Broker) trim(ch *channel, now time.Time) {
-	if b.opts.MaxAge < 0 {
-		return
-	}
-	cutoff := now.Add(-b.opts.MaxAge)
-	for e := ch.history.oldest(); e != nil && e.Action.GetTime().AsTime().Before(cutoff); e = ch.history.oldest() {
-		ch.drop(ch.history.popOldest())
-	}
-}
-
-// drop forgets an entry that left history. Callers hold ch.mu.
-func (ch *channel) drop(e *broker.Entry) {
-	ch.trimmedThrough = e.Seq()
-	if ch.byID[e.Action.GetId()] == e {
-		delete(ch.byID, e.Action.GetId())
+	if b.opts.MaxAge >= 0 {
+		ch.log.TrimBefore(now.Add(-b.opts.MaxAge))
 	}
 }
 
@@ -191,96 +179,47 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	now := b.opts.Now()
 	ts := timestamppb.New(now)
 	// Encode everything but the seq outside the lock; the seq is appended under it.
-	// Protobuf allows fields in any order, so the bytes stay a valid Action.
 	encoded := make([][]byte, len(actions))
 	for i, a := range actions {
 		a.Channel, a.Seq, a.Time = name, 0, ts
-		// Size caches the sizes, so the marshal does not walk the payload a second time.
-		size := proto.Size(a) + protowire.SizeTag(5) + protowire.SizeVarint(1<<40)
-		buf, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, size), a)
-		if err != nil {
-			return nil, fmt.Errorf("encode action %d: %w", i, err)
+		if encoded[i], err = broker.EncodeAction(a); err != nil {
+			return nil, fmt.Errorf("actions[%d]: %w", i, err)
 		}
-		encoded[i] = buf
 	}
 
-	acks := make([]broker.Ack, len(actions))
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return nil, broker.ErrClosed
 	}
 	b.trim(ch, now)
-
-	// First pass: find duplicates and conflicts without changing anything, so that a
-	// conflict refuses the whole batch.
-	var dupOf []int // dupOf[i] = index in actions of the earlier copy, -1: none; nil: no dups in batch
-	for i, a := range actions {
-		if prev := ch.byID[a.GetId()]; prev != nil {
-			if !sameBody(prev.Action, a) {
-				return nil, fmt.Errorf("actions[%d].id: %q is seq %d: %w", i, a.GetId(), prev.Seq(), broker.ErrConflict)
-			}
-			acks[i] = broker.Ack{ID: a.GetId(), Seq: prev.Seq(), Duplicate: true}
-			continue
-		}
-		for j := range i {
-			if actions[j].GetId() == a.GetId() && !acks[j].Duplicate {
-				if !sameBody(actions[j], a) {
-					return nil, fmt.Errorf("actions[%d].id: %q repeats actions[%d]: %w", i, a.GetId(), j, broker.ErrConflict)
-				}
-				if dupOf == nil {
-					dupOf = make([]int, len(actions))
-					for k := range dupOf {
-						dupOf[k] = -1
-					}
-				}
-				dupOf[i] = j
-				acks[i].Duplicate = true
-				break
-			}
-		}
+	// Check every id first, so that a conflict refuses the whole batch.
+	acks, dupOf, err := ch.log.Plan(actions)
+	if err != nil {
+		return nil, err
 	}
-
-	// Second pass: assign seqs and append to history.
+	// Then assign seqs and append to history.
 	fresh := make([]*broker.Entry, 0, len(actions))
 	for i, a := range actions {
 		if acks[i].Duplicate {
 			if dupOf != nil && dupOf[i] >= 0 {
-				acks[i] = broker.Ack{ID: a.GetId(), Seq: acks[dupOf[i]].Seq, Duplicate: true}
+				acks[i].Seq = acks[dupOf[i]].Seq
 			}
 			continue
 		}
-		ch.head++
-		a.Seq = ch.head
-		e := &broker.Entry{Action: a, Proto: protowire.AppendVarint(protowire.AppendTag(encoded[i], 5, protowire.VarintType), ch.head)}
-		if old := ch.history.push(e); old != nil {
-			ch.drop(old)
+		a.Seq = ch.log.Head() + 1
+		e := &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i], a.Seq)}
+		if err := ch.log.Append(e); err != nil {
+			return nil, err // cannot happen: the seq follows the head
 		}
-		ch.byID[a.GetId()] = e
-		acks[i] = broker.Ack{ID: a.GetId(), Seq: ch.head}
+		acks[i] = broker.Ack{ID: a.GetId(), Seq: a.Seq}
 		fresh = append(fresh, e)
 	}
-	if len(fresh) == 0 {
-		return acks, nil
+	// Fan out, under the channel lock so that deliveries keep the channel's order.
+	if ch.topic != nil {
+		ch.topic.Deliver(fresh, actions[0].GetClientId()) // one Publish call has one sender
 	}
-
-	// Fan out. Pushing never blocks: a full queue cuts its subscriber off, and cut-off
-	// subscribers are dropped from the channel here.
-	clientID := actions[0].GetClientId() // one Publish call has one sender
-	live := ch.subs[:0]
-	for _, s := range ch.subs {
-		if s.push(fresh, clientID) {
-			live = append(live, s)
-		}
-	}
-	clear(ch.subs[len(live):])
-	ch.subs = live
 	return acks, nil
-}
-
-// sameBody reports whether two actions with the same id carry the same type, payload and meta.
-func sameBody(a, b *actionsyncv1.Action) bool {
-	return a.GetType() == b.GetType() && proto.Equal(a.GetPayload(), b.GetPayload()) && proto.Equal(a.GetMeta(), b.GetMeta())
 }
 
 // History implements broker.Broker.
@@ -301,63 +240,29 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	b.trim(ch, b.opts.Now())
+	head := ch.log.Head()
 	switch {
-	case afterSeq > ch.head:
-		return nil, ch.head, fmt.Errorf("channel %q: after_seq %d, head %d: %w", name, afterSeq, ch.head, broker.ErrBeyondHead)
-	case afterSeq < ch.trimmedThrough:
-		return nil, ch.head, fmt.Errorf("channel %q: history starts after seq %d, asked after %d: %w", name, ch.trimmedThrough, afterSeq, broker.ErrTrimmed)
+	case afterSeq > head:
+		return nil, head, fmt.Errorf("channel %q: after_seq %d, head %d: %w", name, afterSeq, head, broker.ErrBeyondHead)
+	case afterSeq < ch.log.Trimmed():
+		return nil, head, fmt.Errorf("channel %q: history starts after seq %d, asked after %d: %w", name, ch.log.Trimmed(), afterSeq, broker.ErrTrimmed)
 	}
-	out := ch.after(afterSeq, limit, nil, "")
-	return out, ch.head, nil
-}
-
-// after returns up to limit entries with seq > afterSeq, skipping those sent by skipClient
-// (if not empty), appended to dst. Callers hold ch.mu and have checked that afterSeq is
-// within [trimmedThrough, head].
-func (ch *channel) after(afterSeq uint64, limit int, dst []*broker.Entry, skipClient string) []*broker.Entry {
-	oldest := ch.history.oldest()
-	if oldest == nil || limit <= 0 {
-		return dst
-	}
-	i := 0
-	if afterSeq >= oldest.Seq() {
-		i = int(afterSeq - oldest.Seq() + 1) // seqs are contiguous in history
-	}
-	for n := 0; i < ch.history.len() && n < limit; i++ {
-		e := ch.history.at(i)
-		if skipClient != "" && e.Action.GetClientId() == skipClient {
-			continue
-		}
-		dst = append(dst, e)
-		n++
-	}
-	return dst
+	return ch.log.After(afterSeq, limit, nil), head, nil
 }
 
 // Subscribe implements broker.Broker.
 func (b *Broker) Subscribe(opts broker.SubscribeOptions) (broker.Subscription, error) {
-	s := &subscription{b: b, opts: opts, notify: make(chan struct{}, 1)}
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed.Load() {
 		return nil, broker.ErrClosed
 	}
-	b.subs[s] = struct{}{}
-	return s, nil
+	return b.hub.Subscribe(opts)
 }
 
 // Close implements broker.Broker.
 func (b *Broker) Close() error {
-	b.mu.Lock()
 	if b.closed.Swap(true) {
-		b.mu.Unlock()
 		return nil
 	}
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
 	var channels []*channel
 	for i := range b.shards {
 		sh := &b.shards[i]
@@ -369,14 +274,61 @@ func (b *Broker) Close() error {
 	}
 	// Taking each channel's lock waits for the Publish calls under way on it. A channel
 	// created after the closed flag was set cannot be used: channel() checks the flag,
-	// and Publish and Add check ch.closed under the channel lock.
+	// and Publish and the hub's reads check ch.closed under the channel lock.
 	for _, ch := range channels {
 		ch.mu.Lock()
-		ch.subs, ch.closed = nil, true
+		ch.closed, ch.topic = true, nil
 		ch.mu.Unlock()
 	}
-	for _, s := range subs {
-		s.end(broker.ErrClosed)
-	}
+	b.hub.Close()
 	return nil
+}
+
+// source is the broker as the hub reads it.
+type source struct{ b *Broker }
+
+// Open implements hub.Source: it creates the channel if needed.
+func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, error) {
+	ch, err := s.b.channel(name, true)
+	if err != nil {
+		return 0, err
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.closed {
+		return 0, broker.ErrClosed
+	}
+	ch.topic = t
+	return ch.log.Head(), nil
+}
+
+// Release implements hub.Source.
+func (s source) Release(name string, t *hub.Topic) {
+	ch, _ := s.b.channel(name, false)
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.topic == t {
+		ch.topic = nil
+	}
+}
+
+// Read implements hub.Source.
+func (s source) Read(ctx context.Context, name string, after uint64, limit int, dst []*broker.Entry) ([]*broker.Entry, hub.View, error) {
+	ch, err := s.b.channel(name, false)
+	if err != nil {
+		return dst, hub.View{}, err
+	}
+	if ch == nil {
+		return dst, hub.View{}, fmt.Errorf("channel %q: read before open: %w", name, broker.ErrClosed)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.closed {
+		return dst, hub.View{}, broker.ErrClosed
+	}
+	s.b.trim(ch, s.b.opts.Now())
+	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch}, nil
 }

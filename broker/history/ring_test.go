@@ -1,4 +1,4 @@
-package memory
+package history
 
 import (
 	"fmt"
@@ -42,7 +42,7 @@ func (m *historyModel) popOldest() *broker.Entry {
 
 // checkHistory fails the test unless h holds exactly what m holds, in order, within
 // its capacity.
-func checkHistory(t *testing.T, step string, h *history, m *historyModel) {
+func checkHistory(t *testing.T, step string, h *ring, m *historyModel) {
 	t.Helper()
 	if h.len() != len(m.entries) {
 		t.Fatalf("%s: len: got %d, want %d", step, h.len(), len(m.entries))
@@ -77,7 +77,7 @@ func TestHistory_PushEvicts(t *testing.T) {
 	for _, size := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("size_%d", size), func(t *testing.T) {
 			t.Parallel()
-			h, m := newHistory(size), &historyModel{max: size}
+			h, m := newRing(size), &historyModel{max: size}
 			checkHistory(t, "empty", &h, m)
 			for seq := uint64(1); seq <= uint64(3*size+1); seq++ {
 				e := entry(seq)
@@ -96,7 +96,7 @@ func TestHistory_PopOldest(t *testing.T) {
 	for _, size := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("size_%d", size), func(t *testing.T) {
 			t.Parallel()
-			h, m := newHistory(size), &historyModel{max: size}
+			h, m := newRing(size), &historyModel{max: size}
 			if e := h.popOldest(); e != nil {
 				t.Fatalf("popOldest of empty: got seq %d", e.Seq())
 			}
@@ -132,7 +132,7 @@ func TestHistory_GrowAfterWrap(t *testing.T) {
 	for _, size := range []int{1, 2, 3} {
 		t.Run(fmt.Sprintf("size_%d", size), func(t *testing.T) {
 			t.Parallel()
-			h, m := newHistory(size), &historyModel{max: size}
+			h, m := newRing(size), &historyModel{max: size}
 			seq := uint64(0)
 			push := func() {
 				seq++
@@ -175,7 +175,7 @@ func TestHistory_Random(t *testing.T) {
 		t.Run(fmt.Sprintf("size_%d", size), func(t *testing.T) {
 			t.Parallel()
 			rng := rand.New(rand.NewPCG(uint64(size), 7))
-			h, m := newHistory(size), &historyModel{max: size}
+			h, m := newRing(size), &historyModel{max: size}
 			seq := uint64(0)
 			for step := range 2000 {
 				if rng.IntN(3) == 0 {
@@ -198,7 +198,7 @@ func TestHistory_Random(t *testing.T) {
 // TestHistory_PopClearsSlot checks that a popped entry is not kept alive by the buffer.
 func TestHistory_PopClearsSlot(t *testing.T) {
 	t.Parallel()
-	h := newHistory(3)
+	h := newRing(3)
 	for seq := uint64(1); seq <= 3; seq++ {
 		h.push(entry(seq))
 	}

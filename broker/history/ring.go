@@ -1,24 +1,24 @@
-package memory
+package history
 
 import "github.com/actionsync/actionsync/broker"
 
-// history is a channel's ring buffer of entries with contiguous seqs. It grows on demand
+// ring is a channel's ring buffer of entries with contiguous seqs. It grows on demand
 // up to its capacity, then overwrites the oldest entry. Not safe for concurrent use: the
 // channel's mutex guards it.
-type history struct {
+type ring struct {
 	buf   []*broker.Entry // len(buf) <= max; ring once full
 	start int             // index of the oldest entry
 	n     int             // entries held
 	max   int
 }
 
-func newHistory(max int) history { return history{max: max} }
+func newRing(max int) ring { return ring{max: max} }
 
 // len returns the number of entries held.
-func (h *history) len() int { return h.n }
+func (h *ring) len() int { return h.n }
 
 // at returns the i-th oldest entry (0 <= i < len).
-func (h *history) at(i int) *broker.Entry {
+func (h *ring) at(i int) *broker.Entry {
 	j := h.start + i
 	if j >= len(h.buf) {
 		j -= len(h.buf)
@@ -27,7 +27,7 @@ func (h *history) at(i int) *broker.Entry {
 }
 
 // oldest returns the oldest entry, or nil.
-func (h *history) oldest() *broker.Entry {
+func (h *ring) oldest() *broker.Entry {
 	if h.n == 0 {
 		return nil
 	}
@@ -35,7 +35,7 @@ func (h *history) oldest() *broker.Entry {
 }
 
 // push appends e and returns the entry it evicted, if any.
-func (h *history) push(e *broker.Entry) (evicted *broker.Entry) {
+func (h *ring) push(e *broker.Entry) (evicted *broker.Entry) {
 	if h.n == len(h.buf) {
 		if len(h.buf) < h.max {
 			if h.start != 0 { // wrapped at a smaller size: straighten before growing
@@ -60,7 +60,7 @@ func (h *history) push(e *broker.Entry) (evicted *broker.Entry) {
 }
 
 // popOldest removes and returns the oldest entry, or nil.
-func (h *history) popOldest() *broker.Entry {
+func (h *ring) popOldest() *broker.Entry {
 	if h.n == 0 {
 		return nil
 	}
