@@ -8,6 +8,10 @@ var (
 	// ErrClosed is returned once the broker has been closed: publishing fails and
 	// subscriptions end with it. Clients should reconnect (to another node).
 	ErrClosed = errors.New("broker closed")
+	// ErrUnavailable is returned while the broker cannot reach its storage (a
+	// distributed backend that lost its connection): publishing fails fast and
+	// subscriptions end with it. Clients should retry and resume, here or on another node.
+	ErrUnavailable = errors.New("broker unavailable")
 	// ErrSlowConsumer ends a subscription whose queue overflowed: the subscriber fell
 	// behind the live stream. It can resume from the last seq it received.
 	ErrSlowConsumer = errors.New("subscriber queue full")

@@ -27,6 +27,9 @@ func (s *Service) connectError(err error) *connect.Error {
 	switch {
 	case errors.Is(err, broker.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+	case errors.Is(err, broker.ErrUnavailable):
+		return connect.NewError(connect.CodeUnavailable,
+			fmt.Errorf("%w; retry, and resume streams from the last seq you applied", err))
 	case errors.Is(err, broker.ErrSlowConsumer):
 		return connect.NewError(connect.CodeResourceExhausted,
 			fmt.Errorf("subscriber fell behind (%w); resume from the last seq you applied", err))

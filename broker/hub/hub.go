@@ -139,6 +139,21 @@ func (h *Hub) Close() {
 	}
 }
 
+// EndAll ends every subscription open now with err (wrapping a broker sentinel, such as
+// broker.ErrUnavailable), without closing the hub: a backend that lost its storage
+// sends its subscribers away to resume later or elsewhere.
+func (h *Hub) EndAll(err error) {
+	h.mu.Lock()
+	subs := make([]*subscription, 0, len(h.subs))
+	for s := range h.subs {
+		subs = append(subs, s)
+	}
+	h.mu.Unlock()
+	for _, s := range subs {
+		s.end(err)
+	}
+}
+
 // Topics returns how many channels have a topic open: channels with at least one
 // subscriber.
 func (h *Hub) Topics() int {
@@ -260,6 +275,19 @@ func (t *Topic) Deliver(entries []*broker.Entry, clientID string) {
 	}
 	clear(t.members[len(live):])
 	t.members = live
+}
+
+// Cut ends the subscription of every member with err and drops them: a backend that
+// cannot continue the channel's order (its view of the channel lost entries) sends the
+// subscribers away to resume, and they get a reset if they must.
+func (t *Topic) Cut(err error) {
+	t.mu.Lock()
+	members := t.members
+	t.members = nil
+	t.mu.Unlock()
+	for _, m := range members {
+		m.s.end(err)
+	}
 }
 
 // remove drops s from the members.

@@ -1,0 +1,335 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/history"
+	"github.com/actionsync/actionsync/broker/hub"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+)
+
+// channel is this node's cache of one channel: its history as stored in the stream, up
+// to the last message the node has applied.
+type channel struct {
+	name    string
+	subject string
+
+	loaded  chan struct{} // closed when the first load has finished
+	loadErr error         // set before loaded is closed
+
+	// users counts what holds the channel in the cache (an open topic, a call under
+	// way); idleSince is when it last dropped to 0. Both guarded by Broker.mu.
+	users     int
+	idleSince time.Time
+
+	pubMu sync.Mutex // one Publish at a time per channel on this node
+
+	mu         sync.Mutex
+	log        *history.Log
+	lastStream uint64     // stream sequence of the last message applied; 0: none
+	loading    bool       // the first load is under way: the feed buffers
+	buffered   []feedMsg  // what the feed saw while loading
+	topic      *hub.Topic // the channel's fan-out while it has subscribers
+}
+
+// feedMsg is a stream message as the feed or a read hands it over.
+type feedMsg struct {
+	streamSeq uint64
+	data      []byte
+}
+
+// errGap says that a channel's cache missed messages: they were trimmed from the stream
+// before this node applied them.
+var errGap = errors.New("cache missed messages")
+
+// use returns the channel's cache entry, loading it on first use, and counts one more
+// user; call unuse when done.
+func (b *Broker) use(ctx context.Context, name string) (*channel, error) {
+	b.mu.Lock()
+	ch := b.channels[name]
+	if ch == nil {
+		if len(b.channels) >= b.opts.MaxChannels && !b.evictLocked(b.opts.Now(), true) {
+			n := len(b.channels)
+			b.mu.Unlock()
+			return nil, fmt.Errorf("cache channel %q: %d channels in use on this node: %w", name, n, broker.ErrTooManyChannels)
+		}
+		ch = &channel{
+			name:    name,
+			subject: b.opts.SubjectPrefix + "." + encodeToken(name),
+			loaded:  make(chan struct{}),
+			log:     history.NewLog(b.opts.HistorySize),
+			loading: true,
+		}
+		b.channels[name] = ch
+		b.bySubject[ch.subject] = ch
+		ch.users++
+		b.mu.Unlock()
+		// Registered before loading: the feed buffers what arrives meanwhile, and the
+		// load reads everything stored before.
+		ch.loadErr = b.load(ctx, ch)
+		close(ch.loaded)
+		if ch.loadErr != nil {
+			b.mu.Lock()
+			if b.channels[name] == ch {
+				delete(b.channels, name)
+				delete(b.bySubject, ch.subject)
+			}
+			b.mu.Unlock()
+			return nil, ch.loadErr
+		}
+		return ch, nil
+	}
+	ch.users++
+	b.mu.Unlock()
+	select {
+	case <-ch.loaded:
+	case <-ctx.Done():
+		b.unuse(ch)
+		return nil, ctx.Err()
+	}
+	if ch.loadErr != nil {
+		b.unuse(ch)
+		return nil, ch.loadErr
+	}
+	return ch, nil
+}
+
+// unuse drops one user of ch.
+func (b *Broker) unuse(ch *channel) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ch.users--
+	if ch.users == 0 {
+		ch.idleSince = b.opts.Now()
+	}
+}
+
+// evictLocked drops cached channels idle for CacheIdle (or, with any, the one idle the
+// longest) and reports whether it dropped one. Callers hold b.mu.
+func (b *Broker) evictLocked(now time.Time, any bool) bool {
+	var oldest *channel
+	evicted := false
+	for name, ch := range b.channels {
+		if ch.users > 0 {
+			continue
+		}
+		if now.Sub(ch.idleSince) >= b.opts.CacheIdle {
+			delete(b.channels, name)
+			delete(b.bySubject, ch.subject)
+			evicted = true
+			continue
+		}
+		if oldest == nil || ch.idleSince.Before(oldest.idleSince) {
+			oldest = ch
+		}
+	}
+	if !evicted && any && oldest != nil {
+		delete(b.channels, oldest.name)
+		delete(b.bySubject, oldest.subject)
+		evicted = true
+	}
+	return evicted
+}
+
+// sweep evicts idle channels from the cache until Close.
+func (b *Broker) sweep() {
+	defer b.wg.Done()
+	t := time.NewTicker(max(b.opts.CacheIdle/2, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+			b.mu.Lock()
+			b.evictLocked(b.opts.Now(), false)
+			b.mu.Unlock()
+		}
+	}
+}
+
+// Channels returns how many channels this node has cached.
+func (b *Broker) Channels() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.channels)
+}
+
+// load reads the channel's messages from the stream into its cache, then applies what
+// the feed buffered meanwhile.
+func (b *Broker) load(ctx context.Context, ch *channel) error {
+	msgs, err := b.readSubject(ctx, ch.subject, 0)
+	if err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, m := range msgs {
+		if err := b.applyLocked(ch, m); err != nil {
+			return fmt.Errorf("load channel %q: %w", ch.name, err)
+		}
+	}
+	for _, m := range ch.buffered {
+		if err := b.applyLocked(ch, m); err != nil {
+			return fmt.Errorf("load channel %q: %w", ch.name, err)
+		}
+	}
+	ch.buffered, ch.loading = nil, false
+	return nil
+}
+
+// readSubject returns the messages of subject after stream sequence after, in order, up
+// to the subject's last message when the read began. Direct gets, one per message:
+// nats.go has no batch get, and they cost 12-17 µs each in process.
+func (b *Broker) readSubject(ctx context.Context, subject string, after uint64) ([]feedMsg, error) {
+	last, err := b.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, b.unavailable("read last message of "+subject, err)
+	}
+	if last.Sequence <= after {
+		return nil, nil
+	}
+	var msgs []feedMsg
+	for next := after + 1; next < last.Sequence; {
+		m, err := b.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return nil, b.unavailable("read "+subject, err)
+		}
+		if m.Sequence >= last.Sequence {
+			break
+		}
+		msgs = append(msgs, feedMsg{streamSeq: m.Sequence, data: m.Data})
+		next = m.Sequence + 1
+	}
+	return append(msgs, feedMsg{streamSeq: last.Sequence, data: last.Data}), nil
+}
+
+// refresh brings ch up to date with the stream: after a publish lost a race with another
+// node, or before telling a subscriber that its position is beyond the head.
+func (b *Broker) refresh(ctx context.Context, ch *channel) error {
+	ch.mu.Lock()
+	after := ch.lastStream
+	ch.mu.Unlock()
+	msgs, err := b.readSubject(ctx, ch.subject, after)
+	if err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for _, m := range msgs {
+		if err := b.applyLocked(ch, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyLocked adds one stream message to the channel's cache and delivers it to the
+// channel's topic, unless the cache already has it. Callers hold ch.mu. The feed,
+// refresh and Publish all apply, in stream order each; the stream sequence decides who
+// was first.
+func (b *Broker) applyLocked(ch *channel, m feedMsg) error {
+	if m.streamSeq <= ch.lastStream {
+		return nil
+	}
+	a := &actionsyncv1.Action{}
+	if err := proto.Unmarshal(m.data, a); err != nil || a.GetSeq() == 0 {
+		// Not an action written by actionsync: skip it rather than stop the channel.
+		b.log.Warn("skipping a message that is not an action", slog.String("subject", ch.subject), slog.Uint64("stream_seq", m.streamSeq), slog.Any("err", err))
+		ch.lastStream = m.streamSeq
+		return nil
+	}
+	e := &broker.Entry{Action: a, Proto: m.data}
+	return b.appendLocked(ch, []*broker.Entry{e}, m.streamSeq)
+}
+
+// appendLocked appends entries (in seq order) whose last one is stored at stream
+// sequence lastStream, skipping those the cache already has, and delivers the new ones.
+// A seq past the head means the cache missed messages that the stream no longer has: the
+// cache restarts from there and the channel's subscribers are cut off to resume (they
+// get a reset). Callers hold ch.mu.
+func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream uint64) error {
+	fresh := entries[:0:0]
+	for _, e := range entries {
+		switch head := ch.log.Head(); {
+		case e.Seq() <= head:
+			continue
+		case e.Seq() > head+1:
+			if head != 0 || ch.log.Len() != 0 || ch.lastStream != 0 {
+				b.log.Warn("channel cache missed trimmed messages; subscribers resume", slog.String("channel", ch.name), slog.Uint64("head", head), slog.Uint64("seq", e.Seq()))
+				ch.log = history.NewLog(b.opts.HistorySize)
+				if ch.topic != nil {
+					ch.topic.Cut(fmt.Errorf("channel %q: %w: %w", ch.name, errGap, broker.ErrUnavailable))
+				}
+			}
+			ch.log.Start(e.Seq() - 1)
+		}
+		if err := ch.log.Append(e); err != nil {
+			return err
+		}
+		fresh = append(fresh, e)
+	}
+	ch.lastStream = max(ch.lastStream, lastStream)
+	if len(fresh) > 0 && ch.topic != nil && !ch.loading {
+		ch.topic.Deliver(fresh, fresh[0].Action.GetClientId())
+	}
+	return nil
+}
+
+// onFeed applies one message of the feed to the channel it belongs to, if cached.
+func (b *Broker) onFeed(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		b.log.Warn("feed message without metadata", slog.Any("err", err))
+		return
+	}
+	b.mu.RLock()
+	ch := b.bySubject[msg.Subject()]
+	b.mu.RUnlock()
+	if ch == nil {
+		return
+	}
+	m := feedMsg{streamSeq: meta.Sequence.Stream, data: msg.Data()}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.loading {
+		ch.buffered = append(ch.buffered, m)
+		return
+	}
+	if err := b.applyLocked(ch, m); err != nil {
+		b.log.Error("feed: apply", slog.String("channel", ch.name), slog.Any("err", err))
+	}
+}
+
+// onFeedError logs the feed's errors; the ordered consumer recreates itself after a
+// disconnect and resumes after the last message it delivered.
+func (b *Broker) onFeedError(_ jetstream.ConsumeContext, err error) {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.log.Error("feed: the stream is gone; every channel's history is lost", slog.Any("err", err))
+		b.hub.EndAll(fmt.Errorf("stream %q: %w", b.opts.Stream, broker.ErrUnavailable))
+		return
+	}
+	b.log.Debug("feed", slog.Any("err", err))
+}
+
+// unavailable wraps a NATS error of a read or publish as broker.ErrUnavailable, keeping
+// context errors as they are.
+func (b *Broker) unavailable(what string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%s: %v: %w", what, err, broker.ErrUnavailable)
+}

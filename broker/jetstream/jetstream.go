@@ -1,0 +1,321 @@
+// Package jetstream is the broker backend on NATS JetStream: history that survives
+// restarts, and any number of stateless actionsync nodes sharing one order per channel.
+//
+// Storage. One stream holds every channel, one subject per channel (subject.go), each
+// message one accepted action in protobuf encoding with its channel, seq, client id and
+// time set. The stream keeps HistorySize messages per subject (MaxMsgsPerSubject,
+// discard old). Seqs are per channel and contiguous from 1, like the in-memory broker's:
+// a publisher assigns head+1.. and publishes with Nats-Expected-Last-Subject-Sequence set
+// to the stream sequence of the channel's head, so two nodes racing on one channel
+// cannot both succeed; the loser reloads the head and retries. A dispatch of several
+// actions is one JetStream atomic batch: all of it is stored or none.
+//
+// Each node keeps a cache of the channels it serves (a history.Log per channel, the
+// same structure the in-memory broker uses), loaded from the stream on first use and
+// kept up to date by one ordered consumer per node over the whole stream (the feed).
+// Dedupe, History and replays read the cache; the feed hands each channel's new
+// entries to its hub.Topic, so a node reads each live action from NATS once, however
+// many subscribers it has. Channels nobody on the node uses are evicted after
+// CacheIdle.
+//
+// The epoch of every channel is the stream's creation time: a stream that is deleted
+// and recreated (or lost) starts a new epoch, and resuming clients get a reset.
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/hub"
+)
+
+// Defaults for Options.
+const (
+	DefaultStream         = "ACTIONSYNC"
+	DefaultSubjectPrefix  = "actionsync.ch"
+	DefaultHistorySize    = 10_000
+	DefaultMaxAge         = 24 * time.Hour
+	DefaultMaxChannels    = 100_000
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultCacheIdle      = time.Minute
+)
+
+// Options configures a Broker. The zero value of each field means its default.
+type Options struct {
+	// Stream is the JetStream stream's name (default "ACTIONSYNC"). New creates it, or
+	// updates its limits to these options.
+	Stream string
+	// SubjectPrefix is the subjects' prefix (default "actionsync.ch"): channel c is
+	// subject SubjectPrefix.<c encoded>.
+	SubjectPrefix string
+	// Replicas is the stream's replica count (default 1; 3 in a NATS cluster).
+	Replicas int
+	// HistorySize is the most actions kept per channel (default 10,000): the stream's
+	// MaxMsgsPerSubject. It is also the dedupe window.
+	HistorySize int
+	// MaxAge drops actions older than this from history (default 24h; negative: no age
+	// limit). It is applied by every node with its clock; the stream itself keeps each
+	// channel's last HistorySize messages, so a channel's head survives.
+	MaxAge time.Duration
+	// QueueSize is the most actions queued for one subscriber (default 1,024).
+	QueueSize int
+	// MaxChannels is the most channels this node caches at once (default 100,000);
+	// using one more, when none is idle enough to evict, fails with
+	// broker.ErrTooManyChannels.
+	MaxChannels int
+	// CacheIdle is how long a channel nobody uses on this node stays cached (default 1m).
+	CacheIdle time.Duration
+	// PublishTimeout bounds one publish to JetStream (default 5s).
+	PublishTimeout time.Duration
+	// OnStatus, if set, is called with false when the connection to NATS is lost and
+	// with true when it is back (health checks follow it).
+	OnStatus func(available bool)
+	// Logger receives the broker's warnings (default slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now); tests set it.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Stream == "" {
+		o.Stream = DefaultStream
+	}
+	if o.SubjectPrefix == "" {
+		o.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.HistorySize <= 0 {
+		o.HistorySize = DefaultHistorySize
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	if o.MaxChannels <= 0 {
+		o.MaxChannels = DefaultMaxChannels
+	}
+	if o.CacheIdle <= 0 {
+		o.CacheIdle = DefaultCacheIdle
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Broker is the JetStream broker.Broker. It does not own the NATS connection: close
+// the broker before the connection.
+type Broker struct {
+	opts   Options
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	epoch  string
+	hub    *hub.Hub
+	log    *slog.Logger
+
+	feed     jetstream.ConsumeContext
+	statusCh chan nats.Status
+	done     chan struct{} // closed by Close: stops the sweeper and the status watcher
+	wg       sync.WaitGroup
+
+	available atomic.Bool
+
+	// closeMu: Publish and History hold it for reading; Close takes it for writing,
+	// so Close waits for the calls under way.
+	closeMu sync.RWMutex
+	closed  bool
+
+	mu        sync.RWMutex
+	channels  map[string]*channel // by channel name
+	bySubject map[string]*channel // the same, by subject
+
+	// beforeCommit, if set, runs before a batch's commit message is sent (tests).
+	beforeCommit func()
+}
+
+var (
+	_ broker.Broker = (*Broker)(nil)
+	_ hub.Source    = source{}
+)
+
+// New creates or updates the stream and starts following it. nc must stay open until
+// Close returns; for a fast failure while NATS is unreachable, connect with
+// nats.ReconnectBufSize(-1) (see Connect).
+func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
+	opts = opts.withDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	cfg := jetstream.StreamConfig{
+		Name:               opts.Stream,
+		Description:        "actionsync channels: one subject per channel, one message per action",
+		Subjects:           []string{opts.SubjectPrefix + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           opts.Replicas,
+		MaxMsgsPerSubject:  int64(opts.HistorySize),
+		Discard:            jetstream.DiscardOld,
+		AllowAtomicPublish: true,
+		AllowDirect:        true,
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create stream %q: %w", opts.Stream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %q info: %w", opts.Stream, err)
+	}
+	b := &Broker{
+		opts:      opts,
+		nc:        nc,
+		js:        js,
+		stream:    stream,
+		epoch:     strconv.FormatInt(info.Created.UnixNano(), 36),
+		log:       opts.Logger.With(slog.String("stream", opts.Stream)),
+		done:      make(chan struct{}),
+		channels:  make(map[string]*channel),
+		bySubject: make(map[string]*channel),
+	}
+	b.hub = hub.New(source{b}, hub.Options{QueueSize: opts.QueueSize})
+	b.available.Store(nc.IsConnected())
+
+	// The feed starts after the last message stored now: no channel is cached yet, and
+	// a channel loaded later reads what came before from the stream.
+	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{opts.SubjectPrefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    info.State.LastSeq + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %q: feed consumer: %w", opts.Stream, err)
+	}
+	b.feed, err = cons.Consume(b.onFeed, jetstream.ConsumeErrHandler(b.onFeedError))
+	if err != nil {
+		return nil, fmt.Errorf("stream %q: feed: %w", opts.Stream, err)
+	}
+
+	b.statusCh = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	b.wg.Add(2)
+	go b.watchStatus()
+	go b.sweep()
+	return b, nil
+}
+
+// Epoch returns the epoch of every channel: it changes when the stream is recreated.
+func (b *Broker) Epoch() string { return b.epoch }
+
+// Available reports whether the broker can reach NATS now.
+func (b *Broker) Available() bool { return b.available.Load() }
+
+// watchStatus follows the connection: while it is down, publishing fails fast and
+// every subscription ends with ErrUnavailable, so that clients resume elsewhere or later.
+func (b *Broker) watchStatus() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.done:
+			return
+		case st, ok := <-b.statusCh:
+			if !ok {
+				return
+			}
+			up := st == nats.CONNECTED
+			if b.available.Swap(up) == up {
+				continue
+			}
+			if up {
+				b.log.Info("NATS connection back")
+			} else {
+				b.log.Warn("NATS connection lost: dispatches fail and streams end until it is back", slog.String("status", st.String()))
+				b.hub.EndAll(fmt.Errorf("NATS connection %s: %w", st, broker.ErrUnavailable))
+			}
+			if b.opts.OnStatus != nil {
+				b.opts.OnStatus(up)
+			}
+		}
+	}
+}
+
+// checkOpen fails when the broker is closed or NATS is unreachable. Callers hold
+// closeMu for reading.
+func (b *Broker) checkOpen() error {
+	if b.closed {
+		return broker.ErrClosed
+	}
+	if !b.available.Load() {
+		return fmt.Errorf("no connection to NATS: %w", broker.ErrUnavailable)
+	}
+	return nil
+}
+
+// Subscribe implements broker.Broker.
+func (b *Broker) Subscribe(opts broker.SubscribeOptions) (broker.Subscription, error) {
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed {
+		return nil, broker.ErrClosed
+	}
+	return b.hub.Subscribe(opts)
+}
+
+// Close implements broker.Broker: it waits for the Publish calls under way, stops the
+// feed and ends every subscription. It does not close the NATS connection.
+func (b *Broker) Close() error {
+	b.closeMu.Lock()
+	if b.closed {
+		b.closeMu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.closeMu.Unlock()
+	b.feed.Stop()
+	<-b.feed.Closed()
+	close(b.done)
+	b.wg.Wait()
+	b.nc.RemoveStatusListener(b.statusCh)
+	b.hub.Close()
+	return nil
+}
+
+// isWrongLastSeq reports whether err is JetStream's answer to a publish whose expected
+// last subject sequence was not the subject's last: another node published first.
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// ConnectOptions are the NATS connection options the broker expects, to add to the
+// caller's own (credentials, TLS): reconnect forever, and fail publishes at once while
+// disconnected instead of buffering them (a buffered publish that times out for the
+// client could still be stored later).
+func ConnectOptions() []nats.Option {
+	return []nats.Option{
+		nats.Name("actionsync"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(-1),
+	}
+}

@@ -1,0 +1,108 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/hub"
+)
+
+// History implements broker.Broker. It reads this node's cache, which follows the
+// stream within the feed's delay; a position past the cached head is checked against
+// the stream before it is refused.
+func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limit int) ([]*broker.Entry, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if err := b.checkOpen(); err != nil {
+		return nil, 0, err
+	}
+	ch, err := b.use(ctx, name)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer b.unuse(ch)
+	ch.mu.Lock()
+	beyond := afterSeq > ch.log.Head()
+	ch.mu.Unlock()
+	if beyond {
+		if err := b.refresh(ctx, ch); err != nil {
+			return nil, 0, err
+		}
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	b.trimLocked(ch)
+	head := ch.log.Head()
+	switch {
+	case afterSeq > head:
+		return nil, head, fmt.Errorf("channel %q: after_seq %d, head %d: %w", name, afterSeq, head, broker.ErrBeyondHead)
+	case afterSeq < ch.log.Trimmed():
+		return nil, head, fmt.Errorf("channel %q: history starts after seq %d, asked after %d: %w", name, ch.log.Trimmed(), afterSeq, broker.ErrTrimmed)
+	}
+	return ch.log.After(afterSeq, limit, nil), head, nil
+}
+
+// source is the broker as the hub reads it.
+type source struct{ b *Broker }
+
+// Open implements hub.Source: it loads the channel into the cache (if needed) and keeps
+// it there while the topic is open.
+func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, error) {
+	b := s.b
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if err := b.checkOpen(); err != nil {
+		return 0, err
+	}
+	ch, err := b.use(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.topic = t
+	return ch.log.Head(), nil
+}
+
+// Release implements hub.Source.
+func (s source) Release(name string, t *hub.Topic) {
+	b := s.b
+	b.mu.RLock()
+	ch := b.channels[name]
+	b.mu.RUnlock()
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	if ch.topic == t {
+		ch.topic = nil
+	}
+	ch.mu.Unlock()
+	b.unuse(ch) // the use of Open: a channel in use is never evicted, so ch is that one
+}
+
+// Read implements hub.Source. A read of the view alone (limit 0), which starts a
+// subscription, first catches the cache up with the stream, so that a client resuming
+// from a seq another node gave it is not told its position is beyond the head.
+func (s source) Read(ctx context.Context, name string, after uint64, limit int, dst []*broker.Entry) ([]*broker.Entry, hub.View, error) {
+	b := s.b
+	b.mu.RLock()
+	ch := b.channels[name]
+	b.mu.RUnlock()
+	if ch == nil {
+		return dst, hub.View{}, fmt.Errorf("channel %q: read before open: %w", name, broker.ErrClosed)
+	}
+	if limit == 0 {
+		if err := b.refresh(ctx, ch); err != nil {
+			return dst, hub.View{}, err
+		}
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	b.trimLocked(ch)
+	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: b.epoch}, nil
+}
