@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/actionsync/actionsync/broker/memory"
 	"github.com/actionsync/actionsync/service"
 )
 
@@ -25,7 +24,7 @@ import (
 // variables and defaults, in that order of precedence.
 type config struct {
 	addr            string
-	broker          memory.Options
+	storage         storageConfig
 	service         service.Options // Logger is set by serve
 	corsOrigins     []string        // empty: no cross-origin requests
 	demo            bool            // serve the ToDo board demo at "/"
@@ -39,6 +38,15 @@ type config struct {
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
+}
+
+// storageConfig is what every broker backend keeps and how it fans out; each backend
+// converts it to its own options (newBroker).
+type storageConfig struct {
+	historySize int           // actions kept per channel; also the dedupe window
+	maxAge      time.Duration // 0: no age limit
+	queueSize   int           // actions queued per subscriber
+	maxChannels int
 }
 
 // setting is one serve flag and its environment variable.
@@ -66,18 +74,16 @@ var settings = []setting{
 		}},
 	{flag: "history-size", env: "ACTIONSYNC_HISTORY_SIZE", def: "10000", arg: "N",
 		help:  "actions kept per channel; also the dedupe window",
-		apply: intAtLeast(1, func(c *config) *int { return &c.broker.HistorySize })},
+		apply: intAtLeast(1, func(c *config) *int { return &c.storage.historySize })},
 	{flag: "history-max-age", env: "ACTIONSYNC_HISTORY_MAX_AGE", def: "24h", arg: "DURATION",
-		help: "drop actions older than this from history; 0: no age limit",
-		apply: durationAtLeast(0, func(c *config, d time.Duration) {
-			c.broker.MaxAge = zeroAs(d, -1) // memory: negative means no age limit
-		})},
+		help:  "drop actions older than this from history; 0: no age limit",
+		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.storage.maxAge = d })},
 	{flag: "queue-size", env: "ACTIONSYNC_QUEUE_SIZE", def: "1024", arg: "N",
 		help:  "actions queued per subscriber before it is cut off as too slow",
-		apply: intAtLeast(1, func(c *config) *int { return &c.broker.QueueSize })},
+		apply: intAtLeast(1, func(c *config) *int { return &c.storage.queueSize })},
 	{flag: "max-channels", env: "ACTIONSYNC_MAX_CHANNELS", def: "100000", arg: "N",
 		help:  "most channels the server holds",
-		apply: intAtLeast(1, func(c *config) *int { return &c.broker.MaxChannels })},
+		apply: intAtLeast(1, func(c *config) *int { return &c.storage.maxChannels })},
 	{flag: "max-type-bytes", env: "ACTIONSYNC_MAX_TYPE_BYTES", def: "128", arg: "BYTES",
 		help:  "longest action type",
 		apply: bytesAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxTypeBytes })},
@@ -268,11 +274,11 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 // finish checks the settings that depend on each other and loads the files they name.
 func (c *config) finish() error {
 	switch {
-	case c.broker.QueueSize < c.service.Limits.MaxDispatchActions:
+	case c.storage.queueSize < c.service.Limits.MaxDispatchActions:
 		// One dispatch lands in a queue at once: a batch larger than the queue would cut
 		// off every subscriber of the channel.
 		return &usageError{err: fmt.Errorf("--queue-size (ACTIONSYNC_QUEUE_SIZE) %d is less than --max-dispatch-actions (ACTIONSYNC_MAX_DISPATCH_ACTIONS) %d: one dispatch would overflow every subscriber's queue",
-			c.broker.QueueSize, c.service.Limits.MaxDispatchActions)}
+			c.storage.queueSize, c.service.Limits.MaxDispatchActions)}
 	case c.tlsCertFile != "" && c.tlsKeyFile == "":
 		return &usageError{err: errors.New("--tls-cert (ACTIONSYNC_TLS_CERT) is set but --tls-key (ACTIONSYNC_TLS_KEY) is not: want both or neither")}
 	case c.tlsCertFile == "" && c.tlsKeyFile != "":

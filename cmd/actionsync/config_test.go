@@ -29,9 +29,9 @@ func TestLoadConfig_defaults(t *testing.T) {
 		name      string
 		got, want int
 	}{
-		{"history-size", c.broker.HistorySize, memory.DefaultHistorySize},
-		{"queue-size", c.broker.QueueSize, memory.DefaultQueueSize},
-		{"max-channels", c.broker.MaxChannels, memory.DefaultMaxChannels},
+		{"history-size", c.storage.historySize, memory.DefaultHistorySize},
+		{"queue-size", c.storage.queueSize, memory.DefaultQueueSize},
+		{"max-channels", c.storage.maxChannels, memory.DefaultMaxChannels},
 		{"max-type-bytes", c.service.Limits.MaxTypeBytes, service.DefaultMaxTypeBytes},
 		{"max-payload-bytes", c.service.Limits.MaxPayloadBytes, service.DefaultMaxPayloadBytes},
 		{"max-dispatch-actions", c.service.Limits.MaxDispatchActions, service.DefaultMaxDispatchActions},
@@ -49,7 +49,7 @@ func TestLoadConfig_defaults(t *testing.T) {
 		name      string
 		got, want time.Duration
 	}{
-		{"history-max-age", c.broker.MaxAge, memory.DefaultMaxAge},
+		{"history-max-age", c.storage.maxAge, memory.DefaultMaxAge},
 		{"heartbeat", c.service.Heartbeat, service.DefaultHeartbeat},
 		{"shutdown-timeout", c.shutdownTimeout, 30 * time.Second},
 		{"batch-delay-per-stream", c.service.BatchDelayPerStream, service.DefaultBatchDelayPerStream},
@@ -100,8 +100,8 @@ func TestLoadConfig_precedence(t *testing.T) {
 			if err != nil {
 				t.Fatalf("loadConfig: %v", err)
 			}
-			if c.broker.HistorySize != tt.want {
-				t.Errorf("history size: got %d, want %d", c.broker.HistorySize, tt.want)
+			if c.storage.historySize != tt.want {
+				t.Errorf("history size: got %d, want %d", c.storage.historySize, tt.want)
 			}
 		})
 	}
@@ -131,9 +131,10 @@ func TestLoadConfig_values(t *testing.T) {
 	if got := c.service.Limits.MaxPayloadBytes; got != 1024 {
 		t.Errorf("max payload bytes: got %d, want 1024", got)
 	}
-	// Zero means "off" on the command line; the packages spell "off" as negative.
-	if c.service.Heartbeat >= 0 || c.broker.MaxAge >= 0 {
-		t.Errorf("heartbeat %v, max age %v: want both negative (off)", c.service.Heartbeat, c.broker.MaxAge)
+	// Zero means "off" on the command line; the service spells "off" as negative, and
+	// the storage section keeps the command line's 0 (newBroker converts it).
+	if c.service.Heartbeat >= 0 || c.storage.maxAge != 0 {
+		t.Errorf("heartbeat %v, max age %v: want negative (off) and 0 (no age limit)", c.service.Heartbeat, c.storage.maxAge)
 	}
 	want := []string{"https://app.example.com", "http://localhost:5173", "https://*.example.org"}
 	if strings.Join(c.corsOrigins, " ") != strings.Join(want, " ") {

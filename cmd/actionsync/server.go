@@ -18,7 +18,7 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/rs/cors"
 
-	"github.com/actionsync/actionsync/broker/memory"
+	"github.com/actionsync/actionsync/broker"
 	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 	"github.com/actionsync/actionsync/service"
 	"github.com/actionsync/actionsync/web/demo"
@@ -37,7 +37,7 @@ const (
 // serve runs the server described by cfg, logging to logOut, until ctx is done; then it
 // shuts down gracefully (see server.shutdown) and returns nil, or what went wrong.
 func serve(ctx context.Context, cfg config, logOut io.Writer) error {
-	s, err := listen(cfg, newLogger(cfg, logOut))
+	s, err := listen(ctx, cfg, newLogger(cfg, logOut))
 	if err != nil {
 		return err
 	}
@@ -52,7 +52,8 @@ func serve(ctx context.Context, cfg config, logOut io.Writer) error {
 // server is a running actionsync server.
 type server struct {
 	log             *slog.Logger
-	broker          *memory.Broker
+	broker          broker.Broker
+	closeBroker     func() error // closes the broker, then what it runs on
 	svc             *service.Service
 	health          *grpchealth.StaticChecker
 	http            *http.Server
@@ -64,19 +65,23 @@ type server struct {
 }
 
 // listen builds the broker, the service and the HTTP server for cfg, starts listening
-// on cfg.addr and serving, and logs the start-up line with the actual address.
-func listen(cfg config, logger *slog.Logger) (*server, error) {
-	b := memory.New(cfg.broker)
+// on cfg.addr and serving, and logs the start-up line with the actual address. ctx
+// bounds the start-up only.
+func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, error) {
+	b, closeBroker, err := newBroker(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
 	opts := cfg.service
 	opts.Logger = logger
 	svc, err := service.New(b, opts)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("create service: %w", err), b.Close())
+		return nil, errors.Join(fmt.Errorf("create service: %w", err), closeBroker())
 	}
 	// Listen first, so that port 0 works and the log shows the real address.
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen: %w", err), b.Close())
+		return nil, errors.Join(fmt.Errorf("listen: %w", err), closeBroker())
 	}
 
 	// auxCtx ends the streams of reflection and health Watch at shutdown: unlike the
@@ -85,6 +90,7 @@ func listen(cfg config, logger *slog.Logger) (*server, error) {
 	s := &server{
 		log:             logger,
 		broker:          b,
+		closeBroker:     closeBroker,
 		svc:             svc,
 		health:          grpchealth.NewStaticChecker(actionsyncv1connect.SyncServiceName),
 		endAux:          endAux,
@@ -105,7 +111,7 @@ func listen(cfg config, logger *slog.Logger) (*server, error) {
 	}()
 	if cfg.debugAddr != "" {
 		if err := s.listenDebug(cfg.debugAddr); err != nil {
-			return nil, errors.Join(err, ln.Close(), b.Close())
+			return nil, errors.Join(err, ln.Close(), closeBroker())
 		}
 	}
 	logger.Info("actionsync listening",
@@ -162,7 +168,7 @@ func (s *server) shutdown(timeout time.Duration) error {
 		}
 	}
 	// The broker closes last: every dispatch acknowledged above is already in it.
-	if err := s.broker.Close(); err != nil {
+	if err := s.closeBroker(); err != nil {
 		errs = append(errs, fmt.Errorf("close broker: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -178,7 +184,7 @@ func (s *server) abort(err error) error {
 	s.endAux()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	errs := []error{fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.broker.Close()}
+	errs := []error{fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.closeBroker()}
 	if s.debug != nil {
 		errs = append(errs, s.debug.Close())
 	}
