@@ -188,7 +188,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*Topic, error) {
 		}
 		return t, nil
 	}
-	t = &Topic{name: name, refs: 1, opened: make(chan struct{})}
+	t = &Topic{h: h, name: name, refs: 1, opened: make(chan struct{})}
 	sh.topics[name] = t
 	sh.mu.Unlock()
 
@@ -228,6 +228,7 @@ func (h *Hub) release(t *Topic) {
 // Topic is one channel's live fan-out: the subscribers past their replay. A backend
 // gets it from Source.Open and calls Deliver with the channel's new entries.
 type Topic struct {
+	h    *Hub
 	name string
 
 	// Set by acquire before opened is closed, read after.
@@ -238,6 +239,7 @@ type Topic struct {
 	mu      sync.Mutex
 	last    uint64 // last seq delivered (or the floor)
 	members []member
+	cut     error // set by Cut: nobody joins any more
 }
 
 // member is a subscription past its replay of the topic's channel.
@@ -277,13 +279,22 @@ func (t *Topic) Deliver(entries []*broker.Entry, clientID string) {
 	t.members = live
 }
 
-// Cut ends the subscription of every member with err and drops them: a backend that
-// cannot continue the channel's order (its view of the channel lost entries) sends the
-// subscribers away to resume, and they get a reset if they must.
+// Cut ends the subscription of every member with err and drops them, and retires the
+// topic: a subscription added to the channel later gets a new topic (a new Open). A
+// backend that cannot continue the channel's order (its view of the channel lost
+// entries, or was thrown away) sends the subscribers away to resume, and they get a
+// reset if they must. Subscriptions still replaying through t end when they next read
+// (the backend's Read fails for them).
 func (t *Topic) Cut(err error) {
+	sh := t.h.shardOf(t.name)
+	sh.mu.Lock()
+	if sh.topics[t.name] == t {
+		delete(sh.topics, t.name)
+	}
+	sh.mu.Unlock()
 	t.mu.Lock()
 	members := t.members
-	t.members = nil
+	t.members, t.cut = nil, err
 	t.mu.Unlock()
 	for _, m := range members {
 		m.s.end(err)

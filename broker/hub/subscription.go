@@ -129,6 +129,9 @@ func (s *subscription) Add(ctx context.Context, name string, pos broker.Position
 
 	t.mu.Lock()
 	s.mu.Lock()
+	if t.cut != nil && s.err == nil {
+		s.err = t.cut
+	}
 	if s.closed || s.err != nil {
 		err := s.err
 		s.mu.Unlock()
@@ -242,6 +245,9 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) ([]brok
 	defer t.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if t.cut != nil && s.err == nil {
+		s.err = t.cut
+	}
 	if s.err != nil {
 		return buf, 0, false
 	}

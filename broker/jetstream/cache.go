@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -35,6 +36,8 @@ type channel struct {
 	pubMu sync.Mutex // one Publish at a time per channel on this node
 
 	mu         sync.Mutex
+	epoch      string // the stream's epoch when the channel was loaded
+	stale      bool   // the stream was lost after the channel was loaded
 	log        *history.Log
 	lastStream uint64     // stream sequence of the last message applied; 0: none
 	loading    bool       // the first load is under way: the feed buffers
@@ -67,6 +70,7 @@ func (b *Broker) use(ctx context.Context, name string) (*channel, error) {
 			name:    name,
 			subject: b.opts.SubjectPrefix + "." + encodeToken(name),
 			loaded:  make(chan struct{}),
+			epoch:   b.Epoch(),
 			log:     history.NewLog(b.opts.HistorySize),
 			loading: true,
 		}
@@ -317,10 +321,10 @@ func (b *Broker) onFeed(msg jetstream.Msg) {
 // onFeedError logs the feed's errors; the ordered consumer recreates itself after a
 // disconnect and resumes after the last message it delivered.
 func (b *Broker) onFeedError(_ jetstream.ConsumeContext, err error) {
-	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		b.log.Error("feed: the stream is gone; every channel's history is lost", slog.Any("err", err))
-		b.hub.EndAll(fmt.Errorf("stream %q: %w", b.opts.Stream, broker.ErrUnavailable))
-		return
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, nats.ErrNoResponders) {
+		// The stream may be gone: if it was recreated, the ordered consumer would
+		// resume at the old sequence in the new stream and miss messages.
+		b.checkStream()
 	}
 	b.log.Debug("feed", slog.Any("err", err))
 }
@@ -330,6 +334,9 @@ func (b *Broker) onFeedError(_ jetstream.ConsumeContext, err error) {
 func (b *Broker) unavailable(what string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return err
+	}
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.checkStream() // nobody stores the subject: the stream may be gone
 	}
 	return fmt.Errorf("%s: %v: %w", what, err, broker.ErrUnavailable)
 }

@@ -127,11 +127,12 @@ type Broker struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	epoch  string
+	epoch  atomic.Pointer[string]
 	hub    *hub.Hub
 	log    *slog.Logger
 
-	feed     jetstream.ConsumeContext
+	feed     jetstream.ConsumeContext // owned by watchStream after New
+	recheck  chan struct{}            // asks watchStream to check the stream (capacity 1)
 	statusCh chan nats.Status
 	done     chan struct{} // closed by Close: stops the sweeper and the status watcher
 	wg       sync.WaitGroup
@@ -144,8 +145,9 @@ type Broker struct {
 	closed  bool
 
 	mu        sync.RWMutex
-	channels  map[string]*channel // by channel name
-	bySubject map[string]*channel // the same, by subject
+	channels  map[string]*channel     // by channel name
+	bySubject map[string]*channel     // the same, by subject
+	topics    map[*hub.Topic]*channel // the channel each open topic uses
 
 	// beforeCommit, if set, runs before a batch's commit message is sent (tests).
 	beforeCommit func()
@@ -165,18 +167,7 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	cfg := jetstream.StreamConfig{
-		Name:               opts.Stream,
-		Description:        "actionsync channels: one subject per channel, one message per action",
-		Subjects:           []string{opts.SubjectPrefix + ".>"},
-		Storage:            jetstream.FileStorage,
-		Replicas:           opts.Replicas,
-		MaxMsgsPerSubject:  int64(opts.HistorySize),
-		Discard:            jetstream.DiscardOld,
-		AllowAtomicPublish: true,
-		AllowDirect:        true,
-	}
-	stream, err := js.CreateOrUpdateStream(ctx, cfg)
+	stream, err := js.CreateOrUpdateStream(ctx, streamConfig(opts))
 	if err != nil {
 		return nil, fmt.Errorf("create stream %q: %w", opts.Stream, err)
 	}
@@ -189,39 +180,173 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 		nc:        nc,
 		js:        js,
 		stream:    stream,
-		epoch:     strconv.FormatInt(info.Created.UnixNano(), 36),
 		log:       opts.Logger.With(slog.String("stream", opts.Stream)),
 		done:      make(chan struct{}),
+		recheck:   make(chan struct{}, 1),
 		channels:  make(map[string]*channel),
 		bySubject: make(map[string]*channel),
+		topics:    make(map[*hub.Topic]*channel),
 	}
+	b.setEpoch(info)
 	b.hub = hub.New(source{b}, hub.Options{QueueSize: opts.QueueSize})
 	b.available.Store(nc.IsConnected())
 
-	// The feed starts after the last message stored now: no channel is cached yet, and
-	// a channel loaded later reads what came before from the stream.
-	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{opts.SubjectPrefix + ".>"},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    info.State.LastSeq + 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("stream %q: feed consumer: %w", opts.Stream, err)
-	}
-	b.feed, err = cons.Consume(b.onFeed, jetstream.ConsumeErrHandler(b.onFeedError))
-	if err != nil {
-		return nil, fmt.Errorf("stream %q: feed: %w", opts.Stream, err)
+	if b.feed, err = b.startFeed(ctx, info); err != nil {
+		return nil, err
 	}
 
 	b.statusCh = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go b.watchStatus()
+	go b.watchStream()
 	go b.sweep()
 	return b, nil
 }
 
+// streamConfig is the stream the options describe.
+func streamConfig(opts Options) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               opts.Stream,
+		Description:        "actionsync channels: one subject per channel, one message per action",
+		Subjects:           []string{opts.SubjectPrefix + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           opts.Replicas,
+		MaxMsgsPerSubject:  int64(opts.HistorySize),
+		Discard:            jetstream.DiscardOld,
+		AllowAtomicPublish: true,
+		AllowDirect:        true,
+	}
+}
+
+// stoppedFeed is a feed that has ended: what watchStream holds when restarting the feed
+// failed, until it succeeds.
+type stoppedFeed struct{}
+
+func (stoppedFeed) Stop()  {}
+func (stoppedFeed) Drain() {}
+func (stoppedFeed) Closed() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// startFeed starts the feed after the last message stored now: no channel is cached
+// yet, and a channel loaded later reads what came before from the stream.
+func (b *Broker) startFeed(ctx context.Context, info *jetstream.StreamInfo) (jetstream.ConsumeContext, error) {
+	cons, err := b.js.OrderedConsumer(ctx, b.opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{b.opts.SubjectPrefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    info.State.LastSeq + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %q: feed consumer: %w", b.opts.Stream, err)
+	}
+	cc, err := cons.Consume(b.onFeed, jetstream.ConsumeErrHandler(b.onFeedError))
+	if err != nil {
+		return nil, fmt.Errorf("stream %q: feed: %w", b.opts.Stream, err)
+	}
+	return cc, nil
+}
+
+// setEpoch sets the epoch from the stream's creation time.
+func (b *Broker) setEpoch(info *jetstream.StreamInfo) {
+	e := strconv.FormatInt(info.Created.UnixNano(), 36)
+	b.epoch.Store(&e)
+}
+
 // Epoch returns the epoch of every channel: it changes when the stream is recreated.
-func (b *Broker) Epoch() string { return b.epoch }
+func (b *Broker) Epoch() string { return *b.epoch.Load() }
+
+// checkStream asks watchStream to check that the stream is still the one the caches
+// were loaded from.
+func (b *Broker) checkStream() {
+	select {
+	case b.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// watchStream checks the stream when the feed or a publish suggests it is gone: a
+// stream deleted (and perhaps recreated by another node) has lost every channel's
+// history. The node then creates it again if needed, takes the new epoch, drops its
+// caches, ends every subscription (clients resume and get a reset) and restarts the feed.
+func (b *Broker) watchStream() {
+	defer b.wg.Done()
+	defer func() {
+		b.feed.Stop()
+		<-b.feed.Closed()
+	}()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-b.recheck:
+		}
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+			err := b.renewIfLost()
+			if err == nil {
+				break
+			}
+			b.log.Warn("stream check failed; trying again", slog.Any("err", err), slog.Duration("in", delay))
+			select {
+			case <-b.done:
+				return
+			case <-time.After(delay):
+			}
+		}
+	}
+}
+
+// renewIfLost recreates the node's view of the stream if the stream is not the one it
+// knows. It runs on watchStream's goroutine, which owns the feed.
+func (b *Broker) renewIfLost() error {
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
+	defer cancel()
+	info, err := b.stream.Info(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// The stream handle addresses the stream by name: it serves the new one too.
+		if _, err = b.js.CreateOrUpdateStream(ctx, streamConfig(b.opts)); err == nil {
+			info, err = b.stream.Info(ctx)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	old := b.Epoch()
+	if strconv.FormatInt(info.Created.UnixNano(), 36) == old {
+		return nil
+	}
+	b.log.Error("the stream was lost and created again: every channel's history is gone; clients get a reset")
+	b.feed.Stop()
+	<-b.feed.Closed()
+	lost := fmt.Errorf("stream %q lost: %w", b.opts.Stream, broker.ErrUnavailable)
+	b.mu.Lock()
+	b.setEpoch(info)
+	var topics []*hub.Topic
+	for _, ch := range b.channels {
+		ch.mu.Lock()
+		ch.stale = true
+		if ch.topic != nil {
+			topics = append(topics, ch.topic)
+		}
+		ch.mu.Unlock()
+	}
+	clear(b.channels)
+	clear(b.bySubject)
+	b.mu.Unlock()
+	for _, t := range topics {
+		t.Cut(lost) // later subscriptions open new topics on fresh caches
+	}
+	b.hub.EndAll(lost)
+	feed, err := b.startFeed(ctx, info)
+	if err != nil {
+		// Put a stopped feed back so that the deferred Stop in watchStream works.
+		b.feed = stoppedFeed{}
+		return err
+	}
+	b.feed = feed
+	return nil
+}
 
 // Available reports whether the broker can reach NATS now.
 func (b *Broker) Available() bool { return b.available.Load() }
@@ -287,9 +412,8 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.closeMu.Unlock()
-	b.feed.Stop()
-	<-b.feed.Closed()
-	close(b.done)
+	close(b.done) // watchStream stops the feed
+
 	b.wg.Wait()
 	b.nc.RemoveStatusListener(b.statusCh)
 	b.hub.Close()

@@ -528,3 +528,53 @@ func TestBroker_CacheLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBroker_StreamLost: the stream is deleted under two running nodes. Their
+// subscriptions end with ErrUnavailable; the stream is created again with a new epoch
+// that both nodes take; publishing starts again at seq 1, and a client resuming with the
+// old epoch gets a reset.
+func TestBroker_StreamLost(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	opts := jetstream.Options{Stream: "LOST", SubjectPrefix: "lost"}
+	a, b := node(t, srv, opts), node(t, srv, opts)
+	const ch = "lost"
+	for i := range 3 {
+		if _, err := a.Publish(t.Context(), ch, []*actionsyncv1.Action{act("c", fmt.Sprintf("old-%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := a.Epoch()
+	sub := collect(t, b, "s", ch, broker.Position{})
+	waitFor(t, "the replay", func() bool { return len(sub.seqs()) == 3 })
+
+	js, _ := natsjs.New(connect(t, srv))
+	if err := js.DeleteStream(t.Context(), "LOST"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.done:
+		if !errors.Is(sub.err, broker.ErrUnavailable) {
+			t.Errorf("subscription ended with %v, want %v", sub.err, broker.ErrUnavailable)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("subscription still open after the stream was deleted")
+	}
+	waitFor(t, "both nodes to take the new epoch", func() bool {
+		return a.Epoch() != old && a.Epoch() == b.Epoch()
+	})
+	var acks []broker.Ack
+	waitFor(t, "publishing to work again", func() bool {
+		var err error
+		acks, err = a.Publish(t.Context(), ch, []*actionsyncv1.Action{act("c", "new")})
+		return err == nil
+	})
+	if acks[0].Seq != 1 || acks[0].Duplicate {
+		t.Errorf("first action in the new stream: %+v, want seq 1", acks[0])
+	}
+	resumed := collect(t, b, "s", ch, broker.Position{AfterSeq: 3, Epoch: old})
+	waitFor(t, "the reset", func() bool { return len(resumed.controls()) >= 2 })
+	if c := resumed.controls(); c[0].Kind != broker.ControlReset || c[0].Seq != 1 || c[0].Epoch != b.Epoch() {
+		t.Errorf("resume in the lost epoch: got %+v first, want a reset at 1 in epoch %q", c[0], b.Epoch())
+	}
+}

@@ -60,6 +60,10 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	defer ch.pubMu.Unlock()
 	for attempt := 1; ; attempt++ {
 		ch.mu.Lock()
+		if ch.stale {
+			ch.mu.Unlock()
+			return nil, fmt.Errorf("channel %q: stream lost: %w", name, broker.ErrUnavailable)
+		}
 		b.trimLocked(ch)
 		acks, dupOf, err := ch.log.Plan(actions)
 		head, expect := ch.log.Head(), ch.lastStream
@@ -87,7 +91,11 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			return acks, nil
 		}
 		last, err := b.publishBatch(ctx, ch.subject, entries, expect)
-		if isWrongLastSeq(err) && attempt < maxPublishAttempts {
+		if isWrongLastSeq(err) && attempt == maxPublishAttempts {
+			b.checkStream()
+			return nil, fmt.Errorf("channel %q: %d attempts lost the race for the head: %w", name, attempt, broker.ErrUnavailable)
+		}
+		if isWrongLastSeq(err) {
 			// Another node published to the channel first: catch up and try again.
 			if err := b.refresh(ctx, ch); err != nil {
 				return nil, err

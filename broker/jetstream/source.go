@@ -62,6 +62,9 @@ func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, er
 	if err != nil {
 		return 0, err
 	}
+	b.mu.Lock()
+	b.topics[t] = ch
+	b.mu.Unlock()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.topic = t
@@ -71,9 +74,10 @@ func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, er
 // Release implements hub.Source.
 func (s source) Release(name string, t *hub.Topic) {
 	b := s.b
-	b.mu.RLock()
-	ch := b.channels[name]
-	b.mu.RUnlock()
+	b.mu.Lock()
+	ch := b.topics[t]
+	delete(b.topics, t)
+	b.mu.Unlock()
 	if ch == nil {
 		return
 	}
@@ -82,7 +86,7 @@ func (s source) Release(name string, t *hub.Topic) {
 		ch.topic = nil
 	}
 	ch.mu.Unlock()
-	b.unuse(ch) // the use of Open: a channel in use is never evicted, so ch is that one
+	b.unuse(ch) // the use of Open
 }
 
 // Read implements hub.Source. A read of the view alone (limit 0), which starts a
@@ -104,5 +108,8 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	b.trimLocked(ch)
-	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: b.epoch}, nil
+	if ch.stale {
+		return dst, hub.View{}, fmt.Errorf("channel %q: stream lost: %w", name, broker.ErrUnavailable)
+	}
+	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch}, nil
 }
