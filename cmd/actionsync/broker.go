@@ -2,24 +2,145 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/jetstream"
+	"github.com/actionsync/actionsync/broker/jetstream/embedded"
 	"github.com/actionsync/actionsync/broker/memory"
 )
 
-// newBroker builds the broker backend cfg chooses. The cleanup function closes the
-// broker and then whatever it runs on; call it once the service no longer uses the
-// broker.
-func newBroker(_ context.Context, cfg config, _ *slog.Logger) (broker.Broker, func() error, error) {
-	b := memory.New(memory.Options{
-		HistorySize: cfg.storage.historySize,
-		MaxAge:      noLimitAsNegative(cfg.storage.maxAge),
-		QueueSize:   cfg.storage.queueSize,
-		MaxChannels: cfg.storage.maxChannels,
+// Start-up bounds of the NATS backends: NATS that does not answer fails the start-up
+// instead of hanging it.
+const (
+	natsConnectTimeout = 5 * time.Second  // dialling and greeting one NATS server
+	natsStartTimeout   = 30 * time.Second // creating or updating the stream
+)
+
+// newBroker builds the broker backend cfg.backend names. onStatus follows the NATS
+// backends' connection (false: lost, true: back); the memory backend never calls it.
+//
+// The cleanup function closes the broker, then what it runs on: the NATS connection,
+// then the embedded NATS server, whose shutdown flushes its file store and unlocks the
+// data directory. Call it once, after the service stopped using the broker: the broker's
+// Close waits for the publishes under way, so every acknowledged action is stored
+// before the connection closes.
+func newBroker(ctx context.Context, cfg config, logger *slog.Logger, onStatus func(available bool)) (broker.Broker, func() error, error) {
+	switch cfg.backend {
+	case backendNATS:
+		nc, err := connectNATS(cfg.nats, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := newJetStream(ctx, nc, cfg, logger, onStatus)
+		if err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+		logger.Info("actionsync broker on NATS", "nats_url", nc.ConnectedUrlRedacted(), "stream", cfg.nats.stream)
+		return b, func() error {
+			err := b.Close()
+			nc.Close()
+			return err
+		}, nil
+
+	case backendEmbedded:
+		srv, err := embedded.Start(embedded.Config{DataDir: cfg.nats.dataDir, Listen: cfg.nats.listen})
+		if err != nil {
+			return nil, nil, fmt.Errorf("start embedded NATS on --data-dir: %w", err)
+		}
+		nc, err := srv.Connect(append(jetstream.ConnectOptions(), natsErrorHandler(logger))...)
+		if err != nil {
+			srv.Shutdown()
+			return nil, nil, fmt.Errorf("connect to embedded NATS: %w", err)
+		}
+		b, err := newJetStream(ctx, nc, cfg, logger, onStatus)
+		if err != nil {
+			nc.Close()
+			srv.Shutdown()
+			return nil, nil, err
+		}
+		attrs := []any{"data_dir", cfg.nats.dataDir, "stream", cfg.nats.stream}
+		if u := srv.ClientURL(); u != "" {
+			attrs = append(attrs, "nats_url", u)
+		}
+		logger.Info("actionsync broker on embedded NATS", attrs...)
+		return b, func() error {
+			err := b.Close()
+			nc.Close()
+			srv.Shutdown()
+			return err
+		}, nil
+
+	default:
+		b := memory.New(memory.Options{
+			HistorySize: cfg.storage.historySize,
+			MaxAge:      noLimitAsNegative(cfg.storage.maxAge),
+			QueueSize:   cfg.storage.queueSize,
+			MaxChannels: cfg.storage.maxChannels,
+		})
+		return b, b.Close, nil
+	}
+}
+
+// connectNATS connects to the NATS servers of --nats-url with the broker's connection
+// options plus credentials and TLS. It fails, rather than waits, when no server answers.
+func connectNATS(n natsConfig, logger *slog.Logger) (*nats.Conn, error) {
+	opts := append(jetstream.ConnectOptions(), nats.Timeout(natsConnectTimeout), natsErrorHandler(logger))
+	if n.credsFile != "" {
+		opts = append(opts, nats.UserCredentials(n.credsFile))
+	}
+	if n.tlsCAFile != "" {
+		opts = append(opts, nats.RootCAs(n.tlsCAFile))
+	}
+	if n.tlsCertFile != "" {
+		opts = append(opts, nats.ClientCert(n.tlsCertFile, n.tlsKeyFile))
+	}
+	nc, err := nats.Connect(strings.Join(n.urls, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(strings.Join(n.urls, ",")), err)
+	}
+	return nc, nil
+}
+
+// natsErrorHandler logs the errors NATS reports asynchronously (permissions, slow
+// consumers), which would otherwise go unseen.
+func natsErrorHandler(logger *slog.Logger) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			logger.Warn("NATS error", "subject", sub.Subject, "error", err)
+			return
+		}
+		logger.Warn("NATS error", "error", err)
 	})
-	return b, b.Close, nil
+}
+
+// newJetStream starts the JetStream broker on nc with the storage and NATS sections of
+// cfg, within natsStartTimeout.
+func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.Logger, onStatus func(bool)) (*jetstream.Broker, error) {
+	ctx, cancel := context.WithTimeout(ctx, natsStartTimeout)
+	defer cancel()
+	b, err := jetstream.New(ctx, nc, jetstream.Options{
+		Stream:         cfg.nats.stream,
+		SubjectPrefix:  cfg.nats.subjectPrefix,
+		Replicas:       cfg.nats.replicas,
+		HistorySize:    cfg.storage.historySize,
+		MaxAge:         noLimitAsNegative(cfg.storage.maxAge),
+		QueueSize:      cfg.storage.queueSize,
+		MaxChannels:    cfg.storage.maxChannels,
+		PublishTimeout: cfg.nats.publishTimeout,
+		OnStatus:       onStatus,
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start JetStream broker: %w", err)
+	}
+	return b, nil
 }
 
 // noLimitAsNegative converts a max age where 0 means no limit (the command line's

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/actionsync/actionsync/broker/jetstream"
 	"github.com/actionsync/actionsync/service"
 )
 
@@ -24,7 +26,10 @@ import (
 // variables and defaults, in that order of precedence.
 type config struct {
 	addr            string
+	brokerName      string  // --broker as given: "memory", "nats", or "" when not given
+	backend         backend // resolved by finish from --broker and --data-dir
 	storage         storageConfig
+	nats            natsConfig
 	service         service.Options // Logger is set by serve
 	corsOrigins     []string        // empty: no cross-origin requests
 	demo            bool            // serve the ToDo board demo at "/"
@@ -49,6 +54,30 @@ type storageConfig struct {
 	maxChannels int
 }
 
+// backend is the broker backend a server runs on.
+type backend string
+
+const (
+	backendMemory   backend = "memory"   // in this process; lost on exit
+	backendNATS     backend = "nats"     // JetStream on external NATS servers (--broker nats)
+	backendEmbedded backend = "embedded" // JetStream on a NATS server in this process (--data-dir)
+)
+
+// natsConfig is where the JetStream backends keep channels and how they reach NATS.
+type natsConfig struct {
+	dataDir        string   // --data-dir: the embedded server's storage; "": none
+	listen         string   // the embedded server's client listener; "": none
+	urls           []string // --broker nats: the servers to connect to
+	stream         string
+	subjectPrefix  string
+	replicas       int
+	credsFile      string // "": no credentials
+	tlsCAFile      string // "": the system's roots
+	tlsCertFile    string // with tlsKeyFile: a client certificate; "": none
+	tlsKeyFile     string
+	publishTimeout time.Duration
+}
+
 // setting is one serve flag and its environment variable.
 type setting struct {
 	flag  string // without dashes
@@ -59,6 +88,8 @@ type setting struct {
 	help  string
 	multi bool // repeatable flag; the variable holds values separated by ";" or newlines
 	apply func(c *config, v string) error
+	// redact, if set, returns a value as errors show it (without its passwords)
+	redact func(v string) string
 }
 
 // settings lists every serve flag, in usage order.
@@ -72,6 +103,99 @@ var settings = []setting{
 			c.addr = v
 			return nil
 		}},
+	{flag: "broker", env: "ACTIONSYNC_BROKER", arg: "memory|nats",
+		shown: "memory",
+		help: `where channels live: memory (this process; lost on exit) or nats (JetStream on the
+        NATS servers of --nats-url, shared by every node); --data-dir instead runs NATS in this process`,
+		apply: func(c *config, v string) error {
+			if v != string(backendMemory) && v != string(backendNATS) {
+				return errors.New("want memory or nats")
+			}
+			c.brokerName = v
+			return nil
+		}},
+	{flag: "data-dir", env: "ACTIONSYNC_DATA_DIR", arg: "DIR",
+		shown: "none: no embedded NATS",
+		help: `run an embedded NATS server with JetStream storage in DIR (created if missing; one process
+        at a time): history survives restarts; not with --broker nats`,
+		apply: func(c *config, v string) error {
+			if strings.TrimSpace(v) == "" {
+				return errors.New("want a directory")
+			}
+			c.nats.dataDir = v
+			return nil
+		}},
+	{flag: "nats-listen", env: "ACTIONSYNC_NATS_LISTEN", arg: "HOST:PORT",
+		shown: "none: in-process connections only",
+		help:  "with --data-dir: also accept NATS clients (the nats CLI, monitoring) on this address",
+		apply: func(c *config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want HOST:PORT, e.g. localhost:4222")
+			}
+			c.nats.listen = v
+			return nil
+		}},
+	{flag: "nats-url", env: "ACTIONSYNC_NATS_URL", arg: "URLS",
+		shown:  "none",
+		help:   "with --broker nats (required there): comma-separated NATS server URLs, e.g. nats://n1:4222,nats://n2:4222",
+		apply:  parseNATSURLs,
+		redact: redactURLs},
+	{flag: "nats-stream", env: "ACTIONSYNC_NATS_STREAM", def: jetstream.DefaultStream, arg: "NAME",
+		help: "JetStream stream that holds every channel; created, or updated to these settings, at start",
+		apply: func(c *config, v string) error {
+			if !streamNamePattern.MatchString(v) {
+				return errors.New("want 1 to 255 letters, digits, '-' or '_'")
+			}
+			c.nats.stream = v
+			return nil
+		}},
+	{flag: "nats-subject-prefix", env: "ACTIONSYNC_NATS_SUBJECT_PREFIX", def: jetstream.DefaultSubjectPrefix, arg: "PREFIX",
+		help: "subject prefix of the channels: channel c is the subject PREFIX.c",
+		apply: func(c *config, v string) error {
+			for token := range strings.SplitSeq(v, ".") {
+				if token == "" || strings.ContainsAny(token, "*> \t\r\n\f") {
+					return errors.New("want dot-separated NATS subject tokens without wildcards or white space, e.g. actionsync.ch")
+				}
+			}
+			c.nats.subjectPrefix = v
+			return nil
+		}},
+	{flag: "nats-replicas", env: "ACTIONSYNC_NATS_REPLICAS", def: "1", arg: "N",
+		help:  "replicas of the stream, 1 to 5 (3 in a NATS cluster of 3 or more)",
+		apply: intBetween(1, maxReplicas, func(c *config) *int { return &c.nats.replicas })},
+	{flag: "nats-creds", env: "ACTIONSYNC_NATS_CREDS", arg: "FILE",
+		shown: "none",
+		help:  "with --broker nats: NATS credentials file (user JWT and NKey seed)",
+		apply: func(c *config, v string) error {
+			c.nats.credsFile = v
+			return nil
+		}},
+	{flag: "nats-tls-ca", env: "ACTIONSYNC_NATS_TLS_CA", arg: "FILE",
+		shown: "none: the system's roots",
+		help:  "with --broker nats: PEM CA certificates that verify the NATS servers",
+		apply: func(c *config, v string) error {
+			c.nats.tlsCAFile = v
+			return nil
+		}},
+	{flag: "nats-tls-cert", env: "ACTIONSYNC_NATS_TLS_CERT", arg: "FILE",
+		shown: "none",
+		help:  "with --broker nats and --nats-tls-key: PEM client certificate for NATS (mutual TLS)",
+		apply: func(c *config, v string) error {
+			c.nats.tlsCertFile = v
+			return nil
+		}},
+	{flag: "nats-tls-key", env: "ACTIONSYNC_NATS_TLS_KEY", arg: "FILE",
+		shown: "none",
+		help:  "PEM private key for --nats-tls-cert",
+		apply: func(c *config, v string) error {
+			c.nats.tlsKeyFile = v
+			return nil
+		}},
+	{flag: "nats-publish-timeout", env: "ACTIONSYNC_NATS_PUBLISH_TIMEOUT", def: "5s", arg: "DURATION",
+		help: "how long a dispatch waits for JetStream to store it; then it fails with UNAVAILABLE",
+		apply: durationAtLeast(time.Nanosecond, func(c *config, d time.Duration) {
+			c.nats.publishTimeout = d
+		})},
 	{flag: "history-size", env: "ACTIONSYNC_HISTORY_SIZE", def: "10000", arg: "N",
 		help:  "actions kept per channel; also the dedupe window",
 		apply: intAtLeast(1, func(c *config) *int { return &c.storage.historySize })},
@@ -247,6 +371,7 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 	}
 
 	var c config
+	given := make(map[string]bool, len(settings)) // set by a flag or a variable
 	for _, s := range settings {
 		values, source := fromFlags[s.flag], "flag"
 		if values == nil {
@@ -259,20 +384,28 @@ func loadConfig(args []string, getenv func(string) string) (config, error) {
 				values, source = []string{s.def}, "default"
 			}
 		}
+		given[s.flag] = source != "default" && values != nil
 		for _, v := range values {
 			if err := s.apply(&c, v); err != nil {
+				if s.redact != nil {
+					v = s.redact(v)
+				}
 				return config{}, s.errorf("got %q from the %s, %w", v, source, err)
 			}
 		}
 	}
-	if err := c.finish(); err != nil {
+	if err := c.finish(given); err != nil {
 		return config{}, err
 	}
 	return c, nil
 }
 
-// finish checks the settings that depend on each other and loads the files they name.
-func (c *config) finish() error {
+// finish checks the settings that depend on each other and loads the files they name;
+// given holds the settings set by a flag or a variable.
+func (c *config) finish(given map[string]bool) error {
+	if err := c.resolveBackend(given); err != nil {
+		return err
+	}
 	switch {
 	case c.storage.queueSize < c.service.Limits.MaxDispatchActions:
 		// One dispatch lands in a queue at once: a batch larger than the queue would cut
@@ -310,6 +443,97 @@ func (c *config) finish() error {
 	return nil
 }
 
+// resolveBackend chooses the broker backend from --broker and --data-dir, refuses the
+// NATS settings the chosen backend would ignore, and checks the NATS TLS files.
+func (c *config) resolveBackend(given map[string]bool) error {
+	switch {
+	case c.nats.dataDir != "" && c.brokerName == string(backendNATS):
+		return conflictError("data-dir", "broker", "--data-dir runs NATS inside this process, --broker nats connects to external NATS servers: want one or the other")
+	case c.nats.dataDir != "" && len(c.nats.urls) > 0:
+		return conflictError("data-dir", "nats-url", "--data-dir runs NATS inside this process, --nats-url names external NATS servers: want one or the other")
+	case c.nats.dataDir != "" && c.brokerName == string(backendMemory):
+		return conflictError("data-dir", "broker", "--data-dir keeps channels on disk with an embedded NATS server, --broker memory keeps them in memory: want one or the other")
+	case c.nats.dataDir != "":
+		c.backend = backendEmbedded
+	case c.brokerName == string(backendNATS):
+		if len(c.nats.urls) == 0 {
+			return &usageError{err: errors.New("--broker (ACTIONSYNC_BROKER) nats needs --nats-url (ACTIONSYNC_NATS_URL): the NATS servers to connect to")}
+		}
+		c.backend = backendNATS
+	default:
+		c.backend = backendMemory
+	}
+
+	// A NATS setting the backend would ignore is refused: the operator meant another backend.
+	var (
+		external = c.backend == backendNATS
+		embedded = c.backend == backendEmbedded
+		onNATS   = external || embedded
+	)
+	for _, only := range []struct {
+		flag  string
+		ok    bool
+		where string
+	}{
+		{"nats-url", external, "--broker nats"},
+		{"nats-creds", external, "--broker nats"},
+		{"nats-tls-ca", external, "--broker nats"},
+		{"nats-tls-cert", external, "--broker nats"},
+		{"nats-tls-key", external, "--broker nats"},
+		{"nats-listen", embedded, "--data-dir"},
+		{"nats-stream", onNATS, "--broker nats or --data-dir"},
+		{"nats-subject-prefix", onNATS, "--broker nats or --data-dir"},
+		{"nats-replicas", onNATS, "--broker nats or --data-dir"},
+		{"nats-publish-timeout", onNATS, "--broker nats or --data-dir"},
+	} {
+		if given[only.flag] && !only.ok {
+			s := lookupSetting(only.flag)
+			return &usageError{err: fmt.Errorf("--%s (%s) is set but the broker is %s: it applies only with %s",
+				s.flag, s.env, c.backend, only.where)}
+		}
+	}
+	if embedded && c.nats.replicas > 1 {
+		return lookupSetting("nats-replicas").errorf("got %d, but the embedded NATS server of --data-dir is one node: want 1", c.nats.replicas)
+	}
+
+	switch n := c.nats; {
+	case n.tlsCertFile != "" && n.tlsKeyFile == "":
+		return &usageError{err: errors.New("--nats-tls-cert (ACTIONSYNC_NATS_TLS_CERT) is set but --nats-tls-key (ACTIONSYNC_NATS_TLS_KEY) is not: want both or neither")}
+	case n.tlsCertFile == "" && n.tlsKeyFile != "":
+		return &usageError{err: errors.New("--nats-tls-key (ACTIONSYNC_NATS_TLS_KEY) is set but --nats-tls-cert (ACTIONSYNC_NATS_TLS_CERT) is not: want both or neither")}
+	case n.tlsCertFile != "":
+		// nats.ClientCert loads the pair only when connecting; a bad pair is a
+		// configuration error, reported before anything starts.
+		if _, err := tls.LoadX509KeyPair(n.tlsCertFile, n.tlsKeyFile); err != nil {
+			return &usageError{err: fmt.Errorf("--nats-tls-cert (ACTIONSYNC_NATS_TLS_CERT) %q, --nats-tls-key (ACTIONSYNC_NATS_TLS_KEY) %q: %w",
+				n.tlsCertFile, n.tlsKeyFile, err)}
+		}
+	}
+	if c.nats.tlsCAFile != "" {
+		pem, err := os.ReadFile(c.nats.tlsCAFile)
+		if err != nil {
+			return lookupSetting("nats-tls-ca").errorf("%w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return lookupSetting("nats-tls-ca").errorf("%q holds no PEM certificate", c.nats.tlsCAFile)
+		}
+	}
+	if c.nats.credsFile != "" {
+		f, err := os.Open(c.nats.credsFile)
+		if err != nil {
+			return lookupSetting("nats-creds").errorf("%w", err)
+		}
+		_ = f.Close()
+	}
+	return nil
+}
+
+// conflictError is the usage error for two settings that exclude each other.
+func conflictError(flag1, flag2, why string) error {
+	s1, s2 := lookupSetting(flag1), lookupSetting(flag2)
+	return &usageError{err: fmt.Errorf("--%s (%s) and --%s (%s) are both set: %s", s1.flag, s1.env, s2.flag, s2.env, why)}
+}
+
 // readAllowFile parses the allow-list file at path.
 func readAllowFile(path string) (*service.AllowList, error) {
 	f, err := os.Open(path)
@@ -331,6 +555,18 @@ func intAtLeast(minimum int, dst func(*config) *int) func(*config, string) error
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < minimum {
 			return fmt.Errorf("want a whole number >= %d", minimum)
+		}
+		*dst(c) = n
+		return nil
+	}
+}
+
+// intBetween parses a whole number from minimum to maximum into the field dst returns.
+func intBetween(minimum, maximum int, dst func(*config) *int) func(*config, string) error {
+	return func(c *config, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < minimum || n > maximum {
+			return fmt.Errorf("want a whole number from %d to %d", minimum, maximum)
 		}
 		*dst(c) = n
 		return nil
@@ -403,6 +639,52 @@ func parseOrigins(c *config, v string) error {
 		c.corsOrigins = append(c.corsOrigins, o)
 	}
 	return nil
+}
+
+// maxReplicas is JetStream's largest replica count.
+const maxReplicas = 5
+
+// streamNamePattern is what --nats-stream accepts: the characters NATS recommends for
+// stream names (the name is also a directory of the file store), at most as long as
+// JetStream allows.
+var streamNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
+
+// parseNATSURLs parses the --nats-url list: nats:// (or tls://, TLS required) URLs.
+func parseNATSURLs(c *config, v string) error {
+	c.nats.urls = nil
+	for _, raw := range splitList(v, ",") {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("URL %q: want nats://host:port (or tls://host:port), e.g. nats://localhost:4222", redactURL(raw))
+		}
+		c.nats.urls = append(c.nats.urls, raw)
+	}
+	if len(c.nats.urls) == 0 {
+		return errors.New("want one or more comma-separated URLs, e.g. nats://localhost:4222")
+	}
+	return nil
+}
+
+// redactURL returns raw with any password replaced by "xxxxx", for messages and logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil && strings.Contains(raw, "@"):
+		return "(unparsable URL with user information)"
+	case err != nil || u.User == nil:
+		return raw
+	}
+	return u.Redacted()
+}
+
+// redactURLs applies redactURL to each URL of a comma-separated list.
+func redactURLs(list string) string {
+	urls := splitList(list, ",")
+	for i, raw := range urls {
+		urls[i] = redactURL(raw)
+	}
+	return strings.Join(urls, ",")
 }
 
 // splitList splits v at any of the separator characters, trimming spaces and

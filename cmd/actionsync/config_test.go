@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/actionsync/actionsync/broker/jetstream"
 	"github.com/actionsync/actionsync/broker/memory"
 	"github.com/actionsync/actionsync/service"
 )
@@ -74,6 +77,15 @@ func TestLoadConfig_defaults(t *testing.T) {
 	}
 	if !c.demo {
 		t.Errorf("--demo: got false, want true")
+	}
+	wantNATS := natsConfig{
+		stream:         jetstream.DefaultStream,
+		subjectPrefix:  jetstream.DefaultSubjectPrefix,
+		replicas:       1,
+		publishTimeout: jetstream.DefaultPublishTimeout,
+	}
+	if c.backend != backendMemory || !reflect.DeepEqual(c.nats, wantNATS) {
+		t.Errorf("got broker %q, NATS section %+v; want memory, %+v", c.backend, c.nats, wantNATS)
 	}
 }
 
@@ -211,6 +223,30 @@ func TestLoadConfig_badValues(t *testing.T) {
 		{"history-size", "ten", "want a whole number >= 1"},
 		{"history-size", "99999999999999999999", "want a whole number >= 1"},
 		{"history-max-age", "-1s", "want a duration >= 0"},
+		{"broker", "redis", "want memory or nats"},
+		{"broker", "Memory", "want memory or nats"},
+		{"data-dir", " ", "want a directory"},
+		{"nats-listen", "localhost", "want HOST:PORT"},
+		{"nats-url", "localhost:4222", `URL "localhost:4222": want nats://host:port`},
+		{"nats-url", "http://localhost:4222", `URL "http://localhost:4222": want nats://host:port`},
+		{"nats-url", "nats://a:4222,nats://", `URL "nats://": want nats://host:port`},
+		{"nats-url", "nats://a:4222/path", `URL "nats://a:4222/path"`},
+		{"nats-url", " , ", "want one or more comma-separated URLs"},
+		{"nats-stream", "a.b", "want 1 to 255 letters, digits, '-' or '_'"},
+		{"nats-stream", "a b", "want 1 to 255 letters"},
+		{"nats-stream", "a>", "want 1 to 255 letters"},
+		{"nats-stream", strings.Repeat("S", 256), "want 1 to 255 letters"},
+		{"nats-subject-prefix", "a..b", "want dot-separated NATS subject tokens"},
+		{"nats-subject-prefix", ".a", "want dot-separated NATS subject tokens"},
+		{"nats-subject-prefix", "a.", "want dot-separated NATS subject tokens"},
+		{"nats-subject-prefix", "a.*", "without wildcards"},
+		{"nats-subject-prefix", "a.>", "without wildcards"},
+		{"nats-subject-prefix", "a b", "without wildcards or white space"},
+		{"nats-replicas", "0", "want a whole number from 1 to 5"},
+		{"nats-replicas", "6", "want a whole number from 1 to 5"},
+		{"nats-replicas", "three", "want a whole number from 1 to 5"},
+		{"nats-publish-timeout", "0s", "want a duration > 0"},
+		{"nats-publish-timeout", "-1s", "want a duration > 0"},
 		{"history-max-age", "24", "want a duration >= 0"},
 		{"queue-size", "-5", "want a whole number >= 1"},
 		{"max-channels", "0", "want a whole number >= 1"},
@@ -423,5 +459,212 @@ func TestSettings_inREADME(t *testing.T) {
 		if !strings.Contains(string(readme), row) || !strings.Contains(string(readme), "`"+s.env+"`") {
 			t.Errorf("README.md's configuration table has no row for --%s (%s)", s.flag, s.env)
 		}
+	}
+}
+
+func TestLoadConfig_broker(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t)
+	creds := filepath.Join(dir, "user.creds")
+	if err := os.WriteFile(creds, []byte("-----BEGIN NATS USER JWT-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const urls = "nats://n1:4222, nats://n2:4222,,tls://n3:4222"
+	wantURLs := []string{"nats://n1:4222", "nats://n2:4222", "tls://n3:4222"}
+	defaults := func(n natsConfig) natsConfig {
+		n.stream, n.subjectPrefix, n.replicas, n.publishTimeout = "ACTIONSYNC", "actionsync.ch", 1, 5*time.Second
+		return n
+	}
+	tests := []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		wantBackend backend
+		wantNATS    natsConfig
+	}{
+		{name: "memory_flag", args: []string{"--broker", "memory"},
+			wantBackend: backendMemory, wantNATS: defaults(natsConfig{})},
+		{name: "memory_env", env: map[string]string{"ACTIONSYNC_BROKER": "memory"},
+			wantBackend: backendMemory, wantNATS: defaults(natsConfig{})},
+		{name: "nats_flags", args: []string{"--broker", "nats", "--nats-url", urls},
+			wantBackend: backendNATS, wantNATS: defaults(natsConfig{urls: wantURLs})},
+		{name: "nats_env", env: map[string]string{"ACTIONSYNC_BROKER": "nats", "ACTIONSYNC_NATS_URL": urls},
+			wantBackend: backendNATS, wantNATS: defaults(natsConfig{urls: wantURLs})},
+		{name: "nats_flag_over_env",
+			args:        []string{"--nats-url", "nats://flag:4222"},
+			env:         map[string]string{"ACTIONSYNC_BROKER": "nats", "ACTIONSYNC_NATS_URL": urls},
+			wantBackend: backendNATS, wantNATS: defaults(natsConfig{urls: []string{"nats://flag:4222"}})},
+		{name: "nats_every_flag",
+			args: []string{"--broker", "nats", "--nats-url", "nats://n1:4222",
+				"--nats-stream", "Boards_2-x", "--nats-subject-prefix", "acme.sync", "--nats-replicas", "3",
+				"--nats-creds", creds, "--nats-tls-ca", certFile, "--nats-tls-cert", certFile, "--nats-tls-key", keyFile,
+				"--nats-publish-timeout", "1500ms"},
+			wantBackend: backendNATS,
+			wantNATS: natsConfig{urls: []string{"nats://n1:4222"}, stream: "Boards_2-x", subjectPrefix: "acme.sync", replicas: 3,
+				credsFile: creds, tlsCAFile: certFile, tlsCertFile: certFile, tlsKeyFile: keyFile, publishTimeout: 1500 * time.Millisecond}},
+		{name: "nats_every_variable",
+			env: map[string]string{"ACTIONSYNC_BROKER": "nats", "ACTIONSYNC_NATS_URL": "nats://n1:4222",
+				"ACTIONSYNC_NATS_STREAM": "Boards", "ACTIONSYNC_NATS_SUBJECT_PREFIX": "acme", "ACTIONSYNC_NATS_REPLICAS": "5",
+				"ACTIONSYNC_NATS_CREDS": creds, "ACTIONSYNC_NATS_TLS_CA": certFile, "ACTIONSYNC_NATS_TLS_CERT": certFile,
+				"ACTIONSYNC_NATS_TLS_KEY": keyFile, "ACTIONSYNC_NATS_PUBLISH_TIMEOUT": "1ns"},
+			wantBackend: backendNATS,
+			wantNATS: natsConfig{urls: []string{"nats://n1:4222"}, stream: "Boards", subjectPrefix: "acme", replicas: 5,
+				credsFile: creds, tlsCAFile: certFile, tlsCertFile: certFile, tlsKeyFile: keyFile, publishTimeout: time.Nanosecond}},
+		{name: "data_dir_flag", args: []string{"--data-dir", dir},
+			wantBackend: backendEmbedded, wantNATS: defaults(natsConfig{dataDir: dir})},
+		{name: "data_dir_env_with_listen",
+			env:         map[string]string{"ACTIONSYNC_DATA_DIR": dir, "ACTIONSYNC_NATS_LISTEN": "127.0.0.1:4222"},
+			wantBackend: backendEmbedded, wantNATS: defaults(natsConfig{dataDir: dir, listen: "127.0.0.1:4222"})},
+		{name: "data_dir_with_stream_settings",
+			args: []string{"--data-dir", dir, "--nats-listen", ":0", "--nats-stream", "S", "--nats-subject-prefix", "p",
+				"--nats-replicas", "1", "--nats-publish-timeout", "1s"},
+			wantBackend: backendEmbedded,
+			wantNATS: natsConfig{dataDir: dir, listen: ":0", stream: "S", subjectPrefix: "p", replicas: 1,
+				publishTimeout: time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConfig(tt.args, envOf(tt.env))
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			if c.backend != tt.wantBackend {
+				t.Errorf("backend: got %q, want %q", c.backend, tt.wantBackend)
+			}
+			if !reflect.DeepEqual(c.nats, tt.wantNATS) {
+				t.Errorf("NATS section:\n got %+v\nwant %+v", c.nats, tt.wantNATS)
+			}
+		})
+	}
+}
+
+// TestLoadConfig_natsBounds checks the bounded NATS settings at N-1, N and N+1.
+func TestLoadConfig_natsBounds(t *testing.T) {
+	t.Parallel()
+	nats := []string{"--broker", "nats", "--nats-url", "nats://localhost:4222"}
+	tests := []struct {
+		flag, value string
+		ok          bool
+	}{
+		{"nats-replicas", "0", false},
+		{"nats-replicas", "1", true},
+		{"nats-replicas", "2", true},
+		{"nats-replicas", "4", true},
+		{"nats-replicas", "5", true},
+		{"nats-replicas", "6", false},
+		{"nats-publish-timeout", "0s", false},
+		{"nats-publish-timeout", "1ns", true},
+		{"nats-publish-timeout", "2ns", true},
+		{"nats-stream", "", false}, // as a flag: an empty name
+		{"nats-stream", "S", true},
+		{"nats-stream", strings.Repeat("S", 254), true},
+		{"nats-stream", strings.Repeat("S", 255), true},
+		{"nats-stream", strings.Repeat("S", 256), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.flag+"_"+fmt.Sprint(len(tt.value))+"_"+tt.value[:min(len(tt.value), 3)], func(t *testing.T) {
+			t.Parallel()
+			_, err := loadConfig(append(slices.Clone(nats), "--"+tt.flag, tt.value), envOf(nil))
+			if tt.ok && err != nil {
+				t.Errorf("--%s %q: %v", tt.flag, tt.value, err)
+			}
+			if !tt.ok && (err == nil || !strings.Contains(err.Error(), "--"+tt.flag)) {
+				t.Errorf("--%s %q: got %v, want an error naming --%s", tt.flag, tt.value, err, tt.flag)
+			}
+		})
+	}
+}
+
+// TestLoadConfig_backendConflicts checks that settings that exclude each other, or that
+// the chosen backend would ignore, are refused with a usage error saying why.
+func TestLoadConfig_backendConflicts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t)
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	nats := []string{"--broker", "nats", "--nats-url", "nats://localhost:4222"}
+	tests := []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		fragments []string
+	}{
+		{name: "data_dir_and_broker_nats", args: []string{"--data-dir", dir, "--broker", "nats"},
+			fragments: []string{"--data-dir (ACTIONSYNC_DATA_DIR) and --broker (ACTIONSYNC_BROKER) are both set",
+				"--data-dir runs NATS inside this process, --broker nats connects to external NATS servers"}},
+		{name: "data_dir_and_nats_url", args: []string{"--data-dir", dir, "--nats-url", "nats://localhost:4222"},
+			fragments: []string{"--data-dir (ACTIONSYNC_DATA_DIR) and --nats-url (ACTIONSYNC_NATS_URL) are both set", "want one or the other"}},
+		{name: "data_dir_and_nats_url_env",
+			env:       map[string]string{"ACTIONSYNC_DATA_DIR": dir, "ACTIONSYNC_NATS_URL": "nats://localhost:4222"},
+			fragments: []string{"--data-dir (ACTIONSYNC_DATA_DIR) and --nats-url (ACTIONSYNC_NATS_URL) are both set"}},
+		{name: "data_dir_and_broker_nats_url", args: append([]string{"--data-dir", dir}, nats...),
+			fragments: []string{"--data-dir (ACTIONSYNC_DATA_DIR) and --broker (ACTIONSYNC_BROKER) are both set"}},
+		{name: "data_dir_and_broker_memory", args: []string{"--data-dir", dir, "--broker", "memory"},
+			fragments: []string{"--broker (ACTIONSYNC_BROKER) are both set", "--broker memory keeps them in memory"}},
+		{name: "broker_nats_without_url", args: []string{"--broker", "nats"},
+			fragments: []string{"--broker (ACTIONSYNC_BROKER) nats needs --nats-url (ACTIONSYNC_NATS_URL)"}},
+		{name: "broker_nats_env_without_url", env: map[string]string{"ACTIONSYNC_BROKER": "nats"},
+			fragments: []string{"nats needs --nats-url (ACTIONSYNC_NATS_URL)"}},
+		{name: "nats_url_with_memory", args: []string{"--nats-url", "nats://localhost:4222"},
+			fragments: []string{"--nats-url (ACTIONSYNC_NATS_URL) is set but the broker is memory: it applies only with --broker nats"}},
+		{name: "nats_url_with_broker_memory", args: []string{"--broker", "memory", "--nats-url", "nats://localhost:4222"},
+			fragments: []string{"--nats-url (ACTIONSYNC_NATS_URL) is set but the broker is memory"}},
+		{name: "nats_creds_with_memory", args: []string{"--nats-creds", certFile},
+			fragments: []string{"--nats-creds (ACTIONSYNC_NATS_CREDS) is set but the broker is memory: it applies only with --broker nats"}},
+		{name: "nats_tls_ca_with_data_dir", args: []string{"--data-dir", dir, "--nats-tls-ca", certFile},
+			fragments: []string{"--nats-tls-ca (ACTIONSYNC_NATS_TLS_CA) is set but the broker is embedded: it applies only with --broker nats"}},
+		{name: "nats_listen_with_broker_nats", args: append([]string{"--nats-listen", "localhost:4222"}, nats...),
+			fragments: []string{"--nats-listen (ACTIONSYNC_NATS_LISTEN) is set but the broker is nats: it applies only with --data-dir"}},
+		{name: "nats_listen_with_memory", env: map[string]string{"ACTIONSYNC_NATS_LISTEN": "localhost:4222"},
+			fragments: []string{"--nats-listen (ACTIONSYNC_NATS_LISTEN) is set but the broker is memory"}},
+		{name: "nats_stream_with_memory", args: []string{"--nats-stream", "S"},
+			fragments: []string{"--nats-stream (ACTIONSYNC_NATS_STREAM) is set but the broker is memory: it applies only with --broker nats or --data-dir"}},
+		{name: "nats_replicas_env_with_memory", env: map[string]string{"ACTIONSYNC_NATS_REPLICAS": "1"},
+			fragments: []string{"--nats-replicas (ACTIONSYNC_NATS_REPLICAS) is set but the broker is memory"}},
+		{name: "nats_replicas_2_with_data_dir", args: []string{"--data-dir", dir, "--nats-replicas", "2"},
+			fragments: []string{"--nats-replicas (ACTIONSYNC_NATS_REPLICAS)", "the embedded NATS server of --data-dir is one node: want 1"}},
+		{name: "nats_tls_cert_without_key", args: append([]string{"--nats-tls-cert", certFile}, nats...),
+			fragments: []string{"--nats-tls-cert (ACTIONSYNC_NATS_TLS_CERT) is set but --nats-tls-key (ACTIONSYNC_NATS_TLS_KEY) is not: want both or neither"}},
+		{name: "nats_tls_key_without_cert", args: nats, env: map[string]string{"ACTIONSYNC_NATS_TLS_KEY": keyFile},
+			fragments: []string{"--nats-tls-key (ACTIONSYNC_NATS_TLS_KEY) is set but --nats-tls-cert (ACTIONSYNC_NATS_TLS_CERT) is not: want both or neither"}},
+		{name: "nats_tls_cert_and_key_swapped", args: append([]string{"--nats-tls-cert", keyFile, "--nats-tls-key", certFile}, nats...),
+			fragments: []string{"--nats-tls-cert (ACTIONSYNC_NATS_TLS_CERT)", "--nats-tls-key (ACTIONSYNC_NATS_TLS_KEY)"}},
+		{name: "nats_tls_ca_junk", args: append([]string{"--nats-tls-ca", junk}, nats...),
+			fragments: []string{"--nats-tls-ca (ACTIONSYNC_NATS_TLS_CA)", "holds no PEM certificate"}},
+		{name: "nats_tls_ca_missing", args: append([]string{"--nats-tls-ca", missing}, nats...),
+			fragments: []string{"--nats-tls-ca (ACTIONSYNC_NATS_TLS_CA)", "no such file"}},
+		{name: "nats_creds_missing", args: append([]string{"--nats-creds", missing}, nats...),
+			fragments: []string{"--nats-creds (ACTIONSYNC_NATS_CREDS)", "no such file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadConfig(tt.args, envOf(tt.env))
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("got %v, want a *usageError (exit code 2)", err)
+			}
+			for _, want := range tt.fragments {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestLoadConfig_natsURLRedacted checks that a refused --nats-url does not show its
+// password in the error.
+func TestLoadConfig_natsURLRedacted(t *testing.T) {
+	t.Parallel()
+	_, err := loadConfig([]string{"--broker", "nats", "--nats-url", "nats://me:s3cret@n1:4222,https://me:s3cret@n2"}, envOf(nil))
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "nats://me:xxxxx@n1:4222") {
+		t.Errorf("got %v, want an error with the password redacted", err)
 	}
 }

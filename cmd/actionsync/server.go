@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -55,7 +56,7 @@ type server struct {
 	broker          broker.Broker
 	closeBroker     func() error // closes the broker, then what it runs on
 	svc             *service.Service
-	health          *grpchealth.StaticChecker
+	health          *health
 	http            *http.Server
 	endAux          context.CancelFunc // ends reflection and health streams
 	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
@@ -68,7 +69,9 @@ type server struct {
 // on cfg.addr and serving, and logs the start-up line with the actual address. ctx
 // bounds the start-up only.
 func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, error) {
-	b, closeBroker, err := newBroker(ctx, cfg, logger)
+	// Health exists before the broker, which reports its connection to it from the start.
+	health := newHealth()
+	b, closeBroker, err := newBroker(ctx, cfg, logger, health.setAvailable)
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +95,12 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 		broker:          b,
 		closeBroker:     closeBroker,
 		svc:             svc,
-		health:          grpchealth.NewStaticChecker(actionsyncv1connect.SyncServiceName),
+		health:          health,
 		endAux:          endAux,
 		listenersClosed: make(chan struct{}),
 		serveErr:        make(chan error, 1),
 	}
-	s.http = newHTTPServer(newHandler(svc, s.health, auxCtx, cfg.corsOrigins, cfg.demo), cfg, logger)
+	s.http = newHTTPServer(newHandler(svc, health.checker, auxCtx, cfg.corsOrigins, cfg.demo), cfg, logger)
 	// Shutdown runs this once it has closed the listeners.
 	s.http.RegisterOnShutdown(func() { close(s.listenersClosed) })
 	// Read before Serve, which sets TLSConfig for h2c too.
@@ -118,6 +121,7 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 		"addr", ln.Addr().String(),
 		"url", serverURL(ln.Addr(), useTLS),
 		"version", resolvedVersion(),
+		"broker", string(cfg.backend),
 		"tls", useTLS,
 		"cors_origins", cfg.corsOrigins,
 		"demo", cfg.demo,
@@ -127,12 +131,12 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 
 // shutdown stops the server gracefully within timeout: health turns NOT_SERVING, the
 // listeners close, Subscribe and Sync streams end with Unavailable (clients reconnect
-// elsewhere and resume), in-flight unary calls finish, and the broker closes last, so
-// no acknowledged action is lost. It returns an error if anything was cut short.
+// elsewhere and resume), in-flight unary calls finish, and the broker closes last (then
+// its NATS connection and embedded NATS server, if any), so no acknowledged action is
+// lost. It returns an error if anything was cut short.
 func (s *server) shutdown(timeout time.Duration) error {
 	s.log.Info("actionsync shutting down", "timeout", timeout.String())
-	s.health.SetStatus("", grpchealth.StatusNotServing)
-	s.health.SetStatus(actionsyncv1connect.SyncServiceName, grpchealth.StatusNotServing)
+	s.health.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
@@ -167,7 +171,8 @@ func (s *server) shutdown(timeout time.Duration) error {
 			errs = append(errs, fmt.Errorf("serve debug: %w", err))
 		}
 	}
-	// The broker closes last: every dispatch acknowledged above is already in it.
+	// The broker closes last: every dispatch acknowledged above is already in it. An
+	// embedded NATS server shuts down after it, flushing its file store.
 	if err := s.closeBroker(); err != nil {
 		errs = append(errs, fmt.Errorf("close broker: %w", err))
 	}
@@ -177,6 +182,49 @@ func (s *server) shutdown(timeout time.Duration) error {
 	}
 	s.log.Info("actionsync stopped")
 	return nil
+}
+
+// health is the server's gRPC health: SERVING while the broker reaches its storage,
+// NOT_SERVING while it does not, and NOT_SERVING for good once shutdown has begun.
+type health struct {
+	checker *grpchealth.StaticChecker
+
+	mu       sync.Mutex
+	stopping bool
+}
+
+func newHealth() *health {
+	return &health{checker: grpchealth.NewStaticChecker(actionsyncv1connect.SyncServiceName)}
+}
+
+// setAvailable follows the broker's connection to its storage. It is called from the
+// broker's goroutine, possibly as shutdown begins: the lock orders the two, so a late
+// "back" never turns a stopping server SERVING again.
+func (h *health) setAvailable(available bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopping {
+		return
+	}
+	h.set(available)
+}
+
+// stop turns NOT_SERVING for the rest of the process.
+func (h *health) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopping = true
+	h.set(false)
+}
+
+// set sets the status of the server ("") and of the SyncService.
+func (h *health) set(serving bool) {
+	status := grpchealth.StatusNotServing
+	if serving {
+		status = grpchealth.StatusServing
+	}
+	h.checker.SetStatus("", status)
+	h.checker.SetStatus(actionsyncv1connect.SyncServiceName, status)
 }
 
 // abort stops everything at once after Serve failed with err.
