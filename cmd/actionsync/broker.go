@@ -43,11 +43,7 @@ func newBroker(ctx context.Context, cfg config, logger *slog.Logger, onStatus fu
 			return nil, nil, err
 		}
 		logger.Info("actionsync broker on NATS", "nats_url", nc.ConnectedUrlRedacted(), "stream", cfg.nats.stream)
-		return b, func() error {
-			err := b.Close()
-			nc.Close()
-			return err
-		}, nil
+		return b, func() error { return closeJetStream(b, nc) }, nil
 
 	case backendEmbedded:
 		srv, err := embedded.Start(embedded.Config{DataDir: cfg.nats.dataDir, Listen: cfg.nats.listen})
@@ -71,8 +67,7 @@ func newBroker(ctx context.Context, cfg config, logger *slog.Logger, onStatus fu
 		}
 		logger.Info("actionsync broker on embedded NATS", attrs...)
 		return b, func() error {
-			err := b.Close()
-			nc.Close()
+			err := closeJetStream(b, nc)
 			srv.Shutdown()
 			return err
 		}, nil
@@ -86,6 +81,20 @@ func newBroker(ctx context.Context, cfg config, logger *slog.Logger, onStatus fu
 		})
 		return b, b.Close, nil
 	}
+}
+
+// closeJetStream closes b, then its connection nc.
+func closeJetStream(b *jetstream.Broker, nc *nats.Conn) error {
+	if !nc.IsConnected() {
+		// NATS is unreachable: the broker's requests on the connection would each wait
+		// out their timeout, delaying the exit by seconds. Closing the connection first
+		// fails them at once, and loses nothing: every acknowledged action is stored in
+		// JetStream, and no publish can be acknowledged over a dead connection.
+		nc.Close()
+	}
+	err := b.Close()
+	nc.Close()
+	return err
 }
 
 // connectNATS connects to the NATS servers of --nats-url with the broker's connection
