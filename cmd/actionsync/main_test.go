@@ -14,6 +14,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/actionsync/actionsync/broker/jetstream/embedded"
+	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 )
 
 // runMainEnv makes the test binary run main() instead of the tests, so that tests can
@@ -66,6 +71,13 @@ func TestMain_exitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { busy.Close() })
+	lockedDir := t.TempDir()
+	holder, err := embedded.Start(embedded.Config{DataDir: lockedDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(holder.Shutdown)
+	unreachable := "nats://" + closedAddr(t)
 
 	tests := []struct {
 		name         string
@@ -91,6 +103,15 @@ func TestMain_exitCodes(t *testing.T) {
 			stderr: []string{`--heartbeat (ACTIONSYNC_HEARTBEAT): got "often" from the environment`}},
 		{name: "half_tls", args: []string{"serve", "--tls-key", "key.pem"}, code: 2,
 			stderr: []string{"--tls-key (ACTIONSYNC_TLS_KEY) is set but --tls-cert (ACTIONSYNC_TLS_CERT) is not"}},
+		{name: "data_dir_and_nats_url", args: []string{"serve", "--data-dir", t.TempDir(), "--nats-url", unreachable}, code: 2,
+			stderr: []string{"--data-dir (ACTIONSYNC_DATA_DIR) and --nats-url (ACTIONSYNC_NATS_URL) are both set"}},
+		{name: "broker_nats_without_url", args: []string{"serve"}, env: []string{"ACTIONSYNC_BROKER=nats"}, code: 2,
+			stderr: []string{"--broker (ACTIONSYNC_BROKER) nats needs --nats-url (ACTIONSYNC_NATS_URL)"}},
+		{name: "nats_unreachable", args: []string{"serve", "--addr", "127.0.0.1:0", "--broker", "nats", "--nats-url", unreachable}, code: 1,
+			stderr: []string{"actionsync: connect to NATS at " + unreachable}, stderrAbsent: "actionsync listening"},
+		{name: "data_dir_locked", args: []string{"serve", "--addr", "127.0.0.1:0", "--data-dir", lockedDir}, code: 1,
+			stderr:       []string{"actionsync: start embedded NATS on --data-dir: " + lockedDir + ": data directory in use by another process"},
+			stderrAbsent: "actionsync listening"},
 		{name: "address_in_use", args: []string{"serve", "--addr", busy.Addr().String()}, code: 1,
 			stderr: []string{"actionsync: listen:", "address already in use"}},
 	}
@@ -130,40 +151,11 @@ func TestMain_signals(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
-			cmd := command(t, nil, "serve", "--addr", "127.0.0.1:0")
-			stderr, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// Read the text log: the start-up line gives the URL; keep the rest.
-			var log bytes.Buffer
-			urls := make(chan string, 1)
-			scanned := make(chan struct{})
-			go func() {
-				defer close(scanned)
-				sc := bufio.NewScanner(stderr)
-				for sc.Scan() {
-					log.WriteString(sc.Text() + "\n")
-					if m := regexp.MustCompile(`msg="actionsync listening".* url=(\S+)`).FindStringSubmatch(sc.Text()); m != nil {
-						urls <- m[1]
-					}
-				}
-			}()
-			var url string
-			select {
-			case url = <-urls:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-scanned
-				t.Fatalf("no start-up line after 10s:\n%s", log.String())
-			}
+			p := startMain(t, "serve", "--addr", "127.0.0.1:0")
 
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url+"/grpc.health.v1.Health/Check", strings.NewReader("{}"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,26 +169,114 @@ func TestMain_signals(t *testing.T) {
 				t.Errorf("health: got status %d, want 200", resp.StatusCode)
 			}
 
-			if err := cmd.Process.Signal(sig); err != nil {
-				t.Fatal(err)
+			if err := p.stop(t, sig); err != nil {
+				t.Errorf("after %v: got %v, want exit code 0\n%s", sig, err, p.log.String())
 			}
-			exited := make(chan error, 1)
-			go func() {
-				<-scanned // Wait must not close the pipe before the log is read
-				exited <- cmd.Wait()
-			}()
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Errorf("after %v: got %v, want exit code 0\n%s", sig, err, log.String())
-				}
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				t.Fatalf("still running 10s after %v", sig)
-			}
-			if !strings.Contains(log.String(), `msg="actionsync stopped"`) {
-				t.Errorf("log lacks the stop line:\n%s", log.String())
+			if !strings.Contains(p.log.String(), `msg="actionsync stopped"`) {
+				t.Errorf("log lacks the stop line:\n%s", p.log.String())
 			}
 		})
+	}
+}
+
+// TestMain_sigtermDataDir checks that SIGTERM shuts the embedded NATS server down
+// cleanly: the process exits 0, the data directory is unlocked, and the acknowledged
+// action is in its file store.
+func TestMain_sigtermDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := startMain(t, "serve", "--addr", "127.0.0.1:0", "--data-dir", dir)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	client := actionsyncv1connect.NewSyncServiceClient(http.DefaultClient, p.url)
+	if ack, err := dispatchOne(ctx, t, client, "board:sigterm", "a1"); err != nil || ack.GetSeq() != 1 {
+		t.Fatalf("Dispatch: got %v, %v; want seq 1", ack, err)
+	}
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("after SIGTERM: got %v, want exit code 0\n%s", err, p.log.String())
+	}
+
+	srv, err := embedded.Start(embedded.Config{DataDir: dir})
+	if err != nil {
+		t.Fatalf("data dir after SIGTERM: %v", err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, "ACTIONSYNC")
+	if err != nil {
+		t.Fatalf("stream after SIGTERM: %v", err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("stream after SIGTERM: got %+v, %v; want 1 message", info, err)
+	}
+}
+
+// mainProcess is the test binary running main() with a serve command.
+type mainProcess struct {
+	cmd     *exec.Cmd
+	url     string
+	log     bytes.Buffer // the text log; read it only after stop
+	scanned chan struct{}
+}
+
+// startMain starts main() with args and returns once its start-up line gives its URL.
+func startMain(t *testing.T, args ...string) *mainProcess {
+	t.Helper()
+	p := &mainProcess{cmd: command(t, nil, args...), scanned: make(chan struct{})}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Read the text log: the start-up line gives the URL; keep the rest.
+	urls := make(chan string, 1)
+	go func() {
+		defer close(p.scanned)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.log.WriteString(sc.Text() + "\n")
+			if m := regexp.MustCompile(`msg="actionsync listening".* url=(\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+				urls <- m[1]
+			}
+		}
+	}()
+	select {
+	case p.url = <-urls:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.scanned
+		t.Fatalf("no start-up line after 10s:\n%s", p.log.String())
+	}
+	return p
+}
+
+// stop sends sig and returns what the process exited with.
+func (p *mainProcess) stop(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() {
+		<-p.scanned // Wait must not close the pipe before the log is read
+		exited <- p.cmd.Wait()
+	}()
+	select {
+	case err := <-exited:
+		return err
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Fatalf("still running 10s after %v", sig)
+		return nil
 	}
 }
