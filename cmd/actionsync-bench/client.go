@@ -27,7 +27,8 @@ const (
 	maxErrorsLogged = 3
 )
 
-// bench runs one phase against the server at cfg.url.
+// bench runs one phase against the server at cfg.url (the publisher) and cfg.subURLs
+// (the subscribers, round-robin).
 type bench struct {
 	cfg      config
 	stderr   io.Writer
@@ -245,7 +246,8 @@ type subscribers struct {
 
 // connectSubs opens count more subscribers to b.channel (live) into subs, cfg.concurrency
 // at a time, each ready (its ready message received) when this returns. Subscriber i
-// uses its own connection, or shared connection i % --conns.
+// talks to --sub-urls[i % len] and uses its own connection, or shared client i % --conns
+// (which opens one connection per node it is used for).
 func (b *bench) connectSubs(ctx context.Context, subs *subscribers, count int, sk sink) error {
 	if subs.ctx == nil {
 		return fmt.Errorf("connect subscribers: no stream context")
@@ -264,7 +266,7 @@ func (b *bench) connectSubs(ctx context.Context, subs *subscribers, count int, s
 				if i >= count || ctx.Err() != nil {
 					return
 				}
-				s, err := b.subscribe(ctx, subs.ctx, subs.client(b, first+i), first+i, sk)
+				s, err := b.subscribe(ctx, subs.ctx, subs.client(b, first+i), b.cfg.subURL(first+i), first+i, sk)
 				if err != nil {
 					select {
 					case errc <- err:
@@ -295,10 +297,11 @@ func (b *bench) connectSubs(ctx context.Context, subs *subscribers, count int, s
 	return nil
 }
 
-// subscribe opens one stream with streamCtx and waits (within ctx) for its ready message.
-func (b *bench) subscribe(ctx, streamCtx context.Context, hc *http.Client, id int, sk sink) (*subscriber, error) {
+// subscribe opens one stream to the server at baseURL with streamCtx and waits (within
+// ctx) for its ready message.
+func (b *bench) subscribe(ctx, streamCtx context.Context, hc *http.Client, baseURL string, id int, sk sink) (*subscriber, error) {
 	codec := &subCodec{lite: b.cfg.decode == "lite"}
-	client := actionsyncv1connect.NewSyncServiceClient(hc, b.cfg.url, b.clientOptions(codec)...)
+	client := actionsyncv1connect.NewSyncServiceClient(hc, baseURL, b.clientOptions(codec)...)
 	// Each stream has its own context, so that a failed start ends only its own.
 	streamCtx, cancel := context.WithCancel(streamCtx)
 	stream, err := client.Subscribe(streamCtx, connect.NewRequest(&actionsyncv1.SubscribeRequest{

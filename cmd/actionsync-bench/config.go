@@ -22,6 +22,8 @@ const (
 // config is the parsed command line.
 type config struct {
 	url          string
+	subURLs      []string // base URLs the subscribers are spread over, round-robin; [url] by default
+	label        string   // copied into the result line: which server or backend was measured
 	mode         string
 	n            int
 	conns        int // 0: every subscriber has its own connection
@@ -29,7 +31,7 @@ type config struct {
 	rate         float64
 	duration     time.Duration
 	warmup       time.Duration
-	serverPID    int
+	serverPIDs   []int  // server processes whose CPU and RSS are summed; none: not measured
 	serverCPU    string // pinned core of the server, "" if unknown
 	clientCPU    string // pinned core of this process, "" if unknown
 	ks           []int  // idle: ascending subscriber counts
@@ -80,7 +82,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	c := config{duration: 6 * time.Second, warmup: time.Second, rssTimeout: 20 * time.Second}
 	fs := flag.NewFlagSet("actionsync-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the actionsync server")
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the actionsync server; the publisher always uses it")
+	subURLs := fs.String("sub-urls", "", "comma-separated base URLs of the nodes the subscribers are spread over, round-robin (default: --url)")
+	fs.StringVar(&c.label, "label", "", "a name for what is measured (e.g. memory, data-dir, nats-3nodes), copied into the JSON line")
 	fs.StringVar(&c.mode, "mode", "tput", "tput, lat, idle or summary")
 	fs.IntVar(&c.n, "n", 100, "subscribers (tput, lat)")
 	fs.IntVar(&c.conns, "conns", 0, "connections the subscribers share (0: one each)")
@@ -88,7 +92,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&c.rate, "rate", 200, "lat: actions per second")
 	fs.Var(seconds{&c.duration}, "duration", "measured interval (seconds or a duration)")
 	fs.Var(seconds{&c.warmup}, "warmup", "time before the measured interval (seconds or a duration)")
-	fs.IntVar(&c.serverPID, "server-pid", 0, "server process id, for its CPU and RSS (0: not measured)")
+	serverPIDs := fs.String("server-pid", "", "server process ids, comma-separated, whose CPU and RSS are summed (e.g. the nodes and their nats-server; empty or 0: not measured)")
 	fs.StringVar(&c.serverCPU, "server-cpu", "", "core the server is pinned to, for per-core busy%")
 	fs.StringVar(&c.clientCPU, "client-cpu", "", "core this process is pinned to, for per-core busy%")
 	k := fs.String("k", "2000,5000", "idle: subscriber counts, comma-separated")
@@ -119,8 +123,67 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--k: %w", err)
 	}
 	c.ks = ks
+	if c.serverPIDs, err = parsePIDs(*serverPIDs); err != nil {
+		return c, fmt.Errorf("--server-pid: %w", err)
+	}
+	if c.subURLs, err = parseURLs(*subURLs); err != nil {
+		return c, fmt.Errorf("--sub-urls: %w", err)
+	}
+	if len(c.subURLs) == 0 {
+		c.subURLs = []string{c.url}
+	}
 	return c, c.validate()
 }
+
+// parsePIDs parses "123,456" into distinct process ids, in the order given. "" and "0"
+// mean no process (nothing is measured); a PID listed twice would be counted twice, so
+// it is refused.
+func parsePIDs(s string) ([]int, error) {
+	if t := strings.TrimSpace(s); t == "" || t == "0" {
+		return nil, nil
+	}
+	var pids []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("got %q, want positive process ids, comma-separated", f)
+		}
+		if slices.Contains(pids, pid) {
+			return nil, fmt.Errorf("got %d twice, want each process once", pid)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// parseURLs parses "http://a:1,http://b:2" into base URLs, in the order given; each is
+// checked like --url. Empty items are skipped, so "" gives none.
+func parseURLs(s string) ([]string, error) {
+	var urls []string
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if err := checkBaseURL(f); err != nil {
+			return nil, err
+		}
+		urls = append(urls, f)
+	}
+	return urls, nil
+}
+
+// checkBaseURL accepts http://HOST[:PORT][/path]: the tool speaks h2c or HTTP/1.1, no TLS.
+func checkBaseURL(s string) error {
+	if u, err := url.Parse(s); err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("got %q, want http://HOST:PORT (h2c or HTTP/1.1, no TLS)", s)
+	}
+	return nil
+}
+
+// subURL is the base URL of subscriber i: --sub-urls, round-robin.
+func (c config) subURL(i int) string { return c.subURLs[i%len(c.subURLs)] }
 
 // parseKs parses "2000,5000" into ascending distinct counts.
 func parseKs(s string) ([]int, error) {
@@ -172,8 +235,8 @@ func (c config) validate() error {
 	default:
 		return fmt.Errorf("--decode: got %q, want lite or full", c.decode)
 	}
-	if u, err := url.Parse(c.url); err != nil || (u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("--url: got %q, want http://HOST:PORT (h2c or HTTP/1.1, no TLS)", c.url)
+	if err := checkBaseURL(c.url); err != nil {
+		return fmt.Errorf("--url: %w", err)
 	}
 	switch {
 	case c.n < 1:
@@ -194,7 +257,7 @@ func (c config) validate() error {
 		return fmt.Errorf("--concurrency: got %d, want >= 1", c.concurrency)
 	case c.maxInflight < 1:
 		return fmt.Errorf("--max-inflight: got %d, want >= 1", c.maxInflight)
-	case c.mode == "idle" && c.serverPID <= 0:
+	case c.mode == "idle" && len(c.serverPIDs) == 0:
 		return errors.New("--mode idle needs --server-pid")
 	}
 	return nil

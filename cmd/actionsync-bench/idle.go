@@ -79,9 +79,9 @@ func (b *bench) stableRSS(ctx context.Context) (int64, error) {
 	var xs []int64
 	deadline := time.Now().Add(b.cfg.rssTimeout)
 	for {
-		rss, err := procRSSKiB(b.cfg.serverPID)
+		rss, err := serverRSS(b.cfg.serverPIDs)
 		if err != nil {
-			return 0, fmt.Errorf("server RSS: %w", err)
+			return 0, err
 		}
 		xs = append(xs, rss)
 		if len(xs) >= rssStableN {
@@ -97,6 +97,19 @@ func (b *bench) stableRSS(ctx context.Context) (int64, error) {
 		}
 		sleepCtx(ctx, rssEvery)
 	}
+}
+
+// serverRSS is the VmRSS of the server processes, summed, in KiB.
+func serverRSS(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		rss, err := procRSSKiB(pid)
+		if err != nil {
+			return 0, fmt.Errorf("server RSS: %w", err)
+		}
+		sum += rss
+	}
+	return sum, nil
 }
 
 // median3 is the median of the last three of xs (or of all, if fewer).

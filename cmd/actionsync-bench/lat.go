@@ -47,9 +47,9 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 	snaps := make(chan [2]cpuSnap, 1)
 	go func() {
 		sleepCtx(ctx, time.Until(t0))
-		c0 := takeCPUSnap(cfg.serverPID)
+		c0 := takeCPUSnap(cfg.serverPIDs)
 		sleepCtx(ctx, time.Until(t1))
-		snaps <- [2]cpuSnap{c0, takeCPUSnap(cfg.serverPID)}
+		snaps <- [2]cpuSnap{c0, takeCPUSnap(cfg.serverPIDs)}
 	}()
 
 	type job struct {
@@ -122,7 +122,7 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 	select {
 	case c = <-snaps:
 	case <-ctx.Done():
-		c = [2]cpuSnap{takeCPUSnap(cfg.serverPID), takeCPUSnap(cfg.serverPID)}
+		c = [2]cpuSnap{takeCPUSnap(cfg.serverPIDs), takeCPUSnap(cfg.serverPIDs)}
 	}
 
 	maxSeq := p.maxSeq.Load()

@@ -19,6 +19,11 @@
 //	--mode summary --dir DIR     combines the phase results bench/run.sh saved in DIR (and
 //	                             the peer's line) into the final line of a run.
 //
+// Several nodes: --sub-urls spreads the subscribers round-robin over the nodes' base
+// URLs (the publisher stays on --url), and --server-pid takes every server process
+// (nodes, their nats-server), whose CPU and RSS are summed. --label names the setup in
+// the JSON line.
+//
 // Every mode checks what it measures: each subscriber must receive every action exactly
 // once, in seq order. Any violation is printed and the exit code is 1 (the JSON line is
 // still printed). Exit codes: 0 success, 1 failure or violation, 2 bad command line.
@@ -77,6 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		res, err = b.runIdle(ctx)
 	}
 	if res != nil {
+		describeSetup(res, cfg)
 		line, merr := res.MarshalJSON()
 		if merr != nil {
 			return errors.Join(err, merr)
@@ -86,6 +92,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return err
+}
+
+// describeSetup names what was measured in r: --label first (when given), and how many
+// nodes the subscribers were spread over and how many server processes were measured,
+// when more than one.
+func describeSetup(r *result, cfg config) {
+	if cfg.label != "" {
+		r.setFirst("label", cfg.label)
+	}
+	if len(cfg.subURLs) > 1 {
+		r.set("sub_nodes", len(cfg.subURLs))
+	}
+	if len(cfg.serverPIDs) > 1 {
+		r.set("server_procs", len(cfg.serverPIDs))
+	}
 }
 
 // exitCode reports err on stderr and maps it to the process exit code.

@@ -10,18 +10,42 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/actionsync/actionsync/broker/memory"
+	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 	"github.com/actionsync/actionsync/service"
 )
 
 // startServer runs the service in process the way cmd/actionsync wires it (memory
 // broker, service handler, HTTP/1.1 and h2c) and returns its URL.
 func startServer(t *testing.T) string {
+	t.Helper()
+	return startNodes(t, 1)[0].url
+}
+
+// node is one HTTP server in front of a shared service, and the requests it served
+// per procedure.
+type node struct {
+	url   string
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (n *node) count(procedure string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.calls[procedure]
+}
+
+// startNodes runs one service (memory broker) behind k HTTP servers: k nodes that share
+// one order per channel, as JetStream nodes do, for the tool's multi-node mode.
+func startNodes(t *testing.T, k int) []*node {
 	t.Helper()
 	b := memory.New(memory.Options{})
 	svc, err := service.New(b, service.Options{Logger: slog.New(slog.DiscardHandler)})
@@ -30,24 +54,37 @@ func startServer(t *testing.T) string {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(svc.Handler())
-	srv := httptest.NewUnstartedServer(mux)
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	srv.Config.Protocols = &p
-	srv.Start()
+	nodes := make([]*node, k)
+	servers := make([]*httptest.Server, k)
+	for i := range nodes {
+		n := &node{calls: map[string]int{}}
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n.mu.Lock()
+			n.calls[r.URL.Path]++
+			n.mu.Unlock()
+			mux.ServeHTTP(w, r)
+		}))
+		srv.Config.Protocols = &p
+		srv.Start()
+		n.url, nodes[i], servers[i] = srv.URL, n, srv
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := svc.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown service: %v", err)
 		}
-		srv.Close()
+		for _, srv := range servers {
+			srv.Close()
+		}
 		if err := b.Close(); err != nil {
 			t.Errorf("close broker: %v", err)
 		}
 	})
-	return srv.URL
+	return nodes
 }
 
 // runPhase runs the tool with args against url and returns its JSON line.
@@ -186,6 +223,67 @@ func TestRun_idle(t *testing.T) {
 	}
 }
 
+func TestRun_spreadOverNodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		pub  string // the procedure the publisher calls
+	}{
+		{"tput_dispatch", []string{"--mode", "tput", "--duration", "300ms", "--warmup", "100ms"}, actionsyncv1connect.SyncServiceDispatchProcedure},
+		{"tput_sync", []string{"--mode", "tput", "--publish", "sync", "--batch", "16", "--duration", "300ms", "--warmup", "100ms"}, actionsyncv1connect.SyncServiceSyncProcedure},
+		{"lat", []string{"--mode", "lat", "--rate", "200", "--duration", "300ms", "--warmup", "100ms"}, actionsyncv1connect.SyncServiceDispatchProcedure},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nodes := startNodes(t, 3)
+			// A second "server process" whose CPU and RSS are summed with ours.
+			other := exec.CommandContext(t.Context(), "sleep", "60")
+			if err := other.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+			const n = 7 // subscribers 0..6 round-robin: 3 on node 0, 2 on nodes 1 and 2
+			args := append([]string{
+				"--url", nodes[0].url, "--sub-urls", nodes[0].url + "," + nodes[1].url + "," + nodes[2].url,
+				"--n", fmt.Sprint(n), "--label", "nats-3nodes", "--server-pid", fmt.Sprintf("%d,%d", os.Getpid(), other.Process.Pid),
+			}, tt.args...)
+			var stdout, stderr bytes.Buffer
+			if err := run(t.Context(), args, &stdout, &stderr); err != nil {
+				t.Fatalf("run %v: %v\nstderr:\n%s", args, err, stderr.String())
+			}
+			if !strings.HasPrefix(stdout.String(), `{"label":"nats-3nodes",`) {
+				t.Errorf("got %.60s..., want the line to start with the label", stdout.String())
+			}
+			m := decodeLine(t, stdout.Bytes())
+			wantZero(t, m, deliveryChecks...)
+			if got := number(t, m, "deliveries_total"); got != number(t, m, "actions")*n || got == 0 {
+				t.Errorf("got %v deliveries of %v actions, want actions x %d > 0", got, m["actions"], n)
+			}
+			for i, want := range []int{3, 2, 2} {
+				if got := nodes[i].count(actionsyncv1connect.SyncServiceSubscribeProcedure); got != want {
+					t.Errorf("node %d: got %d subscribers, want %d", i, got, want)
+				}
+			}
+			if nodes[0].count(tt.pub) == 0 {
+				t.Errorf("node 0: got no %s call, want the publisher on --url", tt.pub)
+			}
+			for i := 1; i < 3; i++ {
+				if got := nodes[i].count(tt.pub); got != 0 {
+					t.Errorf("node %d: got %d %s calls, want the publisher on --url only", i, got, tt.pub)
+				}
+			}
+			if number(t, m, "sub_nodes") != 3 || number(t, m, "server_procs") != 2 {
+				t.Errorf("got sub_nodes %v, server_procs %v; want 3, 2", m["sub_nodes"], m["server_procs"])
+			}
+			if each, ok := m["server_cpu_pct_each"].([]any); !ok || len(each) != 2 {
+				t.Errorf("server_cpu_pct_each: got %v, want one figure per server process", m["server_cpu_pct_each"])
+			}
+		})
+	}
+}
+
 func TestRun_usage(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -203,6 +301,9 @@ func TestRun_usage(t *testing.T) {
 		{"bad_duration", []string{"--duration", "soon"}, "duration"},
 		{"tls_url", []string{"--url", "https://127.0.0.1:1"}, "--url"},
 		{"summary_without_dir", []string{"--mode", "summary"}, "--dir"},
+		{"tls_sub_url", []string{"--sub-urls", "http://127.0.0.1:1,https://127.0.0.1:2"}, "--sub-urls"},
+		{"pid_twice", []string{"--server-pid", "12,12"}, "--server-pid"},
+		{"pid_not_a_number", []string{"--server-pid", "12,x"}, "--server-pid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

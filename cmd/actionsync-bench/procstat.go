@@ -102,24 +102,41 @@ func selfCPU() time.Duration {
 
 // cpuSnap is a point-in-time reading of every CPU figure a phase reports.
 type cpuSnap struct {
-	t      time.Time
-	self   time.Duration
-	srv    int64 // server ticks; -1 if unknown
-	cores  map[string]coreTicks
-	srvRSS int64
+	t       time.Time
+	self    time.Duration
+	srv     int64   // server ticks, summed over the server processes; -1 if unknown
+	srvEach []int64 // each server process's ticks, in --server-pid order; -1 if unknown
+	cores   map[string]coreTicks
+	srvRSS  int64 // KiB, summed over the server processes; -1 if unknown
 }
 
-func takeCPUSnap(serverPID int) cpuSnap {
+func takeCPUSnap(serverPIDs []int) cpuSnap {
 	s := cpuSnap{t: time.Now(), self: selfCPU(), srv: -1, cores: perCoreTicks(), srvRSS: -1}
-	if serverPID > 0 {
-		if t, err := procCPUTicks(serverPID); err == nil {
-			s.srv = t
-		}
-		if r, err := procRSSKiB(serverPID); err == nil {
-			s.srvRSS = r
-		}
+	if len(serverPIDs) > 0 {
+		s.srv, s.srvEach = sumProcs(serverPIDs, procCPUTicks)
+		s.srvRSS, _ = sumProcs(serverPIDs, procRSSKiB)
 	}
 	return s
+}
+
+// sumProcs reads one figure of each process and returns their sum and each value. The
+// sum is -1 if any reading failed, since a partial sum would pass for the whole server;
+// a failed reading is -1 in the list.
+func sumProcs(pids []int, read func(pid int) (int64, error)) (int64, []int64) {
+	sum := int64(0)
+	each := make([]int64, len(pids))
+	for i, pid := range pids {
+		v, err := read(pid)
+		if err != nil {
+			each[i], sum = -1, -1
+			continue
+		}
+		each[i] = v
+		if sum >= 0 {
+			sum += v
+		}
+	}
+	return sum, each
 }
 
 // cpuFigures sets the CPU keys of the peer (client_cpu_pct, server_cpu_pct,
@@ -142,6 +159,17 @@ func cpuFigures(r *result, a, b cpuSnap, serverCore, clientCore string) {
 		srv = round1(100 * float64(b.srv-a.srv) / clkTck / wall)
 	}
 	r.set("server_cpu_pct", srv)
+	if len(a.srvEach) > 1 && len(b.srvEach) == len(a.srvEach) {
+		// Several server processes (nodes and their NATS): each one's share, in
+		// --server-pid order, to show where the server CPU went.
+		each := make([]any, len(a.srvEach))
+		for i := range each {
+			if a.srvEach[i] >= 0 && b.srvEach[i] >= 0 {
+				each[i] = round1(100 * float64(b.srvEach[i]-a.srvEach[i]) / clkTck / wall)
+			}
+		}
+		r.set("server_cpu_pct_each", each)
+	}
 	sb, cb := busy(serverCore), busy(clientCore)
 	r.set("srv_core_busy_pct", sb)
 	r.set("cli_core_busy_pct", cb)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -33,10 +35,10 @@ func TestProcReadings_self(t *testing.T) {
 	if cores := perCoreTicks(); len(cores) == 0 {
 		t.Error("perCoreTicks: got no cores")
 	}
-	a := takeCPUSnap(pid)
+	a := takeCPUSnap([]int{pid})
 	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); {
 	}
-	b := takeCPUSnap(pid)
+	b := takeCPUSnap([]int{pid})
 	r := newResult()
 	cpuFigures(r, a, b, "0", "no-such-core")
 	if pct, ok := r.get("client_cpu_pct").(float64); !ok || pct <= 0 {
@@ -47,5 +49,25 @@ func TestProcReadings_self(t *testing.T) {
 	}
 	if _, err := raiseNoFile(); err != nil {
 		t.Errorf("raiseNoFile: %v", err)
+	}
+}
+
+func TestSumProcs(t *testing.T) {
+	t.Parallel()
+	read := func(pid int) (int64, error) {
+		if pid == 99 {
+			return 0, errors.New("no such process")
+		}
+		return int64(pid * 10), nil
+	}
+	if sum, each := sumProcs([]int{1, 2, 3}, read); sum != 60 || !slices.Equal(each, []int64{10, 20, 30}) {
+		t.Errorf("got %d %v, want 60 [10 20 30]", sum, each)
+	}
+	// One process gone: the sum is unknown, not the sum of the rest.
+	if sum, each := sumProcs([]int{1, 99, 3}, read); sum != -1 || !slices.Equal(each, []int64{10, -1, 30}) {
+		t.Errorf("got %d %v, want -1 [10 -1 30]", sum, each)
+	}
+	if sum, each := sumProcs(nil, read); sum != 0 || len(each) != 0 {
+		t.Errorf("no processes: got %d %v, want 0 []", sum, each)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 )
 
 // result is one JSON object whose keys keep the order they were set in, like the peer's
@@ -21,6 +22,14 @@ func (r *result) set(key string, v any) *result {
 	if _, ok := r.vals[key]; !ok {
 		r.keys = append(r.keys, key)
 	}
+	r.vals[key] = v
+	return r
+}
+
+// setFirst adds or replaces key and moves it to the front.
+func (r *result) setFirst(key string, v any) *result {
+	r.keys = slices.DeleteFunc(r.keys, func(k string) bool { return k == key })
+	r.keys = slices.Insert(r.keys, 0, key)
 	r.vals[key] = v
 	return r
 }

@@ -160,9 +160,9 @@ func (b *bench) runTput(ctx context.Context) (*result, error) {
 	}
 
 	sleepCtx(ctx, cfg.warmup)
-	c0, d0, m0, a0 := takeCPUSnap(cfg.serverPID), subs.sum(delivered), subs.sum(msgs), p.acked.Load()
+	c0, d0, m0, a0 := takeCPUSnap(cfg.serverPIDs), subs.sum(delivered), subs.sum(msgs), p.acked.Load()
 	sleepCtx(ctx, cfg.duration)
-	c1, d1, m1, a1 := takeCPUSnap(cfg.serverPID), subs.sum(delivered), subs.sum(msgs), p.acked.Load()
+	c1, d1, m1, a1 := takeCPUSnap(cfg.serverPIDs), subs.sum(delivered), subs.sum(msgs), p.acked.Load()
 	close(stop)
 	workers.Wait()
 
