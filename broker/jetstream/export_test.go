@@ -2,3 +2,6 @@ package jetstream
 
 // SetBeforeCommit sets a function run before a batch's commit message is sent.
 func (b *Broker) SetBeforeCommit(f func()) { b.beforeCommit = f }
+
+// CheckStream asks the broker to check its stream, as a feed error does.
+func (b *Broker) CheckStream() { b.checkStream() }

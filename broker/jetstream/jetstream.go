@@ -134,7 +134,9 @@ type Broker struct {
 	feed     jetstream.ConsumeContext // owned by watchStream after New
 	recheck  chan struct{}            // asks watchStream to check the stream (capacity 1)
 	statusCh chan nats.Status
-	done     chan struct{} // closed by Close: stops the sweeper and the status watcher
+	done     chan struct{} // closed by Close: stops the sweeper and the watchers
+	ctx      context.Context
+	cancel   context.CancelFunc // cancels ctx in Close: the stream watcher's requests
 	wg       sync.WaitGroup
 
 	available atomic.Bool
@@ -188,10 +190,12 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 		topics:    make(map[*hub.Topic]*channel),
 	}
 	b.setEpoch(info)
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.hub = hub.New(source{b}, hub.Options{QueueSize: opts.QueueSize})
 	b.available.Store(nc.IsConnected())
 
 	if b.feed, err = b.startFeed(ctx, info); err != nil {
+		b.cancel()
 		return nil, err
 	}
 
@@ -215,6 +219,21 @@ func streamConfig(opts Options) jetstream.StreamConfig {
 		Discard:            jetstream.DiscardOld,
 		AllowAtomicPublish: true,
 		AllowDirect:        true,
+	}
+}
+
+// feedStopWait bounds the wait for the feed to stop: without a connection to NATS,
+// nats.go may take seconds to finish an ordered consumer, and Close must not.
+const feedStopWait = time.Second
+
+// stopFeed stops the feed and waits (a bounded time) until no message is being
+// applied. It runs on watchStream's goroutine, which owns the feed.
+func (b *Broker) stopFeed() {
+	b.feed.Stop()
+	select {
+	case <-b.feed.Closed():
+	case <-time.After(feedStopWait):
+		b.log.Warn("feed did not stop within " + feedStopWait.String() + "; going on")
 	}
 }
 
@@ -272,10 +291,7 @@ func (b *Broker) checkStream() {
 // caches, ends every subscription (clients resume and get a reset) and restarts the feed.
 func (b *Broker) watchStream() {
 	defer b.wg.Done()
-	defer func() {
-		b.feed.Stop()
-		<-b.feed.Closed()
-	}()
+	defer b.stopFeed()
 	for {
 		select {
 		case <-b.done:
@@ -300,7 +316,7 @@ func (b *Broker) watchStream() {
 // renewIfLost recreates the node's view of the stream if the stream is not the one it
 // knows. It runs on watchStream's goroutine, which owns the feed.
 func (b *Broker) renewIfLost() error {
-	ctx, cancel := context.WithTimeout(context.Background(), b.opts.PublishTimeout)
+	ctx, cancel := context.WithTimeout(b.ctx, b.opts.PublishTimeout)
 	defer cancel()
 	info, err := b.stream.Info(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -317,8 +333,7 @@ func (b *Broker) renewIfLost() error {
 		return nil
 	}
 	b.log.Error("the stream was lost and created again: every channel's history is gone; clients get a reset")
-	b.feed.Stop()
-	<-b.feed.Closed()
+	b.stopFeed()
 	lost := fmt.Errorf("stream %q lost: %w", b.opts.Stream, broker.ErrUnavailable)
 	b.mu.Lock()
 	b.setEpoch(info)
@@ -412,6 +427,7 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.closeMu.Unlock()
+	b.cancel()
 	close(b.done) // watchStream stops the feed
 
 	b.wg.Wait()

@@ -578,3 +578,30 @@ func TestBroker_StreamLost(t *testing.T) {
 		t.Errorf("resume in the lost epoch: got %+v first, want a reset at 1 in epoch %q", c[0], b.Epoch())
 	}
 }
+
+// TestBroker_CloseWhileDown: Close returns promptly while NATS is unreachable, even with
+// a stream check under way.
+func TestBroker_CloseWhileDown(t *testing.T) {
+	t.Parallel()
+	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, srv)
+	b, err := jetstream.New(t.Context(), nc, jetstream.Options{Stream: "DOWN", SubjectPrefix: "down"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := collect(t, b, "s", "down", broker.Position{})
+	waitFor(t, "ready", func() bool { return len(sub.controls()) == 1 })
+	srv.Shutdown()
+	b.CheckStream() // as the feed does when it sees the stream go
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close while NATS is down took %v, want under 2s", d)
+	}
+}
