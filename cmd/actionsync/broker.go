@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/actionsync/actionsync/broker"
 	"github.com/actionsync/actionsync/broker/jetstream"
@@ -134,7 +136,7 @@ func natsErrorHandler(logger *slog.Logger) nats.Option {
 func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.Logger, onStatus func(bool)) (*jetstream.Broker, error) {
 	ctx, cancel := context.WithTimeout(ctx, natsStartTimeout)
 	defer cancel()
-	b, err := jetstream.New(ctx, nc, jetstream.Options{
+	opts := jetstream.Options{
 		Stream:         cfg.nats.stream,
 		SubjectPrefix:  cfg.nats.subjectPrefix,
 		Replicas:       cfg.nats.replicas,
@@ -145,11 +147,24 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 		PublishTimeout: cfg.nats.publishTimeout,
 		OnStatus:       onStatus,
 		Logger:         logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start JetStream broker: %w", err)
 	}
-	return b, nil
+	// A JetStream cluster that starts with us may not have elected its meta leader
+	// yet: try again until the start-up deadline.
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		b, err := jetstream.New(ctx, nc, opts)
+		if err == nil {
+			return b, nil
+		}
+		if !transientJetStreamError(err) {
+			return nil, fmt.Errorf("start JetStream broker: %w", err)
+		}
+		logger.Warn("JetStream not ready; trying again", "error", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("start JetStream broker: %w", err)
+		case <-time.After(delay):
+		}
+	}
 }
 
 // noLimitAsNegative converts a max age where 0 means no limit (the command line's
@@ -157,4 +172,15 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 // value no limit.
 func noLimitAsNegative(maxAge time.Duration) time.Duration {
 	return zeroAs(maxAge, -1)
+}
+
+// transientJetStreamError reports whether a JetStream API error may go away by itself: a
+// timeout, no responder yet, or a 5xx answer (a cluster without a meta leader answers
+// 503). A refused stream configuration does not.
+func transientJetStreamError(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) {
+		return true
+	}
+	var apiErr *natsjs.APIError
+	return errors.As(err, &apiErr) && apiErr.Code >= 500
 }
