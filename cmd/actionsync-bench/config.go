@@ -47,7 +47,7 @@ type config struct {
 	debugURL     string // idle: the server's --debug-addr as a URL, to force a GC before readings
 	timeout      time.Duration
 	rssTimeout   time.Duration // idle: longest wait for the server's RSS to settle
-	dir          string        // summary: the run's result directory
+	dir          string        // summary, compare: the run's result directory
 }
 
 // seconds is a flag.Value for durations written as seconds ("6", "0.5", like the peer's
@@ -85,7 +85,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "base URL of the actionsync server; the publisher always uses it")
 	subURLs := fs.String("sub-urls", "", "comma-separated base URLs of the nodes the subscribers are spread over, round-robin (default: --url)")
 	fs.StringVar(&c.label, "label", "", "a name for what is measured (e.g. memory, data-dir, nats-3nodes), copied into the JSON line")
-	fs.StringVar(&c.mode, "mode", "tput", "tput, lat, idle or summary")
+	fs.StringVar(&c.mode, "mode", "tput", "tput, lat, idle, summary or compare")
 	fs.IntVar(&c.n, "n", 100, "subscribers (tput, lat)")
 	fs.IntVar(&c.conns, "conns", 0, "connections the subscribers share (0: one each)")
 	fs.IntVar(&c.window, "window", 64, "tput: most actions in flight (not yet received by every subscriber)")
@@ -108,7 +108,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.publish, "publish", "dispatch", "tput: dispatch (a unary Dispatch per action) or sync (every action a dispatch message on one Sync stream, like a socket; needs h2)")
 	fs.Var(seconds{&c.timeout}, "timeout", "hard limit for the phase (default: 240s + warmup + duration)")
 	fs.Var(seconds{&c.rssTimeout}, "rss-timeout", "idle: longest wait for the server's RSS to stop moving before a reading")
-	fs.StringVar(&c.dir, "dir", "", "summary: directory of a bench/run.sh run")
+	fs.StringVar(&c.dir, "dir", "", "summary: directory of a bench/run.sh run; compare: of a bench/backends.sh run")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -209,13 +209,13 @@ func parseKs(s string) ([]int, error) {
 func (c config) validate() error {
 	switch c.mode {
 	case "tput", "lat", "idle":
-	case "summary":
+	case "summary", "compare":
 		if c.dir == "" {
-			return errors.New("--mode summary needs --dir")
+			return fmt.Errorf("--mode %s needs --dir", c.mode)
 		}
 		return nil
 	default:
-		return fmt.Errorf("--mode: got %q, want tput, lat, idle or summary", c.mode)
+		return fmt.Errorf("--mode: got %q, want tput, lat, idle, summary or compare", c.mode)
 	}
 	switch c.protocol {
 	case protoConnectH1, protoConnectH2, protoGRPCH2:

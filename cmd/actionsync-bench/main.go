@@ -18,6 +18,9 @@
 //	                             server VmRSS with 0 and after each K, KiB per subscriber.
 //	--mode summary --dir DIR     combines the phase results bench/run.sh saved in DIR (and
 //	                             the peer's line) into the final line of a run.
+//	--mode compare --dir DIR     combines the runs bench/backends.sh saved in DIR: median,
+//	                             min and max per backend and phase, the share of the
+//	                             memory backend's efficiency, the storage goals.
 //
 // Several nodes: --sub-urls spreads the subscribers round-robin over the nodes' base
 // URLs (the publisher stays on --url), and --server-pid takes every server process
@@ -61,8 +64,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	if cfg.mode == "summary" {
+	switch cfg.mode {
+	case "summary":
 		return summarize(cfg, stdout)
+	case "compare":
+		return compare(cfg, stdout, stderr)
 	}
 	if lim, err := raiseNoFile(); err != nil {
 		logf(stderr, cfg.mode, "warning: raise RLIMIT_NOFILE: %v", err)

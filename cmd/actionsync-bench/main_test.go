@@ -301,6 +301,7 @@ func TestRun_usage(t *testing.T) {
 		{"bad_duration", []string{"--duration", "soon"}, "duration"},
 		{"tls_url", []string{"--url", "https://127.0.0.1:1"}, "--url"},
 		{"summary_without_dir", []string{"--mode", "summary"}, "--dir"},
+		{"compare_without_dir", []string{"--mode", "compare"}, "--dir"},
 		{"tls_sub_url", []string{"--sub-urls", "http://127.0.0.1:1,https://127.0.0.1:2"}, "--sub-urls"},
 		{"pid_twice", []string{"--server-pid", "12,12"}, "--server-pid"},
 		{"pid_not_a_number", []string{"--server-pid", "12,x"}, "--server-pid"},
