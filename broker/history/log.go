@@ -97,6 +97,19 @@ func (l *Log) After(afterSeq uint64, limit int, dst []*broker.Entry) []*broker.E
 	return dst
 }
 
+// Page answers a History request: up to limit entries with seq > afterSeq and the head.
+// It fails with broker.ErrBeyondHead when afterSeq is past the head, and with
+// broker.ErrTrimmed when the log no longer reaches back to afterSeq+1.
+func (l *Log) Page(afterSeq uint64, limit int) ([]*broker.Entry, uint64, error) {
+	switch {
+	case afterSeq > l.head:
+		return nil, l.head, fmt.Errorf("after_seq %d, head %d: %w", afterSeq, l.head, broker.ErrBeyondHead)
+	case afterSeq < l.trimmed:
+		return nil, l.head, fmt.Errorf("history starts after seq %d, asked after %d: %w", l.trimmed, afterSeq, broker.ErrTrimmed)
+	}
+	return l.After(afterSeq, limit, nil), l.head, nil
+}
+
 // Plan checks a batch about to be appended against the kept entries and against itself,
 // changing nothing. It returns one Ack per action: a duplicate (the same id with the same
 // type, payload and meta, kept in the log or earlier in the batch) is marked Duplicate,

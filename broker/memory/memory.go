@@ -240,14 +240,11 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	b.trim(ch, b.opts.Now())
-	head := ch.log.Head()
-	switch {
-	case afterSeq > head:
-		return nil, head, fmt.Errorf("channel %q: after_seq %d, head %d: %w", name, afterSeq, head, broker.ErrBeyondHead)
-	case afterSeq < ch.log.Trimmed():
-		return nil, head, fmt.Errorf("channel %q: history starts after seq %d, asked after %d: %w", name, ch.log.Trimmed(), afterSeq, broker.ErrTrimmed)
+	entries, head, err := ch.log.Page(afterSeq, limit)
+	if err != nil {
+		return nil, head, fmt.Errorf("channel %q: %w", name, err)
 	}
-	return ch.log.After(afterSeq, limit, nil), head, nil
+	return entries, head, nil
 }
 
 // Subscribe implements broker.Broker.
