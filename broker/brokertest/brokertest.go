@@ -17,9 +17,9 @@
 //
 // The ordering, resume and property subtests compare what subscribers get with the acks
 // and with History, so they hold for any backend. Subtests that pin exact numbers assume
-// what the memory backend does: seqs 1, 2, 3... per channel, and a history of exactly
-// HistorySize actions. design.md lets a distributed backend leave gaps between seqs; such
-// a backend needs those subtests relaxed.
+// what both backends (memory and jetstream) do: seqs 1, 2, 3... per channel, and a
+// history of exactly HistorySize actions. design.md only promises strictly increasing
+// seqs; a backend that leaves gaps between them would need those subtests relaxed.
 package brokertest
 
 import (
