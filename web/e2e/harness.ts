@@ -8,7 +8,7 @@ import { createServer, type Server } from "node:http";
 import { extname, join, resolve } from "node:path";
 import { test, type TestContext } from "node:test";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { startServer, type TestServer } from "../testing/server.js";
+import { startServer, type KillableTestServer, type TestServer } from "../testing/server.js";
 
 const repoRoot = resolve(import.meta.dirname, "../..");
 const artifactsDir = join(import.meta.dirname, "artifacts");
@@ -214,7 +214,7 @@ export class BoardPage {
 /** Harness is what one test uses; everything it starts ends when the test does. */
 export interface Harness {
   /** server starts an actionsync server (see startServer); it stops after the test. */
-  server(args?: string[], port?: number): Promise<TestServer>;
+  server(args?: string[], port?: number): Promise<KillableTestServer>;
   /** open opens url in a new, independent browser context (its own storage and network). */
   open(url: string): Promise<BoardPage>;
   /** openTab opens url in another tab of page's context (shared storage and network). */

@@ -31,12 +31,21 @@ export interface TestServer {
   stop(): Promise<number | null>;
 }
 
+/** A server process started by startServer: a TestServer that can also be killed. */
+export interface KillableTestServer extends TestServer {
+  /**
+   * kill sends SIGKILL (no shutdown at all, as in a crash) and resolves with the signal
+   * that ended the process once it has exited (null if it had exited on its own before).
+   */
+  kill(): Promise<NodeJS.Signals | null>;
+}
+
 /**
  * startServer runs `actionsync serve` with args (after `--addr 127.0.0.1:<port>`; port 0
  * by default, or the given one, e.g. to restart a server on the same port) and resolves
  * once it listens. Rejects after 20 s or if the process exits first.
  */
-export function startServer(args: string[] = [], port = 0): Promise<TestServer> {
+export function startServer(args: string[] = [], port = 0): Promise<KillableTestServer> {
   // The start-up line is logged at INFO: don't pass a higher --log-level.
   const child: ChildProcess = spawn(buildServer(), ["serve", "--addr", `127.0.0.1:${port}`, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
@@ -62,6 +71,7 @@ export function startServer(args: string[] = [], port = 0): Promise<TestServer> 
         child.removeAllListeners("exit");
         const url = m[1];
         const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+        const killedBy = new Promise<NodeJS.Signals | null>((r) => child.on("exit", (_code, signal) => r(signal)));
         resolvePromise({
           url,
           port: Number(new URL(url).port),
@@ -69,6 +79,10 @@ export function startServer(args: string[] = [], port = 0): Promise<TestServer> 
           stop: () => {
             if (child.exitCode === null) child.kill("SIGTERM");
             return exited;
+          },
+          kill: () => {
+            if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+            return killedBy;
           },
         });
       }
