@@ -3,12 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/actionsync/actionsync/broker/jetstream/embedded"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 )
@@ -201,4 +207,257 @@ func expectReset(ctx context.Context, t *testing.T, client actionsyncv1connect.S
 		t.Fatalf("after the ready: got %v, want the action dispatched next at seq %d", got, head+1)
 	}
 	return reset.GetEpoch()
+}
+
+// natsCluster is three nats-servers with JetStream in the test process, routed to each
+// other on loopback, each on fixed ports so that it can be restarted where it was.
+type natsCluster struct {
+	cfgs    []embedded.Config
+	servers []*embedded.Server // nil while stopped
+	urls    []string           // client URLs, in the order of servers
+	js      natsjs.JetStream   // the test's own JetStream client on the cluster
+}
+
+// startNATSCluster starts the cluster and waits until JetStream answers (its meta
+// leader is elected). The servers still running stop when t ends.
+func startNATSCluster(t *testing.T) *natsCluster {
+	t.Helper()
+	c := &natsCluster{cfgs: make([]embedded.Config, 3), servers: make([]*embedded.Server, 3)}
+	var routes []string
+	for i := range c.cfgs {
+		c.cfgs[i] = embedded.Config{
+			DataDir:    t.TempDir(),
+			Listen:     closedAddr(t),
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Cluster:    closedAddr(t),
+		}
+		routes = append(routes, "nats://"+c.cfgs[i].Cluster)
+		c.urls = append(c.urls, "nats://"+c.cfgs[i].Listen)
+	}
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range c.cfgs {
+		c.cfgs[i].Routes = routes
+		wg.Go(func() { c.servers[i], errs[i] = embedded.Start(c.cfgs[i]) })
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for i := range c.servers {
+			c.stop(i)
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := nats.Connect(strings.Join(c.urls, ","), nats.Name("observer"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if c.js, err = natsjs.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 30*time.Second, "a JetStream meta leader", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		_, err := c.js.AccountInfo(ctx)
+		return err == nil
+	})
+	return c
+}
+
+// stop shuts server i down, if it runs.
+func (c *natsCluster) stop(i int) {
+	if c.servers[i] != nil {
+		c.servers[i].Shutdown()
+		c.servers[i] = nil
+	}
+}
+
+// restart starts server i again, on its directory and ports.
+func (c *natsCluster) restart(t *testing.T, i int) {
+	t.Helper()
+	srv, err := embedded.Start(c.cfgs[i])
+	if err != nil {
+		t.Fatalf("restart %s: %v", c.cfgs[i].ServerName, err)
+	}
+	c.servers[i] = srv
+}
+
+// connectedTo returns the index of the running server the client named name is
+// connected to, or -1.
+func (c *natsCluster) connectedTo(t *testing.T, name string) int {
+	t.Helper()
+	for i, srv := range c.servers {
+		if srv == nil {
+			continue
+		}
+		connz, err := srv.NATS().Connz(&natsserver.ConnzOptions{})
+		if err != nil {
+			t.Fatalf("connz of %s: %v", c.cfgs[i].ServerName, err)
+		}
+		for _, conn := range connz.Conns {
+			if conn.Name == name {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// TestNATSCluster_killServer: one process on a 3-server NATS cluster with a stream of 3
+// replicas. A publisher dispatches continuously, re-sending a failed dispatch with the
+// same ids as a client does, and a subscriber resumes whenever its stream ends. The NATS
+// server the process is connected to is shut down, then restarted once the others
+// carried on; three times, one server down at a time. Every acknowledged action is in
+// History exactly once, in ack order, and the subscriber applied exactly History.
+func TestNATSCluster_killServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-server NATS cluster")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	cluster := startNATSCluster(t)
+	node := startServe(t, "node", "--broker", "nats", "--nats-url", strings.Join(cluster.urls, ","), "--nats-replicas", "3")
+	const channel = "board:cluster"
+
+	// The subscriber resumes on the same process whenever its stream ends.
+	sub := newFollower("sub", channel, 0, "")
+	var (
+		resumes   atomic.Int64
+		following sync.WaitGroup
+	)
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	following.Go(func() {
+		client := node.client(t)
+		for followCtx.Err() == nil {
+			err := sub.follow(followCtx, client)
+			if followCtx.Err() != nil {
+				return
+			}
+			if code := connect.CodeOf(err); code != connect.CodeUnavailable {
+				sub.fault("stream ended with %v, want unavailable", err)
+			}
+			resumes.Add(1)
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
+	var (
+		mu      sync.Mutex
+		acked   []applied // in ack order
+		retries int
+		stop    = make(chan struct{})
+		stopped = make(chan struct{})
+	)
+	ackedCount := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	go func() {
+		defer close(stopped)
+		client := node.client(t)
+		for i := 0; ; {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			batch := batchOf(t, "p", i, 1+i%3)
+			i += len(batch)
+			for attempt := 1; ; attempt++ {
+				sent := time.Now()
+				acks, err := dispatchBatch(ctx, t, client, channel, "publisher", batch)
+				if err != nil {
+					t.Logf("Dispatch of %s (attempt %d) failed after %v: %v", batch[0].GetId(), attempt, time.Since(sent).Round(time.Millisecond), err)
+				}
+				if err == nil {
+					mu.Lock()
+					if attempt == 1 && acks[0].GetDuplicate() {
+						t.Errorf("first dispatch of %s: got a duplicate ack", batch[0].GetId())
+					}
+					for _, a := range acks {
+						acked = append(acked, applied{a.GetSeq(), a.GetId()})
+					}
+					mu.Unlock()
+					break
+				}
+				if ctx.Err() != nil || connect.CodeOf(err) != connect.CodeUnavailable {
+					t.Errorf("Dispatch of %s (attempt %d): %v, want unavailable at worst", batch[0].GetId(), attempt, err)
+					return
+				}
+				mu.Lock()
+				retries++
+				mu.Unlock()
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+
+	start := time.Now()
+	killed := map[string]bool{}
+	for round := range 3 {
+		var i int
+		waitUntil(t, 10*time.Second, "the process connected to NATS", func() bool {
+			i = cluster.connectedTo(t, "actionsync")
+			return i >= 0
+		})
+		name := cluster.cfgs[i].ServerName
+		base := ackedCount()
+		waitUntil(t, 20*time.Second, "50 acks", func() bool { return ackedCount() >= base+50 })
+		cluster.stop(i)
+		killed[name] = true
+		atKill := ackedCount()
+		t.Logf("round %d: shut %s down after %d acks (%v)", round, name, atKill, time.Since(start))
+		waitUntil(t, 30*time.Second, "50 acks with "+name+" down", func() bool { return ackedCount() >= atKill+50 })
+		t.Logf("round %d: 50 acks with %s down (%v)", round, name, time.Since(start))
+		cluster.restart(t, i)
+		waitUntil(t, 30*time.Second, "every replica current", func() bool {
+			return replicasCurrent(t, cluster.js, "ACTIONSYNC")
+		})
+		t.Logf("round %d: %s back and current (%v)", round, name, time.Since(start))
+	}
+	close(stop)
+	<-stopped
+	mu.Lock()
+	want := acked
+	t.Logf("%d actions acked, %d retries, the subscriber resumed %d times; servers shut down: %v", len(want), retries, resumes.Load(), killed)
+	mu.Unlock()
+
+	history := readHistory(ctx, t, node.client(t), channel)
+	if d := diffSequence(appliedOf(history), want); d != "" {
+		t.Errorf("History vs the acks: %s", d)
+	}
+	waitUntil(t, 10*time.Second, fmt.Sprintf("the subscriber at seq %d", len(history)), func() bool {
+		return sub.last() >= uint64(len(history))
+	})
+	stopFollowing()
+	following.Wait()
+	sub.check(t, appliedOf(history))
+}
+
+// replicasCurrent reports whether the stream has a leader and both other replicas are
+// online and current (a lag of a few messages is current under load).
+func replicasCurrent(t *testing.T, js natsjs.JetStream, stream string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
+		return false
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return false
+		}
+	}
+	return true
 }
