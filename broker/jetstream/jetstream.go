@@ -141,6 +141,12 @@ type Broker struct {
 
 	available atomic.Bool
 
+	// conn is done when the connection it was made for is lost: publishes under way
+	// wait on it, since their answers cannot come on a new connection.
+	connMu     sync.Mutex
+	conn       context.Context
+	connCancel context.CancelFunc
+
 	// closeMu: Publish and History hold it for reading; Close takes it for writing,
 	// so Close waits for the calls under way.
 	closeMu sync.RWMutex
@@ -191,6 +197,7 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 	}
 	b.setEpoch(info)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.conn, b.connCancel = context.WithCancel(b.ctx)
 	b.hub = hub.New(source{b}, hub.Options{QueueSize: opts.QueueSize})
 	b.available.Store(nc.IsConnected())
 
@@ -382,6 +389,13 @@ func (b *Broker) watchStatus() {
 			if b.available.Swap(up) == up {
 				continue
 			}
+			b.connMu.Lock()
+			if up {
+				b.conn, b.connCancel = context.WithCancel(b.ctx)
+			} else {
+				b.connCancel() // fail the publishes under way at once
+			}
+			b.connMu.Unlock()
 			if up {
 				b.log.Info("NATS connection back")
 			} else {
@@ -393,6 +407,13 @@ func (b *Broker) watchStatus() {
 			}
 		}
 	}
+}
+
+// connContext returns the context of the current connection: done when it is lost.
+func (b *Broker) connContext() context.Context {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	return b.conn
 }
 
 // checkOpen fails when the broker is closed or NATS is unreachable. Callers hold

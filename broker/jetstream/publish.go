@@ -128,8 +128,10 @@ type pubAck struct {
 // sequence of the last entry. One entry is a plain publish; several are an atomic batch:
 // the earlier messages are sent without waiting, the commit is a request.
 func (b *Broker) publishBatch(ctx context.Context, subject string, entries []*broker.Entry, expect uint64) (uint64, error) {
+	conn := b.connContext()
 	ctx, cancel := context.WithTimeout(ctx, b.opts.PublishTimeout)
 	defer cancel()
+	defer context.AfterFunc(conn, cancel)()
 	var batchID string
 	if len(entries) > 1 {
 		var id [12]byte
@@ -164,6 +166,12 @@ func (b *Broker) publishBatch(ctx context.Context, subject string, entries []*br
 		}
 		var err error
 		if reply, err = b.nc.RequestMsgWithContext(ctx, m); err != nil {
+			if conn.Err() != nil {
+				// The answer was lost with the connection: the action may or may not be
+				// stored. The client re-sends it with the same id (answered duplicate
+				// if it was).
+				return 0, fmt.Errorf("publish: NATS connection lost before the answer: %w", broker.ErrUnavailable)
+			}
 			return 0, b.unavailable("publish", err)
 		}
 	}

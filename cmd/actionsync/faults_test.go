@@ -542,12 +542,8 @@ func (p *cutProxy) serve(client net.Conn) {
 // while a dispatch waits for JetStream's answer (here: the publish never reached NATS).
 // The answer cannot come over a connection that is gone, so the dispatch should fail
 // at once with UNAVAILABLE for the client to re-send, as new dispatches do while NATS is
-// unreachable; scale-out.md: "dispatches in flight on a node connected to it fail with
-// UNAVAILABLE for about a second".
+// unreachable (scale-out.md, failure modes).
 func TestNATS_dispatchInFlightWhenConnectionDrops(t *testing.T) {
-	t.Skip("bug: a dispatch in flight when the node's NATS connection drops waits out " +
-		"--nats-publish-timeout (5 s by default) instead of failing at once with UNAVAILABLE: " +
-		"the broker does not fail the publishes under way when the connection is lost")
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
