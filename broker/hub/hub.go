@@ -171,39 +171,52 @@ func (h *Hub) Topics() int {
 // counts one more reference to it.
 func (h *Hub) acquire(ctx context.Context, name string) (*Topic, error) {
 	sh := h.shardOf(name)
-	sh.mu.Lock()
-	t := sh.topics[name]
-	if t != nil {
-		t.refs++
-		sh.mu.Unlock()
-		select {
-		case <-t.opened:
-		case <-ctx.Done():
-			h.release(t)
-			return nil, ctx.Err()
+	for {
+		sh.mu.Lock()
+		t := sh.topics[name]
+		if t != nil {
+			t.refs++
+			sh.mu.Unlock()
+			select {
+			case <-t.opened:
+			case <-ctx.Done():
+				h.release(t)
+				return nil, ctx.Err()
+			}
+			if t.openErr != nil {
+				h.release(t)
+				if ctx.Err() == nil && (errors.Is(t.openErr, context.Canceled) || errors.Is(t.openErr, context.DeadlineExceeded)) {
+					continue // the opener's context ended, not ours: open it again
+				}
+				return nil, t.openErr
+			}
+			return t, nil
 		}
-		if t.openErr != nil {
+		t = &Topic{h: h, name: name, refs: 1, opened: make(chan struct{})}
+		sh.topics[name] = t
+		sh.mu.Unlock()
+
+		// Open outside the shard lock: a backend may do I/O here.
+		floor, err := h.src.Open(ctx, name, t)
+		t.mu.Lock()
+		t.last = max(t.last, floor)
+		t.mu.Unlock()
+		t.openErr = err
+		if err != nil {
+			// A failed topic leaves the map at once: a later Add opens anew.
+			sh.mu.Lock()
+			if sh.topics[name] == t {
+				delete(sh.topics, name)
+			}
+			sh.mu.Unlock()
+		}
+		close(t.opened)
+		if err != nil {
 			h.release(t)
-			return nil, t.openErr
+			return nil, err
 		}
 		return t, nil
 	}
-	t = &Topic{h: h, name: name, refs: 1, opened: make(chan struct{})}
-	sh.topics[name] = t
-	sh.mu.Unlock()
-
-	// Open outside the shard lock: a backend may do I/O here.
-	floor, err := h.src.Open(ctx, name, t)
-	t.mu.Lock()
-	t.last = max(t.last, floor)
-	t.mu.Unlock()
-	t.openErr = err
-	close(t.opened)
-	if err != nil {
-		h.release(t)
-		return nil, err
-	}
-	return t, nil
 }
 
 // release drops one reference to t; the last one removes it and detaches it from the

@@ -221,8 +221,13 @@ func (s *subscription) Poll(buf []broker.Event, maxActions int) ([]broker.Event,
 			tries = -1 // something happened: every cursor gets another turn
 		}
 	}
-	if len(buf) == start && err != nil {
-		return buf, err
+	if len(buf) == start {
+		s.mu.Lock()
+		err = s.err // it may have ended while catching up
+		s.mu.Unlock()
+		if err != nil {
+			return buf, err
+		}
 	}
 	return buf, nil
 }
@@ -247,6 +252,7 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) ([]brok
 	defer s.mu.Unlock()
 	if t.cut != nil && s.err == nil {
 		s.err = t.cut
+		defer s.signal()
 	}
 	if s.err != nil {
 		return buf, 0, false

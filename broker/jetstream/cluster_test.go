@@ -95,11 +95,13 @@ func TestBroker_ClusterNodeLoss(t *testing.T) {
 	killed := make(chan string, 1)
 	for i := range total {
 		if i == killAfter {
+			connected := nc.ConnectedUrl() // read once: the client moves on after the kill
 			for _, srv := range servers {
-				if url := srv.ClientURL(); url == nc.ConnectedUrl() {
+				if url := srv.ClientURL(); url == connected {
 					srv.Shutdown()
 					killed <- url
 					t.Logf("killed %s at %v", url, time.Since(start))
+					break
 				}
 			}
 		}
