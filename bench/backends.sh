@@ -3,7 +3,7 @@
 # embedded nats-server with its file store) and 3 stateless nodes on one external
 # nats-server (--broker nats), in the same run, on the same pinned cores.
 #
-#   bash bench/backends.sh   # progress on stderr; one JSON line per phase and a summary on stdout (~6 min)
+#   bash bench/backends.sh   # progress on stderr; one JSON line per phase and a summary on stdout (~3 min)
 #
 # Builds actionsync, actionsync-bench and nats-server (the module's own dependency,
 # github.com/nats-io/nats-server/v2) into a temp dir. Every server process (the nodes, the
