@@ -267,11 +267,11 @@ type member struct {
 func (t *Topic) Channel() string { return t.name }
 
 // Deliver hands the channel's next entries, in seq order and after every entry
-// delivered before, to every member; clientID is their sender (one publish has one
-// sender). It never blocks on a subscriber: one whose queue would overflow is cut off.
+// delivered before, to every member (entries from several senders may come in one
+// call). It never blocks on a subscriber: one whose queue would overflow is cut off.
 // The backend calls it from one goroutine at a time per channel (under its channel
 // lock), so that deliveries keep the channel's order.
-func (t *Topic) Deliver(entries []*broker.Entry, clientID string) {
+func (t *Topic) Deliver(entries []*broker.Entry) {
 	if len(entries) == 0 {
 		return
 	}
@@ -284,7 +284,7 @@ func (t *Topic) Deliver(entries []*broker.Entry, clientID string) {
 		for len(es) > 0 && es[0].Seq() <= m.skipThrough {
 			es = es[1:]
 		}
-		if len(es) == 0 || m.s.push(es, clientID) {
+		if len(es) == 0 || m.s.push(es) {
 			live = append(live, m)
 		}
 	}

@@ -223,7 +223,7 @@ func (b *lagBroker) deliverLoop() {
 			for len(es) > 0 && es[0].Seq() <= d.ch.floor {
 				es = es[1:] // stored before the topic was attached: it reads them
 			}
-			d.ch.topic.Deliver(es, d.clientID)
+			d.ch.topic.Deliver(es)
 		}
 		d.ch.delivered = d.entries[len(d.entries)-1].Seq()
 		d.ch.mu.Unlock()

@@ -60,29 +60,39 @@ func (s *subscription) signal() {
 // Notify implements broker.Subscription.
 func (s *subscription) Notify() <-chan struct{} { return s.notify }
 
-// push queues live entries sent by clientID. It reports false if the subscription has
-// ended (now or before) and should be dropped from the topic. Callers hold the topic's
-// mutex.
-func (s *subscription) push(es []*broker.Entry, clientID string) bool {
+// push queues live entries. It reports false if the subscription has ended (now or
+// before) and should be dropped from the topic. Callers hold the topic's mutex.
+func (s *subscription) push(es []*broker.Entry) bool {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
 		return false
 	}
-	if s.opts.ExcludeOwn && clientID == s.opts.ClientID {
-		s.mu.Unlock()
-		return true
+	n := len(es)
+	if s.opts.ExcludeOwn {
+		for _, e := range es {
+			if e.Action.GetClientId() == s.opts.ClientID {
+				n--
+			}
+		}
+		if n == 0 {
+			s.mu.Unlock()
+			return true
+		}
 	}
-	if s.queued+len(es) > s.h.opts.QueueSize {
+	if s.queued+n > s.h.opts.QueueSize {
 		s.err = fmt.Errorf("%d actions queued, limit %d: %w", s.queued, s.h.opts.QueueSize, broker.ErrSlowConsumer)
 		s.mu.Unlock()
 		s.signal()
 		return false
 	}
 	for _, e := range es {
+		if n < len(es) && e.Action.GetClientId() == s.opts.ClientID {
+			continue // ExcludeOwn
+		}
 		s.pending = append(s.pending, broker.Event{Entry: e})
 	}
-	s.queued += len(es)
+	s.queued += n
 	s.mu.Unlock()
 	s.signal()
 	return true

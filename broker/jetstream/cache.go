@@ -43,7 +43,16 @@ type channel struct {
 	loading    bool       // the first load is under way: the feed buffers
 	buffered   []feedMsg  // what the feed saw while loading
 	topic      *hub.Topic // the channel's fan-out while it has subscribers
+	// undelivered holds entries appended to the log and not yet handed to the topic:
+	// the feed gathers the messages it has in hand before delivering them in one go.
+	undelivered []*broker.Entry
+
+	feedDirty bool // in the feed's list of channels to flush; owned by the feed goroutine
 }
+
+// feedFlushEvery is the most messages the feed applies before it delivers what it
+// gathered, even while more are waiting in the stream.
+const feedFlushEvery = 256
 
 // feedMsg is a stream message as the feed or a read hands it over.
 type feedMsg struct {
@@ -179,12 +188,12 @@ func (b *Broker) load(ctx context.Context, ch *channel) error {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	for _, m := range msgs {
-		if err := b.applyLocked(ch, m); err != nil {
+		if err := b.applyLocked(ch, m, false); err != nil {
 			return fmt.Errorf("load channel %q: %w", ch.name, err)
 		}
 	}
 	for _, m := range ch.buffered {
-		if err := b.applyLocked(ch, m); err != nil {
+		if err := b.applyLocked(ch, m, false); err != nil {
 			return fmt.Errorf("load channel %q: %w", ch.name, err)
 		}
 	}
@@ -234,7 +243,7 @@ func (b *Broker) refresh(ctx context.Context, ch *channel) error {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	for _, m := range msgs {
-		if err := b.applyLocked(ch, m); err != nil {
+		if err := b.applyLocked(ch, m, false); err != nil {
 			return err
 		}
 	}
@@ -242,10 +251,10 @@ func (b *Broker) refresh(ctx context.Context, ch *channel) error {
 }
 
 // applyLocked adds one stream message to the channel's cache and delivers it to the
-// channel's topic, unless the cache already has it. Callers hold ch.mu. The feed,
-// refresh and Publish all apply, in stream order each; the stream sequence decides who
-// was first.
-func (b *Broker) applyLocked(ch *channel, m feedMsg) error {
+// channel's topic (with hold: later, at flushLocked), unless the cache already has it.
+// Callers hold ch.mu. The feed, refresh and Publish all apply, in stream order each; the
+// stream sequence decides who was first.
+func (b *Broker) applyLocked(ch *channel, m feedMsg, hold bool) error {
 	if m.streamSeq <= ch.lastStream {
 		return nil
 	}
@@ -257,15 +266,17 @@ func (b *Broker) applyLocked(ch *channel, m feedMsg) error {
 		return nil
 	}
 	e := &broker.Entry{Action: a, Proto: m.data}
-	return b.appendLocked(ch, []*broker.Entry{e}, m.streamSeq)
+	return b.appendLocked(ch, []*broker.Entry{e}, m.streamSeq, hold)
 }
 
 // appendLocked appends entries (in seq order) whose last one is stored at stream
 // sequence lastStream, skipping those the cache already has, and delivers the new ones.
 // A seq past the head means the cache missed messages that the stream no longer has: the
 // cache restarts from there and the channel's subscribers are cut off to resume (they
-// get a reset). Callers hold ch.mu.
-func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream uint64) error {
+// get a reset). With hold, the new entries wait in ch.undelivered for flushLocked; a
+// subscriber that reads them from the log meanwhile skips them when they are delivered
+// (the hub's seam allows reads ahead of deliveries). Callers hold ch.mu.
+func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream uint64, hold bool) error {
 	fresh := entries[:0:0]
 	for _, e := range entries {
 		switch head := ch.log.Head(); {
@@ -275,6 +286,8 @@ func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream u
 			if head != 0 || ch.log.Len() != 0 || ch.lastStream != 0 {
 				b.log.Warn("channel cache missed trimmed messages; subscribers resume", slog.String("channel", ch.name), slog.Uint64("head", head), slog.Uint64("seq", e.Seq()))
 				ch.log = history.NewLog(b.opts.HistorySize)
+				clear(ch.undelivered)
+				ch.undelivered = ch.undelivered[:0]
 				if ch.topic != nil {
 					ch.topic.Cut(fmt.Errorf("channel %q: %w: %w", ch.name, errGap, broker.ErrUnavailable))
 				}
@@ -287,13 +300,29 @@ func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream u
 		fresh = append(fresh, e)
 	}
 	ch.lastStream = max(ch.lastStream, lastStream)
-	if len(fresh) > 0 && ch.topic != nil && !ch.loading {
-		ch.topic.Deliver(fresh, fresh[0].Action.GetClientId())
+	ch.undelivered = append(ch.undelivered, fresh...)
+	if !hold {
+		b.flushLocked(ch)
 	}
 	return nil
 }
 
-// onFeed applies one message of the feed to the channel it belongs to, if cached.
+// flushLocked delivers the entries appended and not yet delivered. Callers hold ch.mu.
+func (b *Broker) flushLocked(ch *channel) {
+	if len(ch.undelivered) == 0 {
+		return
+	}
+	if ch.topic != nil && !ch.loading {
+		ch.topic.Deliver(ch.undelivered)
+	}
+	clear(ch.undelivered)
+	ch.undelivered = ch.undelivered[:0]
+}
+
+// onFeed applies one message of the feed to the channel it belongs to, if cached. It
+// delivers what it applied once the stream has nothing more for it right now, or every
+// feedFlushEvery messages: the actions of one dispatch (or of several) reach each
+// subscriber as one batch, as on the node that published them.
 func (b *Broker) onFeed(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -303,19 +332,36 @@ func (b *Broker) onFeed(msg jetstream.Msg) {
 	b.mu.RLock()
 	ch := b.bySubject[msg.Subject()]
 	b.mu.RUnlock()
-	if ch == nil {
-		return
+	if ch != nil {
+		m := feedMsg{streamSeq: meta.Sequence.Stream, data: msg.Data()}
+		ch.mu.Lock()
+		if ch.loading {
+			ch.buffered = append(ch.buffered, m)
+		} else if err := b.applyLocked(ch, m, true); err != nil {
+			b.log.Error("feed: apply", slog.String("channel", ch.name), slog.Any("err", err))
+		}
+		ch.mu.Unlock()
+		if !ch.feedDirty {
+			ch.feedDirty = true
+			b.feedDirty = append(b.feedDirty, ch)
+		}
 	}
-	m := feedMsg{streamSeq: meta.Sequence.Stream, data: msg.Data()}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if ch.loading {
-		ch.buffered = append(ch.buffered, m)
-		return
+	b.feedHeld++
+	if meta.NumPending == 0 || b.feedHeld >= feedFlushEvery {
+		b.flushFeed()
 	}
-	if err := b.applyLocked(ch, m); err != nil {
-		b.log.Error("feed: apply", slog.String("channel", ch.name), slog.Any("err", err))
+}
+
+// flushFeed delivers what the feed applied. It runs on the feed's goroutine.
+func (b *Broker) flushFeed() {
+	for _, ch := range b.feedDirty {
+		ch.mu.Lock()
+		b.flushLocked(ch)
+		ch.mu.Unlock()
+		ch.feedDirty = false
 	}
+	clear(b.feedDirty)
+	b.feedDirty, b.feedHeld = b.feedDirty[:0], 0
 }
 
 // onFeedError logs the feed's errors; the ordered consumer recreates itself after a

@@ -132,6 +132,10 @@ type Broker struct {
 	log    *slog.Logger
 
 	feed     jetstream.ConsumeContext // owned by watchStream after New
+	// The feed goroutine's own state: channels with entries to deliver, and how many
+	// messages it applied since it last delivered.
+	feedDirty []*channel
+	feedHeld  int
 	recheck  chan struct{}            // asks watchStream to check the stream (capacity 1)
 	statusCh chan nats.Status
 	done     chan struct{} // closed by Close: stops the sweeper and the watchers
@@ -341,6 +345,7 @@ func (b *Broker) renewIfLost() error {
 	}
 	b.log.Error("the stream was lost and created again: every channel's history is gone; clients get a reset")
 	b.stopFeed()
+	b.feedDirty, b.feedHeld = nil, 0 // the feed's goroutine has ended
 	lost := fmt.Errorf("stream %q lost: %w", b.opts.Stream, broker.ErrUnavailable)
 	b.mu.Lock()
 	b.setEpoch(info)

@@ -564,10 +564,13 @@ func TestBroker_StreamLost(t *testing.T) {
 		return a.Epoch() != old && a.Epoch() == b.Epoch()
 	})
 	var acks []broker.Ack
+	var lastErr error
 	waitFor(t, "publishing to work again", func() bool {
-		var err error
-		acks, err = a.Publish(t.Context(), ch, []*actionsyncv1.Action{act("c", "new")})
-		return err == nil
+		acks, lastErr = a.Publish(t.Context(), ch, []*actionsyncv1.Action{act("c", "new")})
+		if lastErr != nil {
+			t.Logf("Publish: %v", lastErr)
+		}
+		return lastErr == nil
 	})
 	if acks[0].Seq != 1 || acks[0].Duplicate {
 		t.Errorf("first action in the new stream: %+v, want seq 1", acks[0])

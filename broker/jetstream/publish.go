@@ -106,7 +106,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			return nil, err
 		}
 		ch.mu.Lock()
-		err = b.appendLocked(ch, entries, last)
+		err = b.appendLocked(ch, entries, last, false)
 		ch.mu.Unlock()
 		if err != nil {
 			return nil, err

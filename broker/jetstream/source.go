@@ -65,6 +65,10 @@ func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, er
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.topic = t
+	// Entries not yet delivered are in the log, below the floor: nobody who joins t
+	// needs them delivered.
+	clear(ch.undelivered)
+	ch.undelivered = ch.undelivered[:0]
 	return ch.log.Head(), nil
 }
 

@@ -217,7 +217,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	}
 	// Fan out, under the channel lock so that deliveries keep the channel's order.
 	if ch.topic != nil {
-		ch.topic.Deliver(fresh, actions[0].GetClientId()) // one Publish call has one sender
+		ch.topic.Deliver(fresh)
 	}
 	return acks, nil
 }
