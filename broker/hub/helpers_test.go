@@ -108,7 +108,7 @@ func (f *fakeSource) deliver(t *testing.T, channel string, from, to uint64, clie
 	if top == nil || from < 1 || to > uint64(len(es)) {
 		t.Fatalf("deliver %s %d..%d: topic %v, %d entries stored", channel, from, to, top, len(es))
 	}
-	top.Deliver(es[from-1:to])
+	top.Deliver(es[from-1 : to])
 }
 
 // topic returns the topic attached to channel (nil if none).
