@@ -501,6 +501,25 @@ func TestBroker_ConnectionLoss(t *testing.T) {
 	if h := allHistory(t, b, ch); len(h) != 2 || h[0].Action.GetId() != "kept" {
 		t.Errorf("history after reconnect: %d entries, want kept and after", len(h))
 	}
+
+	// Both nodes' feeds came back: a live subscriber on each gets what the other
+	// publishes.
+	other := node(t, srv, jetstream.Options{Stream: "LOSS", SubjectPrefix: "loss"})
+	onB := collect(t, b, "s", ch, broker.Position{Live: true})
+	onOther := collect(t, other, "s", ch, broker.Position{Live: true})
+	waitFor(t, "both live subscribers' ready", func() bool { return len(onB.controls()) == 1 && len(onOther.controls()) == 1 })
+	if _, err := other.Publish(ctx, ch, []*actionsyncv1.Action{act("c", "from-other")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, ch, []*actionsyncv1.Action{act("c", "from-b")}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*collector{"reconnected node": onB, "other node": onOther} {
+		waitFor(t, name+" to get both live actions", func() bool { return len(c.seqs()) == 2 })
+		if got := c.seqs(); !slices.Equal(got, []uint64{3, 4}) {
+			t.Errorf("%s: got seqs %v, want [3 4]", name, got)
+		}
+	}
 }
 
 // TestBroker_CacheLimit: a node caches at most MaxChannels channels at once; one more
