@@ -39,8 +39,8 @@ node --import tsx --test web/redux/src/*.test.ts web/demo/src/*.test.ts
 step "fuzz request validation (briefly)"
 go test -run '^$' -fuzz '^FuzzDispatchRequest$' -fuzztime "${FUZZTIME:-10s}" ./service/
 
-step "broker fan-out benchmarks (briefly)"
-go test -run '^$' -bench . -benchtime "${BENCHTIME:-200x}" ./broker/memory/
+step "broker benchmarks (briefly): fan-out, and two JetStream nodes over 10,000 channels"
+go test -run '^$' -bench . -benchtime "${BENCHTIME:-200x}" ./broker/memory/ ./broker/jetstream/
 
 step "smoke test: buf curl against a real server process"
 bash scripts/smoke.sh
