@@ -233,6 +233,10 @@ func streamConfig(opts Options) jetstream.StreamConfig {
 	}
 }
 
+// streamRecreateDelay is how long a node waits, after finding its stream gone, before
+// it creates it again.
+const streamRecreateDelay = time.Second
+
 // feedStopWait bounds the wait for the feed to stop: without a connection to NATS,
 // nats.go may take seconds to finish an ordered consumer, and Close must not.
 const feedStopWait = time.Second
@@ -331,6 +335,14 @@ func (b *Broker) renewIfLost() error {
 	defer cancel()
 	info, err := b.stream.Info(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Give the server time to finish tearing the old stream down: a stream created
+		// again while that is under way has been seen to accept no publish (nats-server
+		// 2.15.2, on a loaded machine).
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(streamRecreateDelay):
+		}
 		// The stream handle addresses the stream by name: it serves the new one too.
 		if _, err = b.js.CreateOrUpdateStream(ctx, streamConfig(b.opts)); err == nil {
 			info, err = b.stream.Info(ctx)
