@@ -87,3 +87,41 @@ func BenchmarkNodes_10000Channels(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "actions/s")
 	b.ReportMetric(heapPerChannel, "heap-B/channel")
 }
+
+// BenchmarkLoad_10000Actions: a node that has not cached a channel of 10,000 actions
+// loads it from the stream (over TCP to the nats-server) on first use. An iteration is
+// one load, by a fresh node answering a History call.
+func BenchmarkLoad_10000Actions(b *testing.B) {
+	const (
+		total = 10_000
+		batch = 100
+		ch    = "big"
+	)
+	srv := startServer(b)
+	opts := jetstream.Options{Stream: "LOAD", SubjectPrefix: "load"}
+	a := node(b, srv, opts)
+	for i := 0; i < total; i += batch {
+		actions := make([]*actionsyncv1.Action, batch)
+		for k := range actions {
+			actions[k] = act("a", fmt.Sprintf("a-%d", i+k))
+		}
+		if _, err := a.Publish(b.Context(), ch, actions); err != nil {
+			b.Fatal(err)
+		}
+	}
+	nc := connect(b, srv)
+	b.ResetTimer()
+	for b.Loop() {
+		fresh, err := jetstream.New(b.Context(), nc, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries, head, err := fresh.History(b.Context(), ch, total-1, 10)
+		if err != nil || head != total || len(entries) != 1 {
+			b.Fatalf("History after load: %d entries, head %d, %v", len(entries), head, err)
+		}
+		b.StopTimer()
+		_ = fresh.Close()
+		b.StartTimer()
+	}
+}

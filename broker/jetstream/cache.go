@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/actionsync/actionsync/broker"
@@ -205,9 +206,13 @@ func (b *Broker) load(ctx context.Context, ch *channel) error {
 	return nil
 }
 
+// readBatch is how many messages one batched direct get asks for.
+const readBatch = 1000
+
 // readSubject returns the messages of subject after stream sequence after, in order, up
-// to the subject's last message when the read began. Direct gets, one per message:
-// nats.go has no batch get, and they cost 12-17 µs each in process.
+// to the subject's last message when the read began. It reads with batched direct gets
+// (orbit.go's jetstreamext.GetBatch: up to readBatch messages per round trip), so a
+// channel of 10,000 actions loads in 10 round trips, not 10,000.
 func (b *Broker) readSubject(ctx context.Context, subject string, after uint64) ([]feedMsg, error) {
 	last, err := b.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -221,15 +226,29 @@ func (b *Broker) readSubject(ctx context.Context, subject string, after uint64) 
 	}
 	var msgs []feedMsg
 	for next := after + 1; next < last.Sequence; {
-		m, err := b.stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		batch, err := jetstreamext.GetBatch(ctx, b.js, b.opts.Stream, readBatch,
+			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(subject))
 		if err != nil {
 			return nil, b.unavailable("read "+subject, err)
 		}
-		if m.Sequence >= last.Sequence {
-			break
+		got := 0
+		for m, err := range batch {
+			if errors.Is(err, jetstreamext.ErrNoMessages) {
+				break
+			}
+			if err != nil {
+				return nil, b.unavailable("read "+subject, err)
+			}
+			got++
+			next = m.Sequence + 1
+			if m.Sequence >= last.Sequence {
+				break
+			}
+			msgs = append(msgs, feedMsg{streamSeq: m.Sequence, data: m.Data})
 		}
-		msgs = append(msgs, feedMsg{streamSeq: m.Sequence, data: m.Data})
-		next = m.Sequence + 1
+		if got == 0 {
+			break // trimmed meanwhile: the last message stands for the rest
+		}
 	}
 	return append(msgs, feedMsg{streamSeq: last.Sequence, data: last.Data}), nil
 }

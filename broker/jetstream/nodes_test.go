@@ -128,8 +128,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // allHistory reads a channel's whole history from b.
 func allHistory(t *testing.T, b broker.Broker, channel string) []*broker.Entry {
 	t.Helper()
+	return historyAfter(t, b, channel, 0)
+}
+
+// historyAfter reads a channel's history after seq from b.
+func historyAfter(t *testing.T, b broker.Broker, channel string, seq uint64) []*broker.Entry {
+	t.Helper()
 	var all []*broker.Entry
-	for after := uint64(0); ; {
+	for after := seq; ; {
 		page, head, err := b.History(t.Context(), channel, after, 100)
 		if err != nil {
 			t.Fatalf("History(%q, after %d): %v", channel, after, err)
@@ -625,5 +631,46 @@ func TestBroker_CloseWhileDown(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close while NATS is down took %v, want under 2s", d)
+	}
+}
+
+// TestBroker_LoadLongChannel: a node loads a channel whose stream history is longer
+// than one batched read and starts after trimmed actions; its cache equals the
+// publishing node's, and it continues the channel's seqs.
+func TestBroker_LoadLongChannel(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	opts := jetstream.Options{Stream: "LONG", SubjectPrefix: "long", HistorySize: 2500}
+	a := node(t, srv, opts)
+	const ch, total = "long", 3100
+	for i := 0; i < total; i += 100 {
+		batch := make([]*actionsyncv1.Action, 100)
+		for k := range batch {
+			batch[k] = act("a", fmt.Sprintf("a-%d", i+k))
+		}
+		if _, err := a.Publish(t.Context(), ch, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := historyAfter(t, a, ch, total-2500)
+	if len(want) != 2500 || want[0].Seq() != total-2500+1 {
+		t.Fatalf("publishing node: %d entries from seq %d, want 2500 from %d", len(want), want[0].Seq(), total-2500+1)
+	}
+	b := node(t, srv, opts)
+	got := historyAfter(t, b, ch, total-2500)
+	if len(got) != len(want) {
+		t.Fatalf("loading node: %d entries, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Seq() != want[i].Seq() || got[i].Action.GetId() != want[i].Action.GetId() {
+			t.Fatalf("entry %d: seq %d id %q, want seq %d id %q", i, got[i].Seq(), got[i].Action.GetId(), want[i].Seq(), want[i].Action.GetId())
+		}
+	}
+	if _, _, err := b.History(t.Context(), ch, total-2500-1, 10); !errors.Is(err, broker.ErrTrimmed) {
+		t.Errorf("History before the oldest kept action: got %v, want %v", err, broker.ErrTrimmed)
+	}
+	acks, err := b.Publish(t.Context(), ch, []*actionsyncv1.Action{act("b", "next")})
+	if err != nil || acks[0].Seq != total+1 {
+		t.Errorf("publish on the loading node: %+v, %v; want seq %d", acks, err, total+1)
 	}
 }
