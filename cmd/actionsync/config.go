@@ -166,31 +166,19 @@ var settings = []setting{
 	{flag: "nats-creds", env: "ACTIONSYNC_NATS_CREDS", arg: "FILE",
 		shown: "none",
 		help:  "with --broker nats: NATS credentials file (user JWT and NKey seed)",
-		apply: func(c *config, v string) error {
-			c.nats.credsFile = v
-			return nil
-		}},
+		apply: setString(func(c *config) *string { return &c.nats.credsFile })},
 	{flag: "nats-tls-ca", env: "ACTIONSYNC_NATS_TLS_CA", arg: "FILE",
 		shown: "none: the system's roots",
 		help:  "with --broker nats: PEM CA certificates that verify the NATS servers",
-		apply: func(c *config, v string) error {
-			c.nats.tlsCAFile = v
-			return nil
-		}},
+		apply: setString(func(c *config) *string { return &c.nats.tlsCAFile })},
 	{flag: "nats-tls-cert", env: "ACTIONSYNC_NATS_TLS_CERT", arg: "FILE",
 		shown: "none",
 		help:  "with --broker nats and --nats-tls-key: PEM client certificate for NATS (mutual TLS)",
-		apply: func(c *config, v string) error {
-			c.nats.tlsCertFile = v
-			return nil
-		}},
+		apply: setString(func(c *config) *string { return &c.nats.tlsCertFile })},
 	{flag: "nats-tls-key", env: "ACTIONSYNC_NATS_TLS_KEY", arg: "FILE",
 		shown: "none",
 		help:  "PEM private key for --nats-tls-cert",
-		apply: func(c *config, v string) error {
-			c.nats.tlsKeyFile = v
-			return nil
-		}},
+		apply: setString(func(c *config) *string { return &c.nats.tlsKeyFile })},
 	{flag: "nats-publish-timeout", env: "ACTIONSYNC_NATS_PUBLISH_TIMEOUT", def: "5s", arg: "DURATION",
 		help: "how long a dispatch waits for JetStream to store it; then it fails with UNAVAILABLE",
 		apply: durationAtLeast(time.Nanosecond, func(c *config, d time.Duration) {
@@ -547,6 +535,14 @@ func readAllowFile(path string) (*service.AllowList, error) {
 // errorf returns a *usageError that names the flag and its variable.
 func (s *setting) errorf(format string, args ...any) error {
 	return &usageError{err: fmt.Errorf("--%s (%s): %w", s.flag, s.env, fmt.Errorf(format, args...))}
+}
+
+// setString returns an apply function that stores the value as it is in dst.
+func setString(dst func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error {
+		*dst(c) = v
+		return nil
+	}
 }
 
 // intAtLeast parses a whole number >= minimum into the field dst returns.
