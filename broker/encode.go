@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
@@ -27,6 +28,21 @@ func EncodeAction(a *actionsyncv1.Action) ([]byte, error) {
 		return nil, fmt.Errorf("encode action %q: %w", a.GetId(), err)
 	}
 	return buf, nil
+}
+
+// EncodeActions stamps each action with channel and ts (clearing its seq) and encodes it
+// with EncodeAction into dst[i] (len(dst) must be len(actions)): what a backend's Publish
+// does before it takes its channel lock. The caller makes dst, so that a small one can
+// stay on its stack.
+func EncodeActions(dst [][]byte, channel string, ts *timestamppb.Timestamp, actions []*actionsyncv1.Action) error {
+	for i, a := range actions {
+		a.Channel, a.Seq, a.Time = channel, 0, ts
+		var err error
+		if dst[i], err = EncodeAction(a); err != nil {
+			return fmt.Errorf("actions[%d]: %w", i, err)
+		}
+	}
+	return nil
 }
 
 // AppendSeq appends the seq field to an encoding made by EncodeAction and returns the

@@ -49,11 +49,8 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 
 	ts := timestamppb.New(b.opts.Now())
 	encoded := make([][]byte, len(actions))
-	for i, a := range actions {
-		a.Channel, a.Seq, a.Time = name, 0, ts
-		if encoded[i], err = broker.EncodeAction(a); err != nil {
-			return nil, fmt.Errorf("actions[%d]: %w", i, err)
-		}
+	if err := broker.EncodeActions(encoded, name, ts, actions); err != nil {
+		return nil, err
 	}
 
 	ch.pubMu.Lock()
