@@ -51,13 +51,9 @@ type channel struct {
 	feedDirty bool // in the feed's list of channels to flush; owned by the feed goroutine
 }
 
-// The feed delivers what it gathered after feedFlushEvery messages of cached channels,
-// or once the first of them has waited feedFlushAfter, even while more are waiting in
-// the stream.
-const (
-	feedFlushEvery = 256
-	feedFlushAfter = time.Millisecond
-)
+// feedFlushEvery is the most messages the feed applies before it delivers what it
+// gathered, even while more are waiting in the stream.
+const feedFlushEvery = 256
 
 // feedMsg is a stream message as the feed or a read hands it over.
 type feedMsg struct {
@@ -368,15 +364,9 @@ func (b *Broker) onFeed(msg jetstream.Msg) {
 			ch.feedDirty = true
 			b.feedDirty = append(b.feedDirty, ch)
 		}
-		if b.feedHeld == 0 {
-			b.feedHeldSince = time.Now()
-		}
-		b.feedHeld++
 	}
-	// Deliver when nothing more is waiting, or when enough has gathered, or when the
-	// first held message has waited long enough: a stream busy with other channels'
-	// actions always has more waiting.
-	if b.feedHeld > 0 && (meta.NumPending == 0 || b.feedHeld >= feedFlushEvery || time.Since(b.feedHeldSince) >= feedFlushAfter) {
+	b.feedHeld++
+	if meta.NumPending == 0 || b.feedHeld >= feedFlushEvery {
 		b.flushFeed()
 	}
 }

@@ -134,15 +134,14 @@ type Broker struct {
 	feed jetstream.ConsumeContext // owned by watchStream after New
 	// The feed goroutine's own state: channels with entries to deliver, and how many
 	// messages it applied since it last delivered.
-	feedDirty     []*channel
-	feedHeld      int
-	feedHeldSince time.Time
-	recheck       chan struct{} // asks watchStream to check the stream (capacity 1)
-	statusCh      chan nats.Status
-	done          chan struct{} // closed by Close: stops the sweeper and the watchers
-	ctx           context.Context
-	cancel        context.CancelFunc // cancels ctx in Close: the stream watcher's requests
-	wg            sync.WaitGroup
+	feedDirty []*channel
+	feedHeld  int
+	recheck   chan struct{} // asks watchStream to check the stream (capacity 1)
+	statusCh  chan nats.Status
+	done      chan struct{} // closed by Close: stops the sweeper and the watchers
+	ctx       context.Context
+	cancel    context.CancelFunc // cancels ctx in Close: the stream watcher's requests
+	wg        sync.WaitGroup
 
 	available atomic.Bool
 
