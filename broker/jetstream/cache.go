@@ -341,7 +341,9 @@ func (b *Broker) flushLocked(ch *channel) {
 // onFeed applies one message of the feed to the channel it belongs to, if cached. It
 // delivers what it applied once the stream has nothing more for it right now, or every
 // feedFlushEvery messages: the actions of one dispatch (or of several) reach each
-// subscriber as one batch, as on the node that published them.
+// subscriber as one batch, as on the node that published them. Messages are waiting
+// only while the feed is behind the stream, and then it works through them back to
+// back, so holding is bounded by feedFlushEvery messages' work, not by the stream's rate.
 func (b *Broker) onFeed(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
