@@ -256,8 +256,13 @@ func (b *Broker) stopFeed() {
 // failed, until it succeeds.
 type stoppedFeed struct{}
 
-func (stoppedFeed) Stop()  {}
+// Stop does nothing: the feed has ended.
+func (stoppedFeed) Stop() {}
+
+// Drain does nothing: the feed has ended.
 func (stoppedFeed) Drain() {}
+
+// Closed returns a closed channel: the feed has ended.
 func (stoppedFeed) Closed() <-chan struct{} {
 	c := make(chan struct{})
 	close(c)
