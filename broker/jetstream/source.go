@@ -8,9 +8,8 @@ import (
 	"github.com/actionsync/actionsync/broker/hub"
 )
 
-// History implements broker.Broker. It reads this node's cache, which follows the
-// stream within the feed's delay; a position past the cached head is checked against
-// the stream before it is refused.
+// History implements broker.Broker. It reads this node's cache after catching it up
+// with the stream, so it holds every action acknowledged (on any node) before the call.
 func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limit int) ([]*broker.Entry, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
@@ -25,13 +24,11 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 		return nil, 0, err
 	}
 	defer b.unuse(ch)
-	ch.mu.Lock()
-	beyond := afterSeq > ch.log.Head()
-	ch.mu.Unlock()
-	if beyond {
-		if err := b.refresh(ctx, ch); err != nil {
-			return nil, 0, err
-		}
+	// Catch the cache up with the stream first (one direct get when nothing is
+	// missing): History then has every action acknowledged before it was called, on
+	// any node, not only what this node's feed has brought so far.
+	if err := b.refresh(ctx, ch); err != nil {
+		return nil, 0, err
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
