@@ -78,7 +78,7 @@ log() { echo "[bench/backends.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # ---- check the knobs before spending minutes ----
-isnum() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+. "$ROOT/bench/lib.sh"
 for v in RUNS PORT DEBUG_PORT NATS_PORT SERVER_CPU CLIENT_CPU WINDOW BATCH TPUT_N LAT_N PAYLOAD_BYTES QUIET_WAIT QUIET_PCT PHASE_TRIES PHASE_QUIET_WAIT FOREIGN_MAX PROFILE_SECONDS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v: got '${!v}', want an integer"
 done
@@ -206,30 +206,6 @@ bench() {
     --server-pid "$(pids_arg)" --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" \
     --protocol "$PROTOCOL" --payload-bytes "$PAYLOAD_BYTES" "$@" > "$file" 2> >(tee -a "$OUT/logs/bench.log" >&2) || rc=$?
   return "$rc"
-}
-
-fail_phase() { log "$1: FAILED ($2)"; echo "$1" >> "$OUT/failed.txt"; }
-
-foreign_of() { # $1: phase json -> integer foreign % on the pinned cores (0 if unknown)
-  local f
-  f=$(sed -n 's/.*"foreign_pct":\([0-9.]*\).*/\1/p' "$1")
-  echo "${f%.*}" | sed 's/^$/0/'
-}
-
-# Load on the two pinned CPUs. Wait up to $1 s for both to be under QUIET_PCT%.
-read_busy() { awk -v c="cpu$1" '$1==c {b=$2+$3+$4+$7+$8+$9; t=b+$5+$6; print b, t}' /proc/stat; }
-wait_quiet() {
-  local i b0a t0a b1a t1a b0b t0b b1b t1b
-  for i in $(seq 1 $(( $1 > 0 ? $1 : 1 ))); do
-    read -r b0a t0a < <(read_busy "$SERVER_CPU"); read -r b1a t1a < <(read_busy "$CLIENT_CPU")
-    sleep 1
-    read -r b0b t0b < <(read_busy "$SERVER_CPU"); read -r b1b t1b < <(read_busy "$CLIENT_CPU")
-    PRE_BUSY0=$(( t0b > t0a ? 100 * (b0b - b0a) / (t0b - t0a) : 0 ))
-    PRE_BUSY1=$(( t1b > t1a ? 100 * (b1b - b1a) / (t1b - t1a) : 0 ))
-    [ "$PRE_BUSY0" -lt "$QUIET_PCT" ] && [ "$PRE_BUSY1" -lt "$QUIET_PCT" ] && return 0
-    [ "$i" = 1 ] && log "pinned CPUs busy (${PRE_BUSY0}%, ${PRE_BUSY1}%); waiting up to ${1}s for quiet"
-  done
-  return 0
 }
 
 # phase NAME LABEL ARGS...: a measured phase, saved as phases/NAME.json and printed. Retried
