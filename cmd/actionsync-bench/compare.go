@@ -128,19 +128,7 @@ func compare(cfg config, stdout, stderr io.Writer) error {
 	out.set("vs_"+baselineLabel, shares)
 	out.set("goals", goals)
 
-	failed, err := readLines(filepath.Join(dir, failedFile))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if failed == nil {
-		failed = []string{}
-	}
-	out.set("failed_phases", failed)
-	line, err := out.MarshalJSON()
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(stdout, "%s\n", line); err != nil {
+	if err := writeFinalLine(stdout, dir, out); err != nil {
 		return err
 	}
 	writeCompareTable(stderr, labels, backends, shares, goals)

@@ -77,6 +77,12 @@ func summarize(cfg config, stdout io.Writer) error {
 	}
 	out.set("ratios", ratios(ours, peer))
 	out.set("targets", targets(ours, peer))
+	return writeFinalLine(stdout, dir, out)
+}
+
+// writeFinalLine adds the run's failed phases (dir's failedFile; none if it is missing)
+// to out and writes it to w as one line of JSON.
+func writeFinalLine(w io.Writer, dir string, out *result) error {
 	failed, err := readLines(filepath.Join(dir, failedFile))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -89,7 +95,7 @@ func summarize(cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "%s\n", line)
+	_, err = fmt.Fprintf(w, "%s\n", line)
 	return err
 }
 
