@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-
 	"sync"
 	"time"
 
@@ -91,14 +90,17 @@ func (b *Broker) use(ctx context.Context, name string) (*channel, error) {
 		// Registered before loading: the feed buffers what arrives meanwhile, and the
 		// load reads everything stored before.
 		ch.loadErr = b.load(ctx, ch)
-		close(ch.loaded)
 		if ch.loadErr != nil {
+			// Out of the map before the waiters wake: one that loads again gets a new entry.
 			b.mu.Lock()
 			if b.channels[name] == ch {
 				delete(b.channels, name)
 				delete(b.bySubject, ch.subject)
 			}
 			b.mu.Unlock()
+		}
+		close(ch.loaded)
+		if ch.loadErr != nil {
 			return nil, ch.loadErr
 		}
 		return ch, nil
@@ -111,9 +113,12 @@ func (b *Broker) use(ctx context.Context, name string) (*channel, error) {
 		b.unuse(ch)
 		return nil, ctx.Err()
 	}
-	if ch.loadErr != nil {
+	if err := ch.loadErr; err != nil {
 		b.unuse(ch)
-		return nil, ch.loadErr
+		if ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			return b.use(ctx, name) // the loader's context ended, not ours: load again
+		}
+		return nil, err
 	}
 	return ch, nil
 }

@@ -674,3 +674,47 @@ func TestBroker_LoadLongChannel(t *testing.T) {
 		t.Errorf("publish on the loading node: %+v, %v; want seq %d", acks, err, total+1)
 	}
 }
+
+// TestBroker_LoadCanceledByItsCaller: the call that loads a channel is canceled while
+// another call waits for the same load; the waiter loads it itself instead of failing
+// with the first caller's cancellation.
+func TestBroker_LoadCanceledByItsCaller(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	opts := jetstream.Options{Stream: "CANCEL", SubjectPrefix: "cancel"}
+	a := node(t, srv, opts)
+	const ch, total = "big", 5000
+	for i := 0; i < total; i += 100 {
+		batch := make([]*actionsyncv1.Action, 100)
+		for k := range batch {
+			batch[k] = act("a", fmt.Sprintf("a-%d", i+k))
+		}
+		if _, err := a.Publish(t.Context(), ch, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 5 {
+		b := node(t, srv, opts)
+		ctx, cancel := context.WithCancel(t.Context())
+		first := make(chan error, 1)
+		go func() {
+			_, _, err := b.History(ctx, ch, 0, 1)
+			first <- err
+		}()
+		time.Sleep(2 * time.Millisecond) // the first call is loading
+		second := make(chan error, 1)
+		go func() {
+			_, head, err := b.History(t.Context(), ch, 0, 1)
+			if err == nil && head != total {
+				err = fmt.Errorf("head %d, want %d", head, total)
+			}
+			second <- err
+		}()
+		time.Sleep(2 * time.Millisecond)
+		cancel()
+		<-first // canceled or done: either is fine
+		if err := <-second; err != nil {
+			t.Fatalf("round %d: the waiting call: %v", round, err)
+		}
+	}
+}
