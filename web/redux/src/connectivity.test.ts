@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
+import { Code } from "@connectrpc/connect";
 import type { UnknownAction } from "redux";
 import { ActionTypes, type StatusPayload } from "./actions.js";
 import { defaultConnectivity, type Connectivity } from "./connectivity.js";
@@ -233,6 +234,25 @@ describe("a Dispatch that cannot reach the server", () => {
     a.store.dispatch({ type: "board/add", payload: { item: "x".repeat(70_000) } });
     await waitFor("refused", () => a.store.getState().sync.pending === 0 && a.store.getState().sync.error !== null);
     assert.deepEqual(statuses(a.seen), ["connected"]);
+  });
+});
+
+describe("a Dispatch the server answers with an error it retries", () => {
+  it("shows_the_error_while_connected_until_a_dispatch_succeeds", async () => {
+    // An expired token: the server answers unauthenticated until the app's interceptor
+    // has a new one. The link works, so the status stays connected; the error is shown.
+    const srv = await server();
+    const link = createLink(srv.url);
+    const a = store({ transport: link.transport, channel: "board:token", connectivity: null, backoff: { initialMs: 40, maxMs: 40 } });
+    await waitFor("connected", () => a.store.getState().sync.status === "connected");
+    link.failDispatch(2, Code.Unauthenticated, "token expired");
+    a.store.dispatch({ type: "board/add", payload: { item: "x" } });
+    await waitFor("the error shown", () => a.store.getState().sync.error !== null);
+    assert.deepEqual(a.store.getState().sync, { status: "connected", lastSeq: 0, pending: 1, error: { code: "unauthenticated", message: "token expired" }, resets: 0 });
+    await waitFor("sent", () => a.store.getState().sync.pending === 0 && a.store.getState().sync.lastSeq === 1);
+    assert.equal(a.store.getState().sync.error, null, "cleared once a Dispatch got through");
+    assert.deepEqual(statuses(a.seen), ["connected"]);
+    assert.equal(link.dispatched.length, 3);
   });
 });
 

@@ -20,6 +20,7 @@ import {
   type SyncedAction,
 } from "./actions.js";
 import type { BackoffOptions } from "./backoff.js";
+import { initialConnection, sends, statusOf, transition, type Connection, type ConnectionEvent } from "./connection.js";
 import { defaultConnectivity, watchConnectivity, type Connectivity } from "./connectivity.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import { SyncService, type Ack } from "./gen/actionsync/v1/sync_pb.js";
@@ -158,20 +159,16 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   const ackConfirmed = new Set<string>();
 
   let api: { dispatch(action: UnknownAction): unknown } | undefined;
-  let closed = false;
   let closing: Promise<void> | undefined;
   let subscriber: Subscriber | undefined;
   let rebaseUsed = false;
   // lastSeq: the last seq received (where to resume); stateSeq: what the status slice shows.
   let lastSeq = 0;
   let stateSeq = 0;
-  let status: ConnectionStatus = "connecting";
-  let errorShown: SyncError | null = null;
-  let outageLogged = false;
-  // streamLive: the subscription has replayed and is live. dispatchDown: since then, a
-  // Dispatch failed for a network reason and nothing has proved the link works again.
-  let streamLive = false;
-  let dispatchDown = false;
+  // conn is the connection state machine (connection.ts); shown is what the status slice
+  // was last told.
+  let conn: Connection = initialConnection;
+  const shown: { status: ConnectionStatus; error: SyncError | null } = { status: statusOf(conn.phase), error: conn.error };
   let unwatch: (() => void) | undefined;
 
   const isOwnLocal = (action: unknown) => typeof action === "object" && action !== null && own.has(action) && syncMeta(action)?.local === true;
@@ -194,22 +191,42 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     onRejected,
     onRetry(err, delayMs, batch) {
       logger.warn(`actionsync: Dispatch to ${channel} failed (${describe(err)}); retrying in ${delayMs} ms`);
-      // The stream can look live on a dead network (until its idle timeout): a Dispatch
-      // that cannot reach the server says the client is offline. Unless the stream has
-      // already echoed part of the batch: then the request got through (a batch is all or
-      // nothing) and only its answer was lost.
-      if (isNetworkFailure(err.code) && batch.every((e) => outbox.has(e.id))) {
-        dispatchDown = true;
-        setStatus({ status: "offline", error: syncError(err) });
+      if (!isNetworkFailure(err.code)) {
+        // An answer from the server (an expired token, overload): the link works, the
+        // status shows the error.
+        on({ type: "dispatchTrouble", error: syncError(err) });
+      } else if (batch.every((e) => outbox.has(e.id))) {
+        // The stream can look live on a dead network (until its idle timeout): a Dispatch
+        // that cannot reach the server says the client is offline. Unless the stream has
+        // already echoed part of the batch: then the request got through (a batch is all
+        // or nothing) and only its answer was lost.
+        on({ type: "dispatchUnreachable", error: syncError(err) });
       }
     },
   });
 
-  /** linkWorks is called when the server was reached both ways: the status is connected again. */
-  function linkWorks() {
-    if (!dispatchDown) return;
-    dispatchDown = false;
-    if (streamLive && !closed) setStatus({ status: "connected", error: null });
+  const closed = () => conn.phase === "closed";
+
+  /**
+   * on moves the connection state machine with event, then applies what changed: the
+   * sender runs while the subscription is live, and the status slice follows.
+   */
+  function on(event: ConnectionEvent) {
+    const prev = conn;
+    conn = transition(conn, event);
+    if (conn === prev) return;
+    if (sends(conn.phase) !== sends(prev.phase)) sender.setLive(sends(conn.phase));
+    publishStatus();
+  }
+
+  /** publishStatus dispatches actionsync/status with what the status slice does not show yet. */
+  function publishStatus() {
+    const payload: StatusPayload = { channel };
+    const status = statusOf(conn.phase);
+    if (status !== shown.status) payload.status = shown.status = status;
+    if (!sameError(conn.error, shown.error)) payload.error = shown.error = conn.error;
+    if (stateSeq !== lastSeq) payload.lastSeq = stateSeq = lastSeq;
+    if (Object.keys(payload).length > 1) dispatchSafely({ type: ActionTypes.status, payload });
   }
 
   function classify(action: unknown): Classified {
@@ -240,14 +257,6 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     }
   }
 
-  function setStatus(next: { status?: ConnectionStatus; error?: SyncError | null }) {
-    const payload: StatusPayload = { channel };
-    if (next.status !== undefined && next.status !== status) payload.status = status = next.status;
-    if (next.error !== undefined && !sameError(next.error, errorShown)) payload.error = errorShown = next.error;
-    if (stateSeq !== lastSeq) payload.lastSeq = stateSeq = lastSeq;
-    if (Object.keys(payload).length > 1) dispatchSafely({ type: ActionTypes.status, payload });
-  }
-
   function onActions(batch: WireAction[]) {
     for (const a of batch) {
       const seq = Number(a.seq);
@@ -270,16 +279,16 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       }
       const entry = mine ? outbox.remove(a.id) : undefined;
       // The echo of our own action: a Dispatch whose answer was lost did reach the server.
-      if (entry) linkWorks();
+      if (entry) on({ type: "linkWorks" });
       if (dispatchSafely(action)) {
         stateSeq = Math.max(stateSeq, seq);
       } else if (entry && rebase.hasPending(entry.id)) {
         // The reducer threw on the confirmed action: drop it from the pending ones too, or
         // it would stay pending for ever.
-        reject(entry, "internal", "the reducer threw on the confirmed action");
+        reject(entry, "internal", "the reducer threw on the confirmed action", "dropped");
       }
     }
-    if (stateSeq !== lastSeq) setStatus({});
+    if (stateSeq !== lastSeq) publishStatus();
   }
 
   function acceptsRemote(action: SyncedAction): boolean {
@@ -294,7 +303,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   }
 
   function onAcks(batch: PendingEntry[], acks: Ack[]) {
-    linkWorks();
+    on({ type: "linkWorks" });
     acks.forEach((ack, i) => {
       const entry = batch[i];
       if (ack.id !== "" && ack.id !== entry.id) {
@@ -317,11 +326,13 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
 
   function onRejected(entry: PendingEntry, err: ConnectError) {
     logger.warn(`actionsync: the server refused ${entry.action.type} (${entry.id}) on ${channel}: ${describe(err)}`);
-    reject(entry, codeToString(err.code), err.rawMessage);
+    reject(entry, codeToString(err.code), err.rawMessage, "refused");
   }
 
-  function reject(entry: PendingEntry, code: string, message: string) {
+  /** reject rolls back a pending action: out of the outbox, actionsync/rejected, the status shows why. */
+  function reject(entry: PendingEntry, code: string, message: string, by: "refused" | "dropped") {
     outbox.remove(entry.id);
+    on({ type: by, error: { code, message } });
     const payload: RejectedPayload = { action: entry.action, code, message, id: entry.id, channel };
     dispatchSafely({ type: ActionTypes.rejected, payload });
   }
@@ -344,52 +355,41 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         dispatchSafely({ type: ActionTypes.reset, payload });
       },
       onReady() {
-        outageLogged = false;
-        streamLive = true;
-        dispatchDown = false;
-        setStatus({ status: "connected", error: null });
-        sender.setLive(true);
+        on({ type: "streamReady" });
       },
       onDown(err, delayMs) {
-        streamLive = false;
-        sender.setLive(false);
-        if (!outageLogged) {
-          outageLogged = true;
-          logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
-        }
-        setStatus({ status: "offline", error: syncError(err) });
+        if (!conn.outageReported) logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
+        on({ type: "streamDown", error: syncError(err) });
       },
     });
   }
 
   function wentOffline() {
-    if (closed) return;
+    if (closed()) return;
     const err = new ConnectError("the device went offline", Code.Unavailable);
-    streamLive = false;
-    sender.setLive(false);
-    setStatus({ status: "offline", error: syncError(err) });
+    on({ type: "deviceOffline", error: syncError(err) });
     // The stream may stay open on a dead link: reopen it (it fails until back online).
     subscriber?.reconnect(err);
   }
 
   function wentOnline() {
-    if (closed) return;
+    if (closed()) return;
     // Retry now rather than when the backoff delay (up to maxMs) runs out.
     subscriber?.retryNow();
     sender.retryNow();
   }
 
   async function start() {
-    if (closed) return;
+    if (closed()) return;
     if (!rebaseUsed) {
       logger.warn("actionsync: sync.wrapReducer(rootReducer) is not in use: optimistic actions will not be rebased and stores may diverge");
     }
     if (o.connectivity) {
       unwatch = watchConnectivity(o.connectivity, { onOffline: wentOffline, onOnline: wentOnline });
-      if (o.connectivity.onLine === false) setStatus({ status: "offline", error: { code: "unavailable", message: "the device is offline" } });
+      if (o.connectivity.onLine === false) on({ type: "deviceOffline", error: { code: "unavailable", message: "the device is offline" } });
     }
     const restored = await outbox.load();
-    if (closed) return;
+    if (closed()) return;
     if (restored.length > 0) {
       for (const e of restored) own.add(e.action);
       const payload: RestorePayload = { channel, entries: restored };
@@ -439,12 +439,10 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     reducer,
     close() {
       if (closing) return closing;
-      closed = true;
+      on({ type: "close" });
       unwatch?.();
       unwatch = undefined;
-      streamLive = false;
       const stopping = [sender.close(), subscriber?.close()];
-      setStatus({ status: "offline" });
       // A store closed before it started has not loaded its outbox yet: load it now, or
       // the actions dispatched meanwhile would never be saved.
       closing = Promise.all(stopping)

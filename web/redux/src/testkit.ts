@@ -76,13 +76,15 @@ export function captureLogger() {
  * aborts every call in flight and fails new ones with Unavailable until heal();
  * loseAcks(n) lets the next n Dispatch calls reach the server but fails them on the way
  * back (the server applied them; the client must retry with the same ids); hold()
- * delays stream messages until release().
+ * delays stream messages until release(); failDispatch(n, code) answers the next n
+ * Dispatch calls with a Connect error of that code without reaching the server.
  */
 export function createLink(baseUrl: string) {
   let down = false;
   let cut = new AbortController();
   let acksToLose = 0;
   let lostAckDelayMs = 0;
+  let failures: { left: number; code: Code; message: string; headers?: HeadersInit } = { left: 0, code: Code.Unknown, message: "" };
   const dispatched: string[][] = [];
   const acks: { id: string; seq: bigint; duplicate: boolean }[][] = [];
   // While held, stream messages wait (the subscription lags behind Dispatch).
@@ -93,6 +95,10 @@ export function createLink(baseUrl: string) {
     const mine = cut.signal;
     const isDispatch = req.method.name === "Dispatch";
     if (isDispatch && !req.stream) dispatched.push((req.message as unknown as { actions: { id: string }[] }).actions.map((a) => a.id));
+    if (isDispatch && failures.left > 0) {
+      failures.left--;
+      throw new ConnectError(failures.message, failures.code, failures.headers);
+    }
     try {
       const signal = AbortSignal.any([req.signal, mine]);
       const res = await next({ ...req, signal });
@@ -150,6 +156,10 @@ export function createLink(baseUrl: string) {
     },
     get down() {
       return down;
+    },
+    /** failDispatch answers the next n Dispatch calls with code (they never reach the server); headers become the error's metadata. */
+    failDispatch(n: number, code: Code, message = "test link refused the call", headers?: HeadersInit) {
+      failures = { left: n, code, message, headers };
     },
     /** loseAcks fails the next n answered Dispatch calls, afterMs later (so the echo can come first). */
     loseAcks(n: number, afterMs = 0) {
