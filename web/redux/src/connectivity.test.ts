@@ -245,7 +245,7 @@ describe("a Dispatch the server answers with an error it retries", () => {
     const link = createLink(srv.url);
     const a = store({ transport: link.transport, channel: "board:token", connectivity: null, backoff: { initialMs: 40, maxMs: 40 } });
     await waitFor("connected", () => a.store.getState().sync.status === "connected");
-    link.failDispatch(2, Code.Unauthenticated, "token expired");
+    link.failDispatch(2, Code.Unauthenticated, { message: "token expired" });
     a.store.dispatch({ type: "board/add", payload: { item: "x" } });
     await waitFor("the error shown", () => a.store.getState().sync.error !== null);
     assert.deepEqual(a.store.getState().sync, { status: "connected", lastSeq: 0, pending: 1, error: { code: "unauthenticated", message: "token expired" }, resets: 0 });

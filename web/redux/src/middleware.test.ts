@@ -1,7 +1,7 @@
 // Integration tests: real server processes, real RTK stores, connect-node transports.
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
@@ -174,6 +174,25 @@ describe("createSyncMiddleware", () => {
     await waitFor("later action confirmed", settled(a, 3));
     assert.deepEqual(a.store.getState().board.items, ["a1", "a2", "a3"]);
     assert.deepEqual(replay((await readHistory(srv.url, channel)).actions, channel).items, ["a1", "a2", "a3"]);
+  });
+
+  it("rolls_back_an_action_the_server_keeps_answering_resource_exhausted_and_goes_on", async () => {
+    // Retrying cannot fix it (the request is too big, the server holds too many
+    // channels): after a few retries the action is rolled back, and the outbox behind it
+    // is not blocked for ever.
+    const srv = await server();
+    const channel = "board:exhausted";
+    const link = createLink(srv.url);
+    const a = store({ transport: link.transport, channel, backoff: { initialMs: 5, maxMs: 20 } });
+    await waitFor("connected", () => a.store.getState().sync.status === "connected");
+    link.failDispatch(Infinity, Code.ResourceExhausted, { message: "too much", when: (types) => types.includes("NOPE") });
+    a.store.dispatch({ type: "NOPE", payload: { item: "n" } });
+    a.store.dispatch({ type: "board/add", payload: { item: "after" } });
+    await waitFor("settled", settled(a, 1));
+    assert.deepEqual(a.store.getState().board.items, ["after"], "rolled back");
+    const rejected = a.seen.filter((x) => x.type === ActionTypes.rejected).map((x) => x.payload as RejectedPayload);
+    assert.deepEqual(rejected.map((p) => [p.action.type, p.code, p.message]), [["NOPE", "resource_exhausted", "too much"]]);
+    assert.deepEqual(a.store.getState().sync, { status: "connected", lastSeq: 1, pending: 0, error: { code: "resource_exhausted", message: "too much" }, resets: 0 });
   });
 
   it("resends_with_the_same_ids_and_the_server_dedupes", async () => {

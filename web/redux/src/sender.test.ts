@@ -4,7 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { PendingEntry } from "./actions.js";
 import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import { createMemoryStorage, createOutbox } from "./outbox.js";
-import { createSender, isNetworkFailure, isTransient } from "./sender.js";
+import { createSender, failureKind, isNetworkFailure, limitedRetries } from "./sender.js";
 import { waitFor } from "./testkit.js";
 
 const entry = (id: string): PendingEntry => ({ id, action: { type: "T", payload: id, meta: { actionsync: { id, local: true } } } });
@@ -98,6 +98,43 @@ describe("createSender", () => {
     await s.sender.close();
   });
 
+  for (const code of [Code.ResourceExhausted, Code.Internal]) {
+    it(`rolls_back_after_a_few_retries_of_${Code[code]}`, async () => {
+      // Retrying cannot fix it: after limitedRetries retries the action is refused, and
+      // the outbox behind it goes on.
+      const s = await setup((ids) => (ids.includes("bad") ? new ConnectError("no", code) : undefined));
+      s.sender.setLive(true);
+      for (const id of ["a", "bad", "c"]) s.outbox.add(entry(id));
+      s.outbox.add(entry("d"));
+      s.sender.kick();
+      await waitFor("settled", () => s.outbox.size === 0);
+      const tries = limitedRetries + 1;
+      assert.deepEqual(s.fake.calls, [
+        ...Array(tries).fill(["a", "bad", "c"]),
+        ["a"],
+        ...Array(tries).fill(["bad"]),
+        ["c"],
+        ["d"],
+      ]);
+      assert.deepEqual(s.rejected, [["bad", code]]);
+      assert.deepEqual(s.acked, ["a", "c", "d"]);
+      await s.sender.close();
+    });
+  }
+
+  it("waits_as_long_as_a_retry_after_hint_says", async () => {
+    const s = await setup((_, call) => (call === 0 ? new ConnectError("busy", Code.ResourceExhausted, { "retry-after": "0.3" }) : undefined));
+    const at: number[] = [];
+    const dispatch = s.fake.client.dispatch.bind(s.fake.client);
+    (s.fake.client as { dispatch: typeof dispatch }).dispatch = (req, o) => (at.push(Date.now()), dispatch(req, o));
+    s.sender.setLive(true);
+    s.outbox.add(entry("a"));
+    s.sender.kick();
+    await waitFor("acked", () => s.acked.length === 1);
+    assert.ok(at[1] - at[0] >= 280, `retried after ${at[1] - at[0]} ms, want the 300 ms hint`);
+    await s.sender.close();
+  });
+
   it("retry_now_ends_the_backoff_delay", async () => {
     const s = await setup((_, call) => (call === 0 ? new ConnectError("down", Code.Unavailable) : undefined), 3, { initialMs: 60_000, maxMs: 60_000 });
     s.sender.retryNow(); // nothing waiting: a no-op
@@ -127,14 +164,15 @@ describe("createSender", () => {
   });
 });
 
-describe("isTransient", () => {
+describe("failureKind", () => {
   it("separates_retries_from_refusals", () => {
-    for (const c of [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.ResourceExhausted, Code.Aborted, Code.Internal, Code.Canceled]) {
-      assert.equal(isTransient(c), true, Code[c]);
-    }
-    for (const c of [Code.InvalidArgument, Code.PermissionDenied, Code.AlreadyExists, Code.FailedPrecondition, Code.OutOfRange, Code.NotFound, Code.Unimplemented]) {
-      assert.equal(isTransient(c), false, Code[c]);
-    }
+    const kinds: Record<string, Code[]> = {
+      unreachable: [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Canceled],
+      retry: [Code.Aborted, Code.Unauthenticated],
+      limited: [Code.ResourceExhausted, Code.Internal],
+      refused: [Code.InvalidArgument, Code.PermissionDenied, Code.AlreadyExists, Code.FailedPrecondition, Code.OutOfRange, Code.NotFound, Code.Unimplemented, Code.DataLoss],
+    };
+    for (const [kind, codes] of Object.entries(kinds)) for (const c of codes) assert.equal(failureKind(c), kind, Code[c]);
   });
 });
 
@@ -142,7 +180,7 @@ describe("isNetworkFailure", () => {
   it("tells_an_unreachable_server_from_an_answer", () => {
     for (const c of [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Canceled]) {
       assert.equal(isNetworkFailure(c), true, Code[c]);
-      assert.equal(isTransient(c), true, `${Code[c]} is retried too`);
+      assert.equal(failureKind(c), "unreachable", `${Code[c]} is retried too`);
     }
     for (const c of [Code.ResourceExhausted, Code.Aborted, Code.Internal, Code.Unauthenticated, Code.InvalidArgument, Code.PermissionDenied]) {
       assert.equal(isNetworkFailure(c), false, Code[c]);

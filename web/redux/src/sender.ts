@@ -8,27 +8,48 @@ import type { Outbox } from "./outbox.js";
 import { toWire } from "./wire.js";
 
 /**
- * isTransient tells whether a failed Dispatch may be retried as is: the server did not
- * judge the actions (network, deadline, overload, restart), as opposed to refusing them
- * (invalid_argument, permission_denied, already_exists, failed_precondition, ...).
- * Unknown is what a fetch network failure becomes in connect-web, Canceled what an
- * aborted connection becomes when the middleware did not abort it itself, and
- * Unauthenticated is retried too: refusing queued work because a token expired would lose it.
+ * FailureKind says what the sender does after a failed Dispatch:
+ *
+ * - `unreachable`: the server was not reached (see {@link isNetworkFailure}); retried until it is;
+ * - `retry`: the server did not judge the actions and a retry can succeed: `aborted`, and
+ *   `unauthenticated` (refusing queued work because a token expired would lose it: the
+ *   app's transport gets a new one); retried for ever;
+ * - `limited`: `resource_exhausted` (a request too big, a server holding too many
+ *   channels) and `internal` (a server bug; also a broken answer from a server that died
+ *   mid-request): retried {@link limitedRetries} times, then refused;
+ * - `refused`: the server judged the actions and refused them (`invalid_argument`,
+ *   `permission_denied`, `already_exists`, `failed_precondition`, ...): rolled back.
  */
-export function isTransient(code: Code): boolean {
+export type FailureKind = "unreachable" | "retry" | "limited" | "refused";
+
+/** limitedRetries is how many times a `limited` failure is retried before the actions are refused. */
+export const limitedRetries = 3;
+
+/** maxRetryAfterMs bounds the wait a Retry-After hint can ask for. */
+export const maxRetryAfterMs = 60_000;
+
+/** failureKind classifies a failed Dispatch's code: see {@link FailureKind}. */
+export function failureKind(code: Code): FailureKind {
+  if (isNetworkFailure(code)) return "unreachable";
   switch (code) {
-    case Code.Unavailable:
-    case Code.Unknown:
-    case Code.DeadlineExceeded:
-    case Code.ResourceExhausted:
     case Code.Aborted:
-    case Code.Internal:
-    case Code.Canceled:
     case Code.Unauthenticated:
-      return true;
+      return "retry";
+    case Code.ResourceExhausted:
+    case Code.Internal:
+      return "limited";
     default:
-      return false;
+      return "refused";
   }
+}
+
+/**
+ * retryAfterMs reads a Retry-After hint (seconds, as in HTTP) from the error's metadata:
+ * 0 when there is none or it is not a number; at most {@link maxRetryAfterMs}.
+ */
+export function retryAfterMs(err: ConnectError): number {
+  const v = Number(err.metadata.get("retry-after") ?? NaN);
+  return Number.isFinite(v) && v > 0 ? Math.min(v * 1000, maxRetryAfterMs) : 0;
 }
 
 /**
@@ -62,9 +83,9 @@ export interface SenderOptions {
   timeoutMs: number;
   /** onAcks is called with a batch and the server's acks, in order. */
   onAcks(batch: PendingEntry[], acks: Ack[]): void;
-  /** onRejected is called when the server refused entry alone (not transient). */
+  /** onRejected is called when the server refused entry alone (or a `limited` failure ran out of retries). */
   onRejected(entry: PendingEntry, err: ConnectError): void;
-  /** onRetry is called after a transient failure of batch, before the backoff delay. */
+  /** onRetry is called after a failure of batch that is retried, before the delay. */
   onRetry(err: ConnectError, delayMs: number, batch: PendingEntry[]): void;
 }
 
@@ -86,9 +107,10 @@ export interface Sender {
 /**
  * createSender sends the unacknowledged outbox entries in order, up to maxBatch per
  * Dispatch, with a single request in flight so that a client's actions keep their order.
- * A transient failure retries the same batch (same ids: the server dedupes) after a
- * backoff delay. A refused batch of several actions is re-sent one action at a time to
- * find the refused one(s); the others go through.
+ * A failure that is retried (see {@link FailureKind}) retries the same batch (same ids:
+ * the server dedupes) after a backoff delay, or the server's Retry-After hint if longer.
+ * A refused batch of several actions is re-sent one action at a time to find the refused
+ * one(s); the others go through. So a refusal never blocks the outbox behind it.
  *
  * It sends only while live (the subscription has replayed and is live): acks then arrive
  * after the reset, if any, that the subscription reported, so their seqs are comparable
@@ -103,6 +125,8 @@ export function createSender(o: SenderOptions): Sender {
   let wake: (() => void) | undefined;
   // isolating > 0: that many actions of a refused batch are still to be re-sent alone.
   let isolating = 0;
+  // limited: how many `limited` failures the current batch has had.
+  let limited = 0;
 
   async function loop(): Promise<void> {
     while (live && !abort.signal.aborted) {
@@ -118,13 +142,16 @@ export function createSender(o: SenderOptions): Sender {
       } catch (e) {
         if (abort.signal.aborted) return;
         const err = ConnectError.from(e);
-        if (isTransient(err.code)) {
-          const delay = backoff.next();
+        const kind = failureKind(err.code);
+        if (kind === "unreachable" || kind === "retry" || (kind === "limited" && limited < limitedRetries)) {
+          if (kind === "limited") limited++;
+          const delay = Math.max(backoff.next(), retryAfterMs(err));
           o.onRetry(err, delay, batch);
           await sleep(delay, abort.signal, (w) => (wake = w));
           wake = undefined;
           continue;
         }
+        limited = 0;
         backoff.reset();
         if (batch.length > 1) {
           // The batch is all or nothing: none of it was applied. Find the culprit(s).
@@ -136,6 +163,7 @@ export function createSender(o: SenderOptions): Sender {
         continue;
       }
       backoff.reset();
+      limited = 0;
       if (isolating > 0) isolating = Math.max(0, isolating - batch.length);
       if (acks.length !== batch.length) {
         // A server that answers fewer acks than actions breaks the contract; treat the

@@ -84,7 +84,7 @@ export function createLink(baseUrl: string) {
   let cut = new AbortController();
   let acksToLose = 0;
   let lostAckDelayMs = 0;
-  let failures: { left: number; code: Code; message: string; headers?: HeadersInit } = { left: 0, code: Code.Unknown, message: "" };
+  let failures: { left: number; code: Code; message?: string; headers?: HeadersInit; when?: (ids: string[]) => boolean } = { left: 0, code: Code.Unknown };
   const dispatched: string[][] = [];
   const acks: { id: string; seq: bigint; duplicate: boolean }[][] = [];
   // While held, stream messages wait (the subscription lags behind Dispatch).
@@ -94,10 +94,11 @@ export function createLink(baseUrl: string) {
     if (down) throw new ConnectError("test link is down", Code.Unavailable);
     const mine = cut.signal;
     const isDispatch = req.method.name === "Dispatch";
-    if (isDispatch && !req.stream) dispatched.push((req.message as unknown as { actions: { id: string }[] }).actions.map((a) => a.id));
-    if (isDispatch && failures.left > 0) {
+    const ids = isDispatch ? (req.message as unknown as { actions: { id: string; type: string }[] }).actions : [];
+    if (isDispatch && !req.stream) dispatched.push(ids.map((a) => a.id));
+    if (isDispatch && failures.left > 0 && (failures.when?.(ids.map((a) => a.type)) ?? true)) {
       failures.left--;
-      throw new ConnectError(failures.message, failures.code, failures.headers);
+      throw new ConnectError(failures.message ?? "test link refused the call", failures.code, failures.headers);
     }
     try {
       const signal = AbortSignal.any([req.signal, mine]);
@@ -157,9 +158,12 @@ export function createLink(baseUrl: string) {
     get down() {
       return down;
     },
-    /** failDispatch answers the next n Dispatch calls with code (they never reach the server); headers become the error's metadata. */
-    failDispatch(n: number, code: Code, message = "test link refused the call", headers?: HeadersInit) {
-      failures = { left: n, code, message, headers };
+    /**
+     * failDispatch answers the next n Dispatch calls (those whose action types pass when,
+     * if given) with code; they never reach the server. headers become the error's metadata.
+     */
+    failDispatch(n: number, code: Code, o: { message?: string; headers?: HeadersInit; when?: (types: string[]) => boolean } = {}) {
+      failures = { left: n, code, ...o };
     },
     /** loseAcks fails the next n answered Dispatch calls, afterMs later (so the echo can come first). */
     loseAcks(n: number, afterMs = 0) {
