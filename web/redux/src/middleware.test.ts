@@ -350,6 +350,23 @@ describe("createSyncMiddleware", () => {
     assert.equal(a.store.getState().board.title, "undefined");
   });
 
+  it("drops_undefined_payload_fields_as_JSON_does", async () => {
+    // RTK prepare callbacks with optional fields set them to undefined.
+    const srv = await server();
+    const channel = "board:undefined";
+    const a = store({ transport: createLink(srv.url).transport, channel });
+    const b = store({ transport: createLink(srv.url).transport, channel });
+    const dispatched = { type: "board/add", payload: { item: "x", due: undefined, more: { note: undefined, n: 1 } }, meta: { by: undefined } };
+    const local = a.store.dispatch(dispatched) as unknown as UnknownAction;
+    assert.deepEqual(dispatched.payload, { item: "x", due: undefined, more: { note: undefined, n: 1 } }, "not mutated");
+    assert.deepEqual(local.payload, { item: "x", more: { n: 1 } }, "the local action carries what others will decode");
+    assert.deepEqual(Object.keys(local.meta as object), ["actionsync"]);
+    await quiesce(srv.url, channel, [a, b]);
+    const remote = b.seen.find((x) => x.type === "board/add")!;
+    assert.deepEqual(remote.payload, local.payload);
+    assert.deepEqual(a.store.getState().board, b.store.getState().board);
+  });
+
   it("works_with_plain_redux_and_refuses_a_second_store", async () => {
     const srv = await server();
     const sync = createSyncMiddleware({ transport: createLink(srv.url).transport, channel: "board:plain", types: boardTypes, storage: null, logger: captureLogger() });

@@ -30,7 +30,7 @@ import { randomId } from "./ids.js";
 import { createSender, isNetworkFailure } from "./sender.js";
 import { createStatusReducer } from "./status.js";
 import { startSubscriber, type Subscriber } from "./subscriber.js";
-import { assertSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta } from "./wire.js";
+import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta } from "./wire.js";
 
 /** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
 export interface SyncMiddlewareOptions {
@@ -407,11 +407,12 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     });
     return (next) => (action) => {
       if (!shouldSync(action)) return next(action);
-      assertSyncable(action);
+      const { payload, meta } = checkSyncable(action);
       const id = randomId();
-      const meta = isPlainObject(action.meta) ? action.meta : {};
-      // A new action object: the dispatched one is never mutated.
+      // A new action object (the dispatched one is never mutated) carrying exactly the
+      // payload and meta every other client will decode.
       const local: SyncedAction<LocalMeta> = { ...action, meta: { ...meta, actionsync: localMeta(id) } };
+      if (payload !== action.payload) local.payload = payload;
       own.add(local);
       const result = next(local);
       // A middleware after this one may have swallowed it; queue only what was applied.

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { create, fromJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ActionSchema } from "./gen/actionsync/v1/action_pb.js";
-import { assertJsonValue, assertSyncable, fromWire, isPendingEntry, toWire, MaxDepth } from "./wire.js";
+import { checkSyncable, fromWire, toJsonData, isPendingEntry, toWire, MaxDepth } from "./wire.js";
 
 function nest(depth: number): unknown {
   let v: unknown = 1;
@@ -11,7 +11,7 @@ function nest(depth: number): unknown {
   return v;
 }
 
-describe("assertJsonValue", () => {
+describe("toJsonData", () => {
   const good: [string, unknown][] = [
     ["null", null],
     ["string", "héllo 👋"],
@@ -23,15 +23,25 @@ describe("assertJsonValue", () => {
     [`nesting ${MaxDepth}`, nest(MaxDepth)],
   ];
   for (const [name, v] of good) {
-    it(`accepts_${name.replaceAll(/\W+/g, "_")}`, () => assertJsonValue(v));
+    it(`accepts_${name.replaceAll(/\W+/g, "_")}`, () => assert.equal(toJsonData(v), v, "the same value"));
   }
+  it("drops_undefined_properties_as_JSON_does", () => {
+    const inner = { keep: [1, { x: 2 }] };
+    const v = { a: 1, gone: undefined, deep: { note: undefined, n: 1 }, list: [{ z: undefined }], inner };
+    const got = toJsonData(v);
+    assert.deepEqual(got, { a: 1, deep: { n: 1 }, list: [{}], inner });
+    assert.deepEqual(Object.keys(got as object), ["a", "deep", "list", "inner"], "key order kept");
+    assert.equal((got as typeof v).inner, inner, "unchanged parts are shared, not copied");
+    assert.deepEqual(got, JSON.parse(JSON.stringify(v)));
+    assert.equal(v.gone, undefined, "the input is not mutated");
+    assert.ok("gone" in v);
+  });
   const cyclic: Record<string, unknown> = { a: 1 };
   cyclic.self = { back: cyclic };
   const bad: [string, unknown, RegExp][] = [
     ["function", { f: () => 1 }, /value\.f is a function/],
     ["undefined top level", undefined, /value is undefined/],
-    ["undefined property", { a: undefined }, /value\.a is undefined/],
-    ["undefined element", [1, undefined], /value\[1\] is undefined/],
+    ["undefined element", [1, undefined], /value\[1\] is undefined \(JSON would turn it into null/],
     ["sparse array", [1, , 3], /value\[1\] is undefined/],
     ["bigint", { n: 10n }, /value\.n is a BigInt/],
     ["NaN", [NaN], /value\[0\] is NaN/],
@@ -47,26 +57,35 @@ describe("assertJsonValue", () => {
   ];
   for (const [name, v, want] of bad) {
     it(`refuses_${name.replaceAll(/\W+/g, "_")}`, () => {
-      assert.throws(() => assertJsonValue(v), (err: unknown) => err instanceof TypeError && want.test(err.message));
+      assert.throws(() => toJsonData(v), (err: unknown) => err instanceof TypeError && want.test(err.message));
     });
   }
 });
 
-describe("assertSyncable", () => {
+describe("checkSyncable", () => {
   it("accepts_a_flux_standard_action", () => {
-    assertSyncable({ type: "ADD", payload: { id: "t1" }, meta: { by: "me", actionsync: { anything: () => 1 } } });
-    assertSyncable({ type: "NOTHING" });
-    assertSyncable({ type: "RTK_NO_ARG", payload: undefined });
+    checkSyncable({ type: "ADD", payload: { id: "t1" }, meta: { by: "me", actionsync: { anything: () => 1 } } });
+    checkSyncable({ type: "NOTHING" });
+    checkSyncable({ type: "RTK_NO_ARG", payload: undefined });
+  });
+  it("returns_the_payload_and_meta_as_JSON_data", () => {
+    const payload = { id: "t1" };
+    assert.deepEqual(checkSyncable({ type: "A", payload, meta: { actionsync: { id: "x" } } }), { payload, meta: undefined });
+    assert.equal(checkSyncable({ type: "A", payload }).payload, payload);
+    assert.deepEqual(checkSyncable({ type: "A", payload: { id: "t1", due: undefined }, meta: { by: "me", at: undefined } }), {
+      payload: { id: "t1" },
+      meta: { by: "me" },
+    });
   });
   it("refuses_extra_top_level_keys", () => {
-    assert.throws(() => assertSyncable({ type: "ADD", text: "x" }), /top-level key "text"/);
+    assert.throws(() => checkSyncable({ type: "ADD", text: "x" }), /top-level key "text"/);
   });
   it("refuses_bad_meta", () => {
-    assert.throws(() => assertSyncable({ type: "ADD", meta: [1] }), /meta must be a plain object/);
-    assert.throws(() => assertSyncable({ type: "ADD", meta: { at: new Date() } }), /meta\.at is a Date/);
+    assert.throws(() => checkSyncable({ type: "ADD", meta: [1] }), /meta must be a plain object/);
+    assert.throws(() => checkSyncable({ type: "ADD", meta: { at: new Date() } }), /meta\.at is a Date/);
   });
   it("names_the_action_in_the_message", () => {
-    assert.throws(() => assertSyncable({ type: "SET", payload: { cb: () => 0 } }), /action "SET" payload\.cb is a function/);
+    assert.throws(() => checkSyncable({ type: "SET", payload: { cb: () => 0 } }), /action "SET" payload\.cb is a function/);
   });
 });
 

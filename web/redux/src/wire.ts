@@ -27,64 +27,96 @@ function keyPath(path: string, key: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
 }
 
-function checkValue(v: unknown, path: string, depth: number, parents: Set<object>): void {
+// checkValue returns v, or a copy of it without the object properties whose value is
+// undefined (as JSON.stringify drops them); it throws for what JSON cannot carry.
+function checkValue(v: unknown, path: string, depth: number, parents: Set<object>): unknown {
   // The server counts like this: the payload itself is at depth 0, every value inside a
   // list or struct one deeper, and no value may be deeper than MaxDepth.
   if (depth > MaxDepth) fail(path, `nests deeper than ${MaxDepth} levels`);
   switch (typeof v) {
     case "string":
       if (loneSurrogate.test(v)) fail(path, "is a string with a lone UTF-16 surrogate (not encodable as UTF-8)");
-      return;
+      return v;
     case "boolean":
-      return;
+      return v;
     case "number":
       if (!Number.isFinite(v)) fail(path, `is ${v} (JSON has no NaN or Infinity)`);
-      return;
+      return v;
     case "bigint":
       fail(path, "is a BigInt (send a number or a string)");
     case "undefined":
-      fail(path, "is undefined (JSON would drop it: omit the key or use null)");
+      fail(path, "is undefined (JSON would turn it into null: use null)");
     case "function":
       fail(path, "is a function");
     case "symbol":
       fail(path, "is a symbol");
   }
-  if (v === null) return;
+  if (v === null) return v;
   const o = v as object;
   if (parents.has(o)) fail(path, "is a cycle (it contains itself)");
   parents.add(o);
+  let out: unknown = o;
   if (Array.isArray(o)) {
-    for (let i = 0; i < o.length; i++) checkValue(o[i], `${path}[${i}]`, depth + 1, parents);
+    let copy: unknown[] | undefined;
+    for (let i = 0; i < o.length; i++) {
+      const x = checkValue(o[i], `${path}[${i}]`, depth + 1, parents);
+      if (x !== o[i]) copy ??= o.slice();
+      if (copy) copy[i] = x;
+    }
+    out = copy ?? o;
   } else if (isPlainObject(o)) {
     if (Object.getOwnPropertySymbols(o).length > 0) fail(path, "has symbol keys");
-    for (const key of Object.keys(o)) {
+    let copy: Record<string, unknown> | undefined;
+    const keys = Object.keys(o);
+    keys.forEach((key, i) => {
       if (loneSurrogate.test(key)) fail(keyPath(path, key), "is a key with a lone UTF-16 surrogate");
-      checkValue(o[key], keyPath(path, key), depth + 1, parents);
-    }
+      const value = o[key];
+      const x = value === undefined ? undefined : checkValue(value, keyPath(path, key), depth + 1, parents);
+      if (x !== value || value === undefined) {
+        if (!copy) {
+          copy = {};
+          for (const k of keys.slice(0, i)) copy[k] = o[k];
+        }
+      }
+      if (copy && x !== undefined) copy[key] = x;
+    });
+    out = copy ?? o;
   } else {
     const name = (o as { constructor?: { name?: string } }).constructor?.name ?? "object";
     fail(path, `is a ${name} (only plain objects, arrays, strings, finite numbers, booleans and null are JSON)`);
   }
   parents.delete(o);
+  return out;
 }
 
 /**
- * assertJsonValue throws a TypeError naming the path when v does not survive a JSON round
- * trip unchanged: functions, symbols, BigInt, undefined (as a value or array element), NaN
- * and ±Infinity, cycles, class instances (Date, Map, ...), lone surrogates, or nesting
- * deeper than {@link MaxDepth}.
+ * toJsonData returns v as the JSON data every client will decode: v itself, or a copy
+ * without the object properties whose value is undefined (JSON.stringify drops them; RTK
+ * `prepare` callbacks with optional fields set them). It throws a TypeError naming the
+ * path for what JSON cannot carry exactly: functions, symbols, BigInt, undefined as a
+ * value or array element (JSON would turn it into null), NaN and ±Infinity, cycles,
+ * class instances (Date, Map, ...), lone surrogates, or nesting deeper than
+ * {@link MaxDepth}.
  */
-export function assertJsonValue(v: unknown, path = "value"): asserts v is JsonValue {
-  checkValue(v, path, 0, new Set());
+export function toJsonData(v: unknown, path = "value"): JsonValue {
+  return checkValue(v, path, 0, new Set()) as JsonValue;
+}
+
+/** Syncable is the checked content of an action to sync: its JSON payload and user meta. */
+export interface Syncable {
+  /** payload as every client will decode it; undefined: no payload. */
+  payload: JsonValue | undefined;
+  /** meta without the `actionsync` key, as every client will decode it; undefined: none. */
+  meta: JsonObject | undefined;
 }
 
 /**
- * assertSyncable throws a TypeError unless action can be relayed losslessly: a plain
+ * checkSyncable throws a TypeError unless action can be relayed losslessly: a plain
  * object `{type, payload?, meta?}` with a non-empty string type, a JSON payload (absent
- * or undefined means "no payload") and a plain-object JSON meta. `meta.actionsync` is
- * ignored (it is the middleware's own marker).
+ * or undefined means "no payload") and a plain-object JSON meta. It returns the payload
+ * and meta as JSON data (see {@link toJsonData}); `meta.actionsync` is left out.
  */
-export function assertSyncable(action: Record<string, unknown>): void {
+export function checkSyncable(action: Record<string, unknown>): Syncable {
   const type = action.type;
   if (typeof type !== "string" || type === "") throw new TypeError("actionsync: a synced action needs a non-empty string type");
   const where = `action ${JSON.stringify(type)}`;
@@ -95,12 +127,12 @@ export function assertSyncable(action: Record<string, unknown>): void {
       );
     }
   }
-  if (action.payload !== undefined) assertJsonValue(action.payload, `${where} payload`);
+  const payload = action.payload === undefined ? undefined : toJsonData(action.payload, `${where} payload`);
   const meta = action.meta;
-  if (meta !== undefined && meta !== null) {
-    if (!isPlainObject(meta)) throw new TypeError(`actionsync: ${where} meta must be a plain object`);
-    assertJsonValue(userMeta(meta) ?? {}, `${where} meta`);
-  }
+  if (meta === undefined || meta === null) return { payload, meta: undefined };
+  if (!isPlainObject(meta)) throw new TypeError(`actionsync: ${where} meta must be a plain object`);
+  const user = toJsonData(userMeta(meta) ?? {}, `${where} meta`) as JsonObject;
+  return { payload, meta: Object.keys(user).length > 0 ? user : undefined };
 }
 
 /** userMeta returns meta without the middleware's `actionsync` key (undefined if empty). */
@@ -110,7 +142,7 @@ export function userMeta(meta: unknown): JsonObject | undefined {
   return Object.keys(rest).length > 0 ? (rest as JsonObject) : undefined;
 }
 
-/** toWire builds the envelope of a pending action (it must have passed assertSyncable). */
+/** toWire builds the envelope of a pending action (built from what checkSyncable returned). */
 export function toWire(entry: PendingEntry): MessageInitShape<typeof ActionSchema> {
   const { action } = entry;
   return {
