@@ -66,6 +66,11 @@ export interface LocalMeta {
   /** id is the action id sent to the server (a UUID). */
   id: string;
   local: true;
+  /**
+   * channel the action is sent to. Absent in actions persisted by versions before it was
+   * added (their outbox entries are still restored).
+   */
+  channel?: string;
 }
 
 /** RemoteMeta marks an action that came from the server: `meta.actionsync`. */

@@ -59,8 +59,8 @@ describe("createSyncMiddleware", () => {
     const local = a.seen.find((x) => x.type === "board/title")!;
     assert.notEqual(local, original);
     assert.equal(returned, local);
-    const localMeta = (local.meta as { actionsync: { id: string; local: boolean } }).actionsync;
-    assert.deepEqual(Object.keys(localMeta).sort(), ["id", "local"]);
+    const localMeta = (local.meta as { actionsync: { id: string; local: boolean; channel: string } }).actionsync;
+    assert.deepEqual(localMeta, { id: localMeta.id, local: true, channel });
     assert.equal(localMeta.local, true);
     assert.equal(a.store.getState().board.title, "from A", "applied optimistically");
     assert.equal(a.store.getState().sync.pending, 1);
@@ -193,6 +193,59 @@ describe("createSyncMiddleware", () => {
     const rejected = a.seen.filter((x) => x.type === ActionTypes.rejected).map((x) => x.payload as RejectedPayload);
     assert.deepEqual(rejected.map((p) => [p.action.type, p.code, p.message]), [["NOPE", "resource_exhausted", "too much"]]);
     assert.deepEqual(a.store.getState().sync, { status: "connected", lastSeq: 1, pending: 0, error: { code: "resource_exhausted", message: "too much" }, resets: 0 });
+  });
+
+  it("sends_a_re_dispatched_action_as_a_new_one", async () => {
+    // The obvious retry of a rejected action: dispatch it again, marker and all. So is
+    // dispatching a copy of it, or of a remote action.
+    const srv = await server();
+    const channel = "board:retry";
+    const link = createLink(srv.url);
+    const a = store({ transport: link.transport, channel });
+    await waitFor("connected", () => a.store.getState().sync.status === "connected");
+    link.failDispatch(1, Code.PermissionDenied, { message: "not now" });
+    a.store.dispatch({ type: "board/add", payload: { item: "x" } });
+    await waitFor("rejected", () => a.seen.some((x) => x.type === ActionTypes.rejected));
+    const refused = (a.seen.find((x) => x.type === ActionTypes.rejected)!.payload as RejectedPayload).action;
+    assert.deepEqual(a.store.getState().board.items, []);
+
+    const again = a.store.dispatch(refused) as unknown as UnknownAction;
+    assert.notEqual(again, refused);
+    const againId = (again.meta as { actionsync: { id: string } }).actionsync.id;
+    assert.notEqual(againId, refused.meta.actionsync.id, "a new action id");
+    a.store.dispatch({ ...refused, payload: { item: "copy" } });
+    await waitFor("settled", settled(a, 2));
+    assert.deepEqual(a.store.getState().board.items, ["x", "copy"]);
+
+    const remote = a.seen.find((x) => x.type === "board/add" && (x.meta as { actionsync: { remote?: boolean } }).actionsync.remote)!;
+    a.store.dispatch({ ...remote, payload: { item: "from a remote copy" } });
+    await waitFor("settled", settled(a, 3));
+    const { actions } = await readHistory(srv.url, channel);
+    assert.equal(new Set(actions.map((x) => x.id)).size, 3);
+    assert.ok(!actions.some((x) => x.id === refused.meta.actionsync.id));
+    assert.deepEqual(a.store.getState().board, replay(actions, channel));
+    assert.equal(a.store.getState().sync.pending, 0);
+  });
+
+  it("two_instances_in_one_store_leave_each_others_actions_alone", async () => {
+    const srv = await server();
+    const logger = captureLogger();
+    const a = createSyncMiddleware({ transport: createLink(srv.url).transport, channel: "board:one", types: ["board/add"], storage: null, logger });
+    const b = createSyncMiddleware({ transport: createLink(srv.url).transport, channel: "board:two", types: ["board/title"], storage: null, logger });
+    cleanups.push(() => a.close(), () => b.close());
+    const s = createStore(
+      a.wrapReducer(b.wrapReducer(combineReducers({ board, one: a.reducer, two: b.reducer }))),
+      applyMiddleware(a.middleware, b.middleware),
+    );
+    s.dispatch({ type: "board/add", payload: { item: "x" } });
+    s.dispatch({ type: "board/title", payload: { title: "t" } });
+    // Each channel gets its own instance's action, not the other's. (Only the channels
+    // are checked: two nested wrapReducer do not keep each other's pending counts.)
+    await waitFor("both echoed", () => s.getState().one.lastSeq === 1 && s.getState().two.lastSeq === 1);
+    assert.deepEqual((await readHistory(srv.url, "board:one")).actions.map((x) => x.type), ["board/add"]);
+    assert.deepEqual((await readHistory(srv.url, "board:two")).actions.map((x) => x.type), ["board/title"]);
+    assert.deepEqual(s.getState().board, { title: "t", items: ["x"] });
+    assert.deepEqual(logger.errors, []);
   });
 
   it("resends_with_the_same_ids_and_the_server_dedupes", async () => {

@@ -30,7 +30,7 @@ import { randomId } from "./ids.js";
 import { createSender, isNetworkFailure } from "./sender.js";
 import { createStatusReducer } from "./status.js";
 import { startSubscriber, type Subscriber } from "./subscriber.js";
-import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta } from "./wire.js";
+import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta, withoutMarker } from "./wire.js";
 
 /** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
 export interface SyncMiddlewareOptions {
@@ -154,6 +154,9 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   // Actions this instance created: the rebase and status reducers count only these as
   // pending local actions (another instance's, on the same store, are not ours).
   const own = new WeakSet<object>();
+  // Actions this instance dispatched into the store itself (remote, status, rejected, ...):
+  // its middleware passes them on untouched.
+  const fromMe = new WeakSet<object>();
   // Ids confirmed by their ack because their echo was skipped by a reset; if the echo
   // comes after all, it must not be applied twice.
   const ackConfirmed = new Set<string>();
@@ -248,6 +251,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
 
   function dispatchSafely(action: UnknownAction): boolean {
     if (!api) return false;
+    fromMe.add(action);
     try {
       api.dispatch(action);
       return true;
@@ -405,13 +409,23 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     queueMicrotask(() => {
       start().catch((err: unknown) => logger.error("actionsync: start failed", err));
     });
-    return (next) => (action) => {
+    return (next) => (dispatched) => {
+      let action = dispatched;
+      const m = syncMeta(action);
+      if (m !== undefined && isPlainObject(action) && !fromMe.has(action)) {
+        // Another instance's action (another channel): not ours to change.
+        if (m.channel !== channel && !own.has(action)) return next(action);
+        // The app dispatched one of this channel's synced actions again (the retry of a
+        // rejected one, a copy of a remote one): it is a new action, with a new id. Left
+        // as it is, it would be pending for ever (never sent) or applied as confirmed.
+        action = withoutMarker(action);
+      }
       if (!shouldSync(action)) return next(action);
       const { payload, meta } = checkSyncable(action);
       const id = randomId();
       // A new action object (the dispatched one is never mutated) carrying exactly the
       // payload and meta every other client will decode.
-      const local: SyncedAction<LocalMeta> = { ...action, meta: { ...meta, actionsync: localMeta(id) } };
+      const local: SyncedAction<LocalMeta> = { ...action, meta: { ...meta, actionsync: localMeta(id, channel) } };
       if (payload !== action.payload) local.payload = payload;
       own.add(local);
       const result = next(local);

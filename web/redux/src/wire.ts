@@ -135,6 +135,16 @@ export function checkSyncable(action: Record<string, unknown>): Syncable {
   return { payload, meta: Object.keys(user).length > 0 ? user : undefined };
 }
 
+/**
+ * withoutMarker returns action without `meta.actionsync` (and without meta if nothing
+ * else is left in it): a new object, action is not changed.
+ */
+export function withoutMarker<A extends Record<string, unknown>>(action: A): A {
+  const { meta: _meta, ...rest } = action;
+  const meta = userMeta(action.meta);
+  return (meta === undefined ? rest : { ...rest, meta }) as A;
+}
+
 /** userMeta returns meta without the middleware's `actionsync` key (undefined if empty). */
 export function userMeta(meta: unknown): JsonObject | undefined {
   if (!isPlainObject(meta)) return undefined;
@@ -200,6 +210,6 @@ export function isPendingEntry(v: unknown): v is PendingEntry {
 }
 
 /** localMeta builds the marker of a local action. */
-export function localMeta(id: string): LocalMeta {
-  return { id, local: true };
+export function localMeta(id: string, channel: string): LocalMeta {
+  return { id, local: true, channel };
 }
