@@ -176,6 +176,38 @@ describe("createSyncMiddleware", () => {
     assert.deepEqual(replay((await readHistory(srv.url, channel)).actions, channel).items, ["a1", "a2", "a3"]);
   });
 
+  it("drops_a_pending_action_the_reducer_throws_on_after_a_remote_one_and_keeps_the_remote_one", async () => {
+    const srv = await server();
+    const channel = "board:throws";
+    const linkA = createLink(srv.url);
+    const logger = captureLogger();
+    const a = store({ transport: linkA.transport, channel, logger });
+    const b = store({ transport: createLink(srv.url).transport, channel });
+    await waitFor("connected", () => [a, b].every((m) => m.store.getState().sync.status === "connected"));
+    // A's strict add stays pending (its Dispatch cannot get through) while B adds x first.
+    linkA.failDispatch(Infinity, Code.Unavailable, { when: (types) => types.includes("board/strictAdd") });
+    a.store.dispatch({ type: "board/strictAdd", payload: { item: "x" } });
+    assert.deepEqual(a.store.getState().board.items, ["x"]);
+    b.store.dispatch({ type: "board/add", payload: { item: "x" } });
+    await waitFor("dropped", () => a.seen.some((x) => x.type === ActionTypes.rejected));
+    const p = a.seen.find((x) => x.type === ActionTypes.rejected)!.payload as RejectedPayload;
+    assert.equal(p.action.type, "board/strictAdd");
+    assert.equal(p.code, "aborted");
+    assert.match(p.message, /the reducer threw .*: board: x is already there/);
+    // (The status is offline: A's Dispatch could not get through, and nothing proved the link since.)
+    const { status: _, ...sync } = a.store.getState().sync;
+    assert.deepEqual(sync, { lastSeq: 1, pending: 0, error: { code: "aborted", message: p.message }, resets: 0 });
+    assert.deepEqual(a.store.getState().board.items, ["x"]);
+    b.store.dispatch({ type: "board/add", payload: { item: "y" } });
+    a.store.dispatch({ type: "board/add", payload: { item: "z" } }); // gets through: connected again
+    await quiesce(srv.url, channel, [a, b]);
+    const { actions } = await readHistory(srv.url, channel);
+    assert.deepEqual(a.store.getState().board, replay(actions, channel));
+    assert.deepEqual(b.store.getState().board, replay(actions, channel));
+    assert.deepEqual(actions.map((x) => x.type), ["board/add", "board/add", "board/add"], "the dropped action is never sent");
+    assert.equal(logger.errors.length, 1, logger.errors.join("\n"));
+  });
+
   it("rolls_back_an_action_the_server_keeps_answering_resource_exhausted_and_goes_on", async () => {
     // Retrying cannot fix it (the request is too big, the server holds too many
     // channels): after a few retries the action is rolled back, and the outbox behind it

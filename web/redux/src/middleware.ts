@@ -176,9 +176,18 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
 
   const isOwnLocal = (action: unknown) => typeof action === "object" && action !== null && own.has(action) && syncMeta(action)?.local === true;
 
+  // Pending actions the reducer threw on when re-applied: reported (rejected) right after
+  // the dispatch that dropped them, before anything can send them.
+  let drops: { entry: PendingEntry; error: unknown }[] = [];
   const rebase = createRebase({
     classify,
     confirmedMarker: (id, seq) => ({ type: ActionTypes.confirmed, payload: { channel, id, seq } satisfies ConfirmedPayload }),
+    onDrop(entry, error) {
+      drops.push({ entry, error });
+      // A drop in a reducer call that did not come through this middleware (the store's
+      // init) is reported a microtask later.
+      if (drops.length === 1) queueMicrotask(reportDrops);
+    },
   });
   const reducer = createStatusReducer(channel, isOwnLocal);
 
@@ -328,6 +337,19 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     });
   }
 
+  /** reportDrops rolls back (outbox, status, actionsync/rejected) the pending actions the rebase dropped. */
+  function reportDrops() {
+    while (drops.length > 0) {
+      const batch = drops;
+      drops = [];
+      for (const { entry, error } of batch) {
+        const why = error instanceof Error ? error.message : String(error);
+        logger.error(`actionsync: dropped ${entry.action.type} (${entry.id}) on ${channel}: the reducer threw when it was re-applied on top of newer confirmed actions`, error);
+        reject(entry, "aborted", `the reducer threw when it was re-applied on top of newer confirmed actions: ${why}`, "dropped");
+      }
+    }
+  }
+
   function onRejected(entry: PendingEntry, err: ConnectError) {
     logger.warn(`actionsync: the server refused ${entry.action.type} (${entry.id}) on ${channel}: ${describe(err)}`);
     reject(entry, codeToString(err.code), err.rawMessage, "refused");
@@ -414,13 +436,13 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       const m = syncMeta(action);
       if (m !== undefined && isPlainObject(action) && !fromMe.has(action)) {
         // Another instance's action (another channel): not ours to change.
-        if (m.channel !== channel && !own.has(action)) return next(action);
+        if (m.channel !== channel && !own.has(action)) return passOn(next, action);
         // The app dispatched one of this channel's synced actions again (the retry of a
         // rejected one, a copy of a remote one): it is a new action, with a new id. Left
         // as it is, it would be pending for ever (never sent) or applied as confirmed.
         action = withoutMarker(action);
       }
-      if (!shouldSync(action)) return next(action);
+      if (!shouldSync(action)) return passOn(next, action);
       const { payload, meta } = checkSyncable(action);
       const id = randomId();
       // A new action object (the dispatched one is never mutated) carrying exactly the
@@ -437,6 +459,15 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       return result;
     };
   };
+
+  /** passOn hands action to the next middleware, then reports what its reducers dropped. */
+  function passOn(next: (action: unknown) => unknown, action: unknown): unknown {
+    try {
+      return next(action);
+    } finally {
+      reportDrops();
+    }
+  }
 
   function shouldSync(action: unknown): action is UnknownAction & { type: string } {
     if (!isPlainObject(action) || typeof action.type !== "string") return false;

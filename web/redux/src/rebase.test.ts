@@ -9,6 +9,10 @@ const channel = "ch";
 
 const items: Reducer<string[]> = (state = [], a: UnknownAction) => {
   if (a.type === "ADD") return [...state, a.payload as string];
+  if (a.type === "STRICT_ADD") {
+    if (state.includes(a.payload as string)) throw new Error(`${a.payload} is already there`);
+    return [...state, a.payload as string];
+  }
   if (a.type === "REMOVE") return state.filter((x) => x !== a.payload);
   return state;
 };
@@ -25,12 +29,18 @@ function setup() {
     if (m?.local) return { kind: "local", id: m.id! };
     return { kind: "other" };
   };
-  const rebase = createRebase({ classify, confirmedMarker: (id, seq) => ({ type: ActionTypes.confirmed, payload: { channel, id, seq } }) });
+  const drops: [string, string][] = [];
+  const rebase = createRebase({
+    classify,
+    confirmedMarker: (id, seq) => ({ type: ActionTypes.confirmed, payload: { channel, id, seq } }),
+    onDrop: (entry, err) => drops.push([entry.id, (err as Error).message]),
+  });
   const root = combineReducers({ items, title, ui, sync: createStatusReducer(channel, (a) => syncMeta(a)?.local === true) });
   const reducer = rebase.wrap(root);
   let state = reducer(undefined, { type: "@@INIT" });
   return {
     rebase,
+    drops,
     apply(a: UnknownAction) {
       state = reducer(state, a);
       return state;
@@ -140,6 +150,23 @@ describe("createRebase", () => {
     assert.deepEqual(s.state.items, ["b", "a"]);
     assert.deepEqual(s.rebase.pendingIds(), ["1"]);
     assert.equal(s.state.sync.pending, 1);
+  });
+
+  it("drops_a_pending_action_that_throws_on_top_of_a_remote_one", () => {
+    const s = setup();
+    s.apply(local("STRICT_ADD", "x", "mine"));
+    s.apply(local("ADD", "later", "mine2"));
+    assert.deepEqual(s.state.items, ["x", "later"]);
+    // Someone else added x first: re-applied on top, the pending strict add throws.
+    s.apply(remote("ADD", "x", "theirs", 1));
+    assert.deepEqual(s.state.items, ["x", "later"], "the remote action is applied, the throwing pending one dropped");
+    assert.deepEqual(s.rebase.pendingIds(), ["mine2"]);
+    assert.deepEqual(s.drops, [["mine", "x is already there"]]);
+    assert.equal(s.state.sync.pending, 1);
+    assert.equal(s.state.sync.lastSeq, 1);
+    s.apply(remote("ADD", "y", "theirs2", 2));
+    assert.deepEqual(s.state.items, ["x", "y", "later"], "later remote actions keep applying");
+    assert.equal(s.state.sync.lastSeq, 2);
   });
 
   it("keeps_its_state_when_the_reducer_throws", () => {

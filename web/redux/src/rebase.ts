@@ -2,6 +2,11 @@
 import type { Action, Reducer } from "redux";
 import type { PendingEntry } from "./actions.js";
 
+interface Dropped {
+  entry: PendingEntry;
+  error: unknown;
+}
+
 /** Classified says what an action means to the rebase reducer. */
 export type Classified =
   /** local: a local synced action, applied optimistically and kept pending. */
@@ -25,6 +30,13 @@ export interface RebaseOptions {
    * so only bookkeeping (the status slice's pending count) must change.
    */
   confirmedMarker(id: string, seq: number): Action;
+  /**
+   * onDrop is told of each pending action the reducer threw on when it was re-applied
+   * on top of a changed confirmed state: it is no longer pending (rolled back). It is
+   * called from inside the reducer, after the rebase's state is updated: it must not
+   * dispatch (report later).
+   */
+  onDrop?(entry: PendingEntry, error: unknown): void;
 }
 
 /** Rebase is the state of the rebase reducer, shared by every reducer it wraps. */
@@ -47,7 +59,9 @@ export interface Rebase {
  *
  * Other actions (UI-only, status) apply to both states. The wrapped reducer must be pure
  * and deterministic: it runs again over the pending actions each time the confirmed
- * state moves under them. The state lives in this closure, one per store: time-travel
+ * state moves under them. A pending action it throws on then is dropped (onDrop): the
+ * confirmed actions always apply. One it throws on at once (a local action, or a
+ * confirmed one on the confirmed state) makes the dispatch throw and changes nothing. The state lives in this closure, one per store: time-travel
  * tools that set the store's state from outside are not supported.
  */
 export function createRebase(options: RebaseOptions): Rebase {
@@ -56,17 +70,40 @@ export function createRebase(options: RebaseOptions): Rebase {
   let pending: readonly PendingEntry[] = [];
 
   function wrap<S, A extends Action, P>(reducer: Reducer<S, A, P>): Reducer<S, A, P> {
-    const replay = (base: S, entries: readonly PendingEntry[]): S =>
-      entries.reduce<S>((s, e) => reducer(s, e.action as unknown as A), base);
+    // rebased re-applies entries on top of base. A pending action that no longer applies
+    // (the reducer throws on it on top of newer confirmed actions) is dropped rather than
+    // losing the confirmed ones: it is left out of kept and reported once the closure
+    // is updated (see commit).
+    const rebased = (base: S, entries: readonly PendingEntry[]): { state: S; kept: readonly PendingEntry[]; dropped: Dropped[] } => {
+      let state = base;
+      let kept: PendingEntry[] | undefined;
+      const dropped: Dropped[] = [];
+      entries.forEach((e, i) => {
+        try {
+          state = reducer(state, e.action as unknown as A);
+          kept?.push(e);
+        } catch (error) {
+          kept ??= entries.slice(0, i);
+          dropped.push({ entry: e, error });
+        }
+      });
+      return { state, kept: kept ?? entries, dropped };
+    };
+    // commit updates the closure once the user's reducer has returned, then reports drops.
+    const commit = (nextConfirmed: unknown, r: { state: S; kept: readonly PendingEntry[]; dropped: Dropped[] }): S => {
+      confirmed = nextConfirmed;
+      pending = r.kept;
+      for (const d of r.dropped) options.onDrop?.(d.entry, d.error);
+      return r.state;
+    };
 
     return (state: S | P | undefined, action: A): S => {
       // The first call (Redux's init action) or a parent reducer that resets the state to
       // undefined: the confirmed state starts over from it.
       if (!initialised || state === undefined) {
         const base = reducer(state, action);
-        confirmed = base;
         initialised = true;
-        return pending.length > 0 ? replay(base, pending) : base;
+        return commit(base, rebased(base, pending));
       }
       const visible = state as S;
       const c = options.classify(action);
@@ -82,33 +119,22 @@ export function createRebase(options: RebaseOptions): Rebase {
           const nextConfirmed = reducer(confirmed as S, action);
           const i = pending.findIndex((e) => e.id === c.id);
           const rest = i < 0 ? pending : pending.filter((_, j) => j !== i);
-          let next: S;
-          if (rest.length === 0) next = nextConfirmed;
           // The oldest pending action came back with nothing before it: the visible state
           // already is confirmed + pending, only the bookkeeping moves. This keeps a flush of
           // n queued actions O(n) instead of O(n^2).
-          else if (i === 0) next = reducer(visible, options.confirmedMarker(c.id, c.seq) as A);
-          else next = replay(nextConfirmed, rest);
-          confirmed = nextConfirmed;
-          pending = rest;
-          return next;
+          if (i === 0 && rest.length > 0) {
+            return commit(nextConfirmed, { state: reducer(visible, options.confirmedMarker(c.id, c.seq) as A), kept: rest, dropped: [] });
+          }
+          return commit(nextConfirmed, rebased(nextConfirmed, rest));
         }
         case "rejected": {
           const nextConfirmed = reducer(confirmed as S, action);
-          const rest = pending.filter((e) => e.id !== c.id);
-          const next = replay(nextConfirmed, rest);
-          confirmed = nextConfirmed;
-          pending = rest;
-          return next;
+          return commit(nextConfirmed, rebased(nextConfirmed, pending.filter((e) => e.id !== c.id)));
         }
         case "restore": {
           const nextConfirmed = reducer(confirmed as S, action);
           const known = new Set(pending.map((e) => e.id));
-          const all = [...c.entries.filter((e) => !known.has(e.id)), ...pending];
-          const next = replay(nextConfirmed, all);
-          confirmed = nextConfirmed;
-          pending = all;
-          return next;
+          return commit(nextConfirmed, rebased(nextConfirmed, [...c.entries.filter((e) => !known.has(e.id)), ...pending]));
         }
         case "other": {
           const nextConfirmed = reducer(confirmed as S, action);

@@ -180,12 +180,13 @@ export interface Board {
 }
 
 /** boardTypes are the synced action types of the test app. */
-export const boardTypes = ["board/title", "board/add", "board/move", "board/remove", "ALLOWED", "NOPE"] as const;
+export const boardTypes = ["board/title", "board/add", "board/strictAdd", "board/move", "board/remove", "ALLOWED", "NOPE"] as const;
 
 /**
  * board is the test app's reducer. Its actions conflict on purpose: the last title wins,
- * moves depend on the current order, adds of an existing item are ignored. It is pure
- * and deterministic, as wrapReducer requires.
+ * moves depend on the current order, adds of an existing item are ignored, and a strict
+ * add of an existing item throws. It is pure and deterministic, as wrapReducer requires
+ * (throwing is deterministic too: every client throws on the same action in the same state).
  */
 export function board(state: Board = { title: "", items: [] }, action: UnknownAction): Board {
   const p = action.payload as Record<string, unknown> | undefined;
@@ -197,6 +198,11 @@ export function board(state: Board = { title: "", items: [] }, action: UnknownAc
     case "NOPE": {
       const item = String(p?.item);
       return state.items.includes(item) ? state : { ...state, items: [...state.items, item] };
+    }
+    case "board/strictAdd": {
+      const item = String(p?.item);
+      if (state.items.includes(item)) throw new Error(`board: ${item} is already there`);
+      return { ...state, items: [...state.items, item] };
     }
     case "board/move": {
       const from = state.items.indexOf(String(p?.item));
@@ -249,12 +255,19 @@ export async function readHistory(baseUrl: string, channel: string): Promise<{ a
   }
 }
 
-/** replay applies a history from scratch through the board reducer, decoding like the middleware. */
+/**
+ * replay applies a history from scratch through the board reducer, decoding like the
+ * middleware; an action the reducer throws on is skipped, as the middleware skips it.
+ */
 export function replay(actions: WireAction[], channel: string): Board {
   return actions.reduce((s, a) => {
     const d = fromWire(a, channel);
     if (!d.action) throw new Error(`history seq ${a.seq}: ${d.problem}`);
-    return board(s, d.action);
+    try {
+      return board(s, d.action);
+    } catch {
+      return s;
+    }
   }, board(undefined, { type: "@@init" }));
 }
 
