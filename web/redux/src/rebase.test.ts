@@ -14,6 +14,7 @@ const items: Reducer<string[]> = (state = [], a: UnknownAction) => {
     return [...state, a.payload as string];
   }
   if (a.type === "REMOVE") return state.filter((x) => x !== a.payload);
+  if (a.type === "UI_CLEAR") return [];
   return state;
 };
 const title: Reducer<string> = (state = "", a: UnknownAction) => (a.type === "TITLE" ? (a.payload as string) : state);
@@ -140,6 +141,21 @@ describe("createRebase", () => {
     s.apply(remote("ADD", "z", "9", 1)); // recomputes from the confirmed state
     assert.equal(s.state.ui, 1);
     assert.deepEqual(s.state.items, ["z", "a"]);
+  });
+
+  it("keeps_visible_equal_to_confirmed_plus_pending_for_a_conflicting_local_only_action", () => {
+    // UI_CLEAR is not synced and does not commute with the pending ADD: it applies under
+    // the pending actions, so the store never shows a state that a later rebase undoes.
+    const s = setup();
+    s.apply(remote("ADD", "old", "o", 1));
+    s.apply(local("ADD", "mine", "m"));
+    s.apply({ type: "UI_CLEAR" });
+    assert.deepEqual(s.state.items, ["mine"], "confirmed (cleared) + pending");
+    s.apply(remote("ADD", "theirs", "t", 2));
+    assert.deepEqual(s.state.items, ["theirs", "mine"], "no jump at the next rebase");
+    s.apply(remote("ADD", "mine", "m", 3));
+    assert.deepEqual(s.state.items, ["theirs", "mine"]);
+    assert.equal(s.state.sync.pending, 0);
   });
 
   it("confirms_a_pending_action_that_is_not_the_oldest", () => {

@@ -17,7 +17,7 @@ export type Classified =
   | { kind: "rejected"; id: string }
   /** restore: re-apply entries (loaded from storage) as pending, before the current ones. */
   | { kind: "restore"; entries: readonly PendingEntry[] }
-  /** other: any other action (UI-only, status): applies to confirmed and visible state alike. */
+  /** other: any other action (UI-only, status): applies to the confirmed state, under the pending actions. */
   | { kind: "other" };
 
 /** RebaseOptions connects the rebase reducer to its middleware. */
@@ -57,12 +57,14 @@ export interface Rebase {
  * and the visible state is recomputed. So every store that has seen the same seqs and has
  * nothing pending holds the same state, whatever order the actions were dispatched in.
  *
- * Other actions (UI-only, status) apply to both states. The wrapped reducer must be pure
- * and deterministic: it runs again over the pending actions each time the confirmed
- * state moves under them. A pending action it throws on then is dropped (onDrop): the
- * confirmed actions always apply. One it throws on at once (a local action, or a
- * confirmed one on the confirmed state) makes the dispatch throw and changes nothing. The state lives in this closure, one per store: time-travel
- * tools that set the store's state from outside are not supported.
+ * Other actions (UI-only, status) apply to the confirmed state, under the pending ones:
+ * the visible state is always the pending actions re-applied on top of the confirmed
+ * one. The wrapped reducer must be pure and deterministic: it runs again over the
+ * pending actions each time the confirmed state moves under them. A pending action it
+ * throws on then is dropped (onDrop): the confirmed actions always apply. One it throws
+ * on at once (a local action, or a confirmed one on the confirmed state) makes the
+ * dispatch throw and changes nothing. The state lives in this closure, one per store:
+ * time-travel tools that set the store's state from outside are not supported.
  */
 export function createRebase(options: RebaseOptions): Rebase {
   let initialised = false;
@@ -137,10 +139,12 @@ export function createRebase(options: RebaseOptions): Rebase {
           return commit(nextConfirmed, rebased(nextConfirmed, [...c.entries.filter((e) => !known.has(e.id)), ...pending]));
         }
         case "other": {
+          // Applied under the pending actions, not on top of them: an action that does not
+          // commute with them (a local-only "clear" of a list a pending action adds to)
+          // would otherwise show a state the next rebase undoes. The cost: the pending
+          // actions are re-applied once per such action.
           const nextConfirmed = reducer(confirmed as S, action);
-          const next = pending.length === 0 ? nextConfirmed : reducer(visible, action);
-          confirmed = nextConfirmed;
-          return next;
+          return commit(nextConfirmed, rebased(nextConfirmed, pending));
         }
       }
     };
