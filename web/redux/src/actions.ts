@@ -33,6 +33,12 @@ export const ActionTypes = {
    * Payload {@link RestorePayload}.
    */
   restore: "actionsync/restore",
+  /**
+   * rebase re-applies the pending local actions on top of the confirmed state once, after
+   * a batch of remote actions (a page of the history replayed at start) was applied
+   * without re-applying them after each one. Payload {@link RebasePayload}.
+   */
+  rebase: "actionsync/rebase",
 } as const;
 
 /** TypePrefix starts every action type in {@link ActionTypes}. */
@@ -134,6 +140,11 @@ export interface ConfirmedPayload {
   channel: string;
   id: string;
   seq: number;
+}
+
+/** RebasePayload is the payload of `actionsync/rebase`. */
+export interface RebasePayload {
+  channel: string;
 }
 
 /** RestorePayload is the payload of `actionsync/restore`. */

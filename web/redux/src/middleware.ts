@@ -11,6 +11,7 @@ import {
   type ConnectionStatus,
   type LocalMeta,
   type PendingEntry,
+  type RebasePayload,
   type RejectedPayload,
   type ResetPayload,
   type RestorePayload,
@@ -250,6 +251,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     if (action.type === ActionTypes.restore && payload?.channel === channel) {
       return { kind: "restore", entries: (payload as RestorePayload).entries };
     }
+    if (action.type === ActionTypes.rebase && payload?.channel === channel) return { kind: "rebase" };
     const m = syncMeta(action);
     if (m?.remote === true && m.channel === channel && typeof m.id === "string" && typeof m.seq === "number") {
       return { kind: "confirmed", id: m.id, seq: m.seq };
@@ -270,38 +272,50 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     }
   }
 
+  /**
+   * onActions applies a batch of the channel's actions (up to 1,024: a page of the
+   * replay at start, or what arrived together live). The pending actions are re-applied
+   * once after the batch, not after each action (Rebase.defer).
+   */
   function onActions(batch: WireAction[]) {
-    for (const a of batch) {
-      const seq = Number(a.seq);
-      if (!(seq > lastSeq)) {
-        logger.warn(`actionsync: ignoring action seq ${a.seq} on ${channel}: not after ${lastSeq}`);
-        continue;
-      }
-      lastSeq = seq;
-      if (a.id !== "" && ackConfirmed.delete(a.id)) continue;
-      const decoded = fromWire(a, channel);
-      if (decoded.problem !== undefined) {
-        logger.warn(`actionsync: ignoring remote action seq ${seq} on ${channel}: it ${decoded.problem}`, a.type);
-        continue;
-      }
-      const action = decoded.action;
-      const mine = a.id !== "" && outbox.has(a.id);
-      if (!mine && !acceptsRemote(action)) {
-        logger.warn(`actionsync: ignoring remote action seq ${seq} on ${channel}: type ${JSON.stringify(a.type)} is not synced`);
-        continue;
-      }
-      const entry = mine ? outbox.remove(a.id) : undefined;
-      // The echo of our own action: a Dispatch whose answer was lost did reach the server.
-      if (entry) on({ type: "linkWorks" });
-      if (dispatchSafely(action)) {
-        stateSeq = Math.max(stateSeq, seq);
-      } else if (entry && rebase.hasPending(entry.id)) {
-        // The reducer threw on the confirmed action: drop it from the pending ones too, or
-        // it would stay pending for ever.
-        reject(entry, "internal", "the reducer threw on the confirmed action", "dropped");
-      }
+    rebase.defer(true);
+    try {
+      for (const a of batch) applyRemote(a);
+    } finally {
+      if (rebase.defer(false)) dispatchSafely({ type: ActionTypes.rebase, payload: { channel } satisfies RebasePayload });
     }
     if (stateSeq !== lastSeq) publishStatus();
+  }
+
+  function applyRemote(a: WireAction) {
+    const seq = Number(a.seq);
+    if (!(seq > lastSeq)) {
+      logger.warn(`actionsync: ignoring action seq ${a.seq} on ${channel}: not after ${lastSeq}`);
+      return;
+    }
+    lastSeq = seq;
+    if (a.id !== "" && ackConfirmed.delete(a.id)) return;
+    const decoded = fromWire(a, channel);
+    if (decoded.problem !== undefined) {
+      logger.warn(`actionsync: ignoring remote action seq ${seq} on ${channel}: it ${decoded.problem}`, a.type);
+      return;
+    }
+    const action = decoded.action;
+    const mine = a.id !== "" && outbox.has(a.id);
+    if (!mine && !acceptsRemote(action)) {
+      logger.warn(`actionsync: ignoring remote action seq ${seq} on ${channel}: type ${JSON.stringify(a.type)} is not synced`);
+      return;
+    }
+    const entry = mine ? outbox.remove(a.id) : undefined;
+    // The echo of our own action: a Dispatch whose answer was lost did reach the server.
+    if (entry) on({ type: "linkWorks" });
+    if (dispatchSafely(action)) {
+      stateSeq = Math.max(stateSeq, seq);
+    } else if (entry && rebase.hasPending(entry.id)) {
+      // The reducer threw on the confirmed action (it is skipped, as on every client):
+      // drop it from the pending ones too, or it would stay pending for ever.
+      reject(entry, "internal", "the reducer threw on the confirmed action", "dropped");
+    }
   }
 
   function acceptsRemote(action: SyncedAction): boolean {

@@ -26,6 +26,7 @@ function setup() {
     const m = syncMeta(action);
     if (action.type === ActionTypes.rejected) return { kind: "rejected", id: (action.payload as { id: string }).id };
     if (action.type === ActionTypes.restore) return { kind: "restore", entries: (action.payload as { entries: PendingEntry[] }).entries };
+    if (action.type === ActionTypes.rebase) return { kind: "rebase" };
     if (m?.remote) return { kind: "confirmed", id: m.id!, seq: m.seq! };
     if (m?.local) return { kind: "local", id: m.id! };
     return { kind: "other" };
@@ -156,6 +157,37 @@ describe("createRebase", () => {
     s.apply(remote("ADD", "mine", "m", 3));
     assert.deepEqual(s.state.items, ["theirs", "mine"]);
     assert.equal(s.state.sync.pending, 0);
+  });
+
+  it("re_applies_pending_actions_once_per_deferred_batch", () => {
+    let calls = 0;
+    const rebase = createRebase({
+      classify: (a) => (syncMeta(a)?.remote ? { kind: "confirmed", id: syncMeta(a)!.id!, seq: syncMeta(a)!.seq! } : syncMeta(a)?.local ? { kind: "local", id: syncMeta(a)!.id! } : (a as UnknownAction).type === ActionTypes.rebase ? { kind: "rebase" } : { kind: "other" }),
+      confirmedMarker: () => ({ type: "noop" }),
+    });
+    const reducer = rebase.wrap((state: string[] = [], a: UnknownAction) => (calls++, a.type === "ADD" ? [...state, a.payload as string] : state));
+    let state = reducer(undefined, { type: "@@INIT" });
+    for (let i = 0; i < 3; i++) state = reducer(state, local("ADD", `mine${i}`, `m${i}`));
+    calls = 0;
+    rebase.defer(true);
+    const before = state;
+    for (let seq = 1; seq <= 100; seq++) state = reducer(state, remote("ADD", `t${seq}`, `t${seq}`, seq));
+    assert.equal(state, before, "the visible state waits for the end of the batch");
+    state = reducer(state, remote("ADD", "mine0", "m0", 101)); // ours, confirmed in the batch
+    assert.equal(rebase.defer(false), true, "a rebase is due");
+    state = reducer(state, { type: ActionTypes.rebase, payload: { channel } });
+    assert.deepEqual(state.slice(-3), ["mine0", "mine1", "mine2"]);
+    assert.equal(state.length, 103);
+    assert.equal(calls, 101 + 2, "each confirmed action once, the 2 pending ones once");
+    assert.deepEqual(rebase.pendingIds(), ["m1", "m2"]);
+
+    // Without pending actions there is nothing to defer.
+    state = reducer(state, remote("ADD", "mine1", "m1", 102));
+    state = reducer(state, remote("ADD", "mine2", "m2", 103));
+    rebase.defer(true);
+    state = reducer(state, remote("ADD", "z", "z", 104));
+    assert.equal(rebase.defer(false), false);
+    assert.equal(state.at(-1), "z");
   });
 
   it("confirms_a_pending_action_that_is_not_the_oldest", () => {
