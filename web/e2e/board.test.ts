@@ -140,6 +140,34 @@ test("offline_edits_in_two_tabs_survive_a_reload", async (h) => {
   await stays("tasks in the other browser", () => other.tasks().then(titles), (v) => JSON.stringify(v) === JSON.stringify(want), 500);
 });
 
+test("a_reload_shows_the_saved_board_at_once_even_with_the_server_down", async (h) => {
+  // The page comes from another origin, so that it still loads with the server down.
+  const origin = await h.staticSite();
+  const api = await h.server(["--cors-origins", origin, "--demo=false"]);
+  const board = uniqueBoard("saved");
+  const url = `${origin}/?board=${board}&api=${encodeURIComponent(api.url)}`;
+  const page = await h.open(url);
+  await page.untilStatus("connected");
+  await page.addTask("stage-todo", "Saved one");
+  await page.addTask("stage-done", "Saved two");
+  await untilSettled(page);
+  // The confirmed board is saved (throttled to once a second) with its seq.
+  const saved = await until(
+    "the board saved at seq 2",
+    () => page.page.evaluate((key) => localStorage.getItem(key), `actionsync:state:board:${board}`),
+    (v) => v !== null && JSON.parse(v.slice(0, v.indexOf("\n"))).seq === 2,
+  );
+  assert.equal(JSON.parse(saved!.slice(0, saved!.indexOf("\n"))).version, "board-1");
+
+  await api.stop();
+  await page.page.reload();
+  // Right away: the store is created with the saved board, before any network answer.
+  assert.deepEqual(titles(await page.tasks()), ["Saved one", "Saved two"]);
+  assert.equal(await page.page.getByTestId("last-seq").textContent(), "2");
+  await page.untilStatus("offline");
+  assert.deepEqual(titles(await page.tasks()), ["Saved one", "Saved two"]);
+});
+
 /** outboxKeys lists the outbox keys in the localStorage of page's browser context. */
 const outboxKeys = (page: BoardPage) =>
   page.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith("actionsync:outbox:")).sort());

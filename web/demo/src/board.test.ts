@@ -1,6 +1,7 @@
 // Unit tests of the board reducer: node --import tsx --test web/demo/src/*.test.ts
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { ActionTypes } from "@actionsync/redux";
 import {
   addTask,
   board,
@@ -107,4 +108,14 @@ test("task_ids_without_randomUUID", () => {
     delete c.randomUUID;
   }
   assert.equal(typeof crypto.randomUUID, "function");
+});
+
+test("board_restores_itself_from_actionsync_replace", () => {
+  const saved = apply([addTask("stage-doing", "kept", "t1")]);
+  const replace = (state: unknown) => ({ type: ActionTypes.replace, payload: { channel: "board:x", state, seq: 3, epoch: "e", source: "storage" } });
+  assert.deepEqual(board(initialBoard, replace(JSON.parse(JSON.stringify(saved)))), saved);
+  // A saved value of another shape leaves the board as it is.
+  for (const bad of [null, [], { stages: [], tasks: [] }, { ...saved, tasks: [{ id: "t1" }] }]) {
+    assert.equal(board(initialBoard, replace(bad)), initialBoard);
+  }
 });

@@ -3,7 +3,9 @@
 // payload (the creators make them), so every client that applies the same actions in the
 // same order ends with the same board. Payloads arrive from other clients through the
 // server, which treats them as opaque, so the reducer checks their shape and ignores
-// what it cannot apply instead of throwing.
+// what it cannot apply instead of throwing. The board also restores itself from
+// actionsync/replace: the middleware persists it (store.ts, persist.select).
+import { isReplaceAction } from "@actionsync/redux";
 
 /** StageId names one of the board's fixed stages. */
 export type StageId = "stage-todo" | "stage-doing" | "stage-done";
@@ -109,9 +111,11 @@ export const initialBoard: BoardState = {
 /**
  * board is the reducer. Actions that name an unknown stage or task, or whose payload
  * has the wrong shape, leave the state as it is (the same object), as does adding a
- * task id that already exists.
+ * task id that already exists. actionsync/replace (the persisted board, at start)
+ * replaces the board when its state has the board's shape.
  */
 export function board(state: BoardState = initialBoard, action: { type: string; payload?: unknown }): BoardState {
+  if (isReplaceAction(action)) return isBoardState(action.payload.state) ? action.payload.state : state;
   const p = action.payload;
   switch (action.type) {
     case BoardActionTypes.updateStageTitle: {
@@ -150,6 +154,13 @@ export function board(state: BoardState = initialBoard, action: { type: string; 
     default:
       return state;
   }
+}
+
+/** isBoardState checks the shape of a board restored from storage. */
+export function isBoardState(v: unknown): v is BoardState {
+  if (!isRecord(v) || !Array.isArray(v.stages) || !Array.isArray(v.tasks)) return false;
+  const stagesOk = v.stages.length === stageIds.length && v.stages.every((s, i) => isRecord(s) && s.id === stageIds[i] && isTitle(s.title));
+  return stagesOk && v.tasks.every((t) => isRecord(t) && isTaskId(t.id) && isStageId(t.stageId) && typeof t.title === "string");
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

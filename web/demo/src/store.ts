@@ -13,16 +13,23 @@ export interface BoardStoreOptions {
   readonly channel: string;
 }
 
+/** boardVersion tags the shape of the persisted board: change it when BoardState changes. */
+export const boardVersion = "board-1";
+
 /**
  * createBoardStore returns a store synced on options.channel, and close, which stops
  * syncing. Unsent actions are kept by the middleware's default storage: localStorage, one
  * key per tab, so a reload finds them and a closed tab's are sent by the next tab to start.
+ * The confirmed board is persisted too (localStorage, "actionsync:state:<channel>"): a
+ * reload shows it at once, even offline, and replays only the actions after it. Only the
+ * board is saved (the notices are this window's), and the board reducer restores it.
  */
 export function createBoardStore(options: BoardStoreOptions) {
   const sync = createSyncMiddleware({
     baseUrl: options.baseUrl,
     channel: options.channel,
     types: syncedTypes,
+    persist: { version: boardVersion, select: (s: { board: unknown }) => s.board },
   });
   const store = configureStore({
     reducer: sync.wrapReducer(combineReducers({ board, notices, sync: sync.reducer })),

@@ -39,6 +39,14 @@ export const ActionTypes = {
    * without re-applying them after each one. Payload {@link RebasePayload}.
    */
   rebase: "actionsync/rebase",
+  /**
+   * replace replaces the whole confirmed state: restored from storage at start (the
+   * `persist` option) or, later, from a server snapshot. By default wrapReducer replaces
+   * the confirmed state with `payload.state` (the status slice stays live); with
+   * `persist.select`, your reducers restore their part from it. The pending actions are
+   * re-applied on top. Payload {@link ReplacePayload}.
+   */
+  replace: "actionsync/replace",
 } as const;
 
 /** TypePrefix starts every action type in {@link ActionTypes}. */
@@ -145,6 +153,38 @@ export interface ConfirmedPayload {
 /** RebasePayload is the payload of `actionsync/rebase`. */
 export interface RebasePayload {
   channel: string;
+}
+
+/** ReplaceSource says where a replacing state comes from. */
+export type ReplaceSource = "storage" | "snapshot";
+
+/** ReplacePayload is the payload of `actionsync/replace`. */
+export interface ReplacePayload<S = unknown> {
+  channel: string;
+  /** state is the confirmed state (or, with persist.select, the selected part of it). */
+  state: S;
+  /** seq is the seq of the last channel action state contains. */
+  seq: number;
+  /** epoch is the channel epoch seq belongs to. */
+  epoch: string;
+  /** source: "storage" (the persisted state, at start) or "snapshot" (from the server). */
+  source: ReplaceSource;
+}
+
+/** ReplaceAction is an `actionsync/replace` action. */
+export interface ReplaceAction<S = unknown> extends UnknownAction {
+  type: typeof ActionTypes.replace;
+  payload: ReplacePayload<S>;
+}
+
+/**
+ * isReplaceAction tells whether action is an `actionsync/replace` (of channel, if
+ * given): a type guard, usable as an RTK matcher (`builder.addMatcher(isReplaceAction, ...)`).
+ */
+export function isReplaceAction<S = unknown>(action: unknown, channel?: string): action is ReplaceAction<S> {
+  if (typeof action !== "object" || action === null) return false;
+  const a = action as { type?: unknown; payload?: { channel?: unknown } };
+  return a.type === ActionTypes.replace && typeof a.payload === "object" && a.payload !== null && (channel === undefined || a.payload.channel === channel);
 }
 
 /** RestorePayload is the payload of `actionsync/restore`. */

@@ -2,13 +2,17 @@
 // server. This file only re-exports the public API.
 export { createSyncMiddleware } from "./middleware.js";
 export type { SyncMiddleware, SyncMiddlewareOptions } from "./middleware.js";
-export { ActionTypes, isLocalAction, isRemoteAction } from "./actions.js";
+export { ActionTypes, isLocalAction, isRemoteAction, isReplaceAction } from "./actions.js";
 export type {
   ConnectionStatus,
   LocalMeta,
   PendingEntry,
+  RebasePayload,
   RejectedPayload,
   RemoteMeta,
+  ReplaceAction,
+  ReplacePayload,
+  ReplaceSource,
   ResetPayload,
   StatusPayload,
   SyncError,
@@ -17,5 +21,7 @@ export type {
 } from "./actions.js";
 export { createMemoryStorage, createWebStorage } from "./outbox.js";
 export type { Logger, OutboxStorage, WebStorage } from "./outbox.js";
+export { createMemoryStateStorage, createWebStateStorage } from "./persist.js";
+export type { PersistOptions, SavedState, StateStorage } from "./persist.js";
 export type { BackoffOptions } from "./backoff.js";
 export type { Connectivity, ConnectivityEvent } from "./connectivity.js";

@@ -13,6 +13,7 @@ import {
   type PendingEntry,
   type RebasePayload,
   type RejectedPayload,
+  type ReplacePayload,
   type ResetPayload,
   type RestorePayload,
   type StatusPayload,
@@ -25,7 +26,8 @@ import { initialConnection, sends, statusOf, transition, type Connection, type C
 import { defaultConnectivity, watchConnectivity, type Connectivity } from "./connectivity.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import { SyncService, type Ack } from "./gen/actionsync/v1/sync_pb.js";
-import { createOutbox, defaultStorage, createMemoryStorage, type Logger, type OutboxStorage } from "./outbox.js";
+import { createOutbox, defaultStorage, createMemoryStorage, type Logger, type OutboxStorage, type WebStorage } from "./outbox.js";
+import { createPersistence, createWebStateStorage, stateKey, type PersistOptions, type Persistence, type Restored, type StateStorage } from "./persist.js";
 import { createRebase, type Classified } from "./rebase.js";
 import { randomId } from "./ids.js";
 import { createSender, isNetworkFailure } from "./sender.js";
@@ -101,6 +103,16 @@ export interface SyncMiddlewareOptions {
    * else none. null: none.
    */
   connectivity?: Connectivity | null;
+  /**
+   * persist saves the confirmed state with its seq and epoch (throttled, and on close), and
+   * restores it at start through `actionsync/replace`: a reload shows the last known state
+   * at once, even offline, and resumes after its seq instead of replaying the whole
+   * history. A saved state of another `version` is discarded; after a reset the saved
+   * state is removed (the state is stale). Default: none (nothing persisted). See
+   * PersistOptions for the storage (localStorage in browsers by default), select,
+   * serialize and deserialize.
+   */
+  persist?: PersistOptions | null;
 }
 
 /** SyncMiddleware is what createSyncMiddleware returns. */
@@ -161,6 +173,11 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   // Ids confirmed by their ack because their echo was skipped by a reset; if the echo
   // comes after all, it must not be applied twice.
   const ackConfirmed = new Set<string>();
+  // Seq ranges [from, to] the subscription skipped in resets (of the current epoch): an
+  // action acknowledged there was never applied; one acknowledged at another seq before
+  // lastSeq already is in the confirmed state (restored from storage).
+  let skipped: [number, number][] = [];
+  let resets = 0;
 
   let api: { dispatch(action: UnknownAction): unknown } | undefined;
   let closing: Promise<void> | undefined;
@@ -169,6 +186,8 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   // lastSeq: the last seq received (where to resume); stateSeq: what the status slice shows.
   let lastSeq = 0;
   let stateSeq = 0;
+  // epoch: the channel epoch lastSeq belongs to ("": not known yet).
+  let epoch = "";
   // conn is the connection state machine (connection.ts); shown is what the status slice
   // was last told.
   let conn: Connection = initialConnection;
@@ -180,8 +199,21 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   // Pending actions the reducer threw on when re-applied: reported (rejected) right after
   // the dispatch that dropped them, before anything can send them.
   let drops: { entry: PendingEntry; error: unknown }[] = [];
+  const persistence: Persistence | undefined = o.persist
+    ? createPersistence(o.persist, { confirmed: () => rebase.confirmedState(), position: () => ({ seq: lastSeq, epoch }) }, logger)
+    : undefined;
+  // A saved state whose storage loads synchronously is applied when the store is created
+  // (wrapReducer's initial): the first render shows it.
+  let restoring: Restored | null | Promise<Restored | null> = persistence?.load() ?? null;
   const rebase = createRebase({
     classify,
+    replaceWholeState: o.persist?.select === undefined,
+    initial() {
+      if (restoring === null || restoring instanceof Promise) return undefined;
+      const action = replaceAction(restoring);
+      restoring = null;
+      return action;
+    },
     confirmedMarker: (id, seq) => ({ type: ActionTypes.confirmed, payload: { channel, id, seq } satisfies ConfirmedPayload }),
     onDrop(entry, error) {
       drops.push({ entry, error });
@@ -190,7 +222,15 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       if (drops.length === 1) queueMicrotask(reportDrops);
     },
   });
-  const reducer = createStatusReducer(channel, isOwnLocal);
+  const reducer = createStatusReducer(channel, isOwnLocal, () => ({ status: shown.status, error: shown.error, resets }));
+
+  /** replaceAction builds the actionsync/replace of a restored state; lastSeq and epoch move to it. */
+  function replaceAction(r: Restored): UnknownAction {
+    lastSeq = stateSeq = r.seq;
+    epoch = r.epoch;
+    const payload: ReplacePayload = { channel, state: r.value, seq: r.seq, epoch: r.epoch, source: "storage" };
+    return { type: ActionTypes.replace, payload };
+  }
 
   const sender = createSender({
     client,
@@ -252,6 +292,10 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       return { kind: "restore", entries: (payload as RestorePayload).entries };
     }
     if (action.type === ActionTypes.rebase && payload?.channel === channel) return { kind: "rebase" };
+    if (action.type === ActionTypes.replace && payload?.channel === channel) return { kind: "replace", state: (payload as ReplacePayload).state };
+    if (action.type === ActionTypes.confirmed && payload?.channel === channel && fromMe.has(action)) {
+      return { kind: "settled", id: (payload as ConfirmedPayload).id };
+    }
     const m = syncMeta(action);
     if (m?.remote === true && m.channel === channel && typeof m.id === "string" && typeof m.seq === "number") {
       return { kind: "confirmed", id: m.id, seq: m.seq };
@@ -285,6 +329,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       if (rebase.defer(false)) dispatchSafely({ type: ActionTypes.rebase, payload: { channel } satisfies RebasePayload });
     }
     if (stateSeq !== lastSeq) publishStatus();
+    persistence?.changed();
   }
 
   function applyRemote(a: WireAction) {
@@ -339,14 +384,17 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       }
       outbox.markAcked(entry.id);
       const seq = Number(ack.seq);
-      // An ack at or before the last seq applied whose echo has not come: a reset skipped
-      // it (the server still had the id, before the head it reset to). It will never be
-      // echoed, so the ack confirms it.
+      // An ack at or before the last seq applied whose echo has not come: it will never
+      // be echoed. Either a reset skipped it (the server still had the id, before the
+      // head it reset to): the ack confirms it, and it is applied; or it is in the state
+      // restored from storage (saved after its echo, while the outbox still had it, or
+      // an outbox adopted from a closed tab): it is settled, not applied twice.
       if (seq <= lastSeq && outbox.has(entry.id)) {
         outbox.remove(entry.id);
         ackConfirmed.add(entry.id);
         if (ackConfirmed.size > 1000) ackConfirmed.delete(ackConfirmed.values().next().value!);
-        dispatchSafely(confirmedFromEntry(entry, seq, clientId, channel));
+        if (skipped.some(([from, to]) => seq >= from && seq <= to)) dispatchSafely(confirmedFromEntry(entry, seq, clientId, channel));
+        else dispatchSafely({ type: ActionTypes.confirmed, payload: { channel, id: entry.id, seq } satisfies ConfirmedPayload });
       }
     });
   }
@@ -384,18 +432,27 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       clientId,
       backoff: o.backoff,
       idleTimeoutMs: o.idleTimeoutMs,
-      lastSeq: () => lastSeq,
+      position: () => ({ afterSeq: lastSeq, epoch }),
       onActions,
-      onReset(headSeq) {
+      onReset(headSeq, resetEpoch) {
         logger.warn(`actionsync: the server reset ${channel} to seq ${headSeq} (was at ${lastSeq}); the state is stale`);
+        // In a new epoch (a lost history) every seq up to the head is another action.
+        if (resetEpoch !== epoch) skipped = [];
+        skipped.push([resetEpoch !== epoch ? 1 : lastSeq + 1, headSeq]);
         lastSeq = stateSeq = headSeq;
+        epoch = resetEpoch;
+        resets++;
+        // The saved state is stale too: a reload must not bring it back.
+        persistence?.forget();
         // The server may have lost acknowledged actions: send every pending one again.
         outbox.resendAll();
         const payload: ResetPayload = { channel, headSeq };
         dispatchSafely({ type: ActionTypes.reset, payload });
       },
-      onReady() {
+      onReady(_headSeq, readyEpoch) {
+        epoch = readyEpoch;
         on({ type: "streamReady" });
+        persistence?.changed();
       },
       onDown(err, delayMs) {
         if (!conn.outageReported) logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
@@ -427,6 +484,21 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     if (o.connectivity) {
       unwatch = watchConnectivity(o.connectivity, { onOffline: wentOffline, onOnline: wentOnline });
       if (o.connectivity.onLine === false) on({ type: "deviceOffline", error: { code: "unavailable", message: "the device is offline" } });
+    }
+    if (restoring !== null) {
+      // Not applied at the store's creation: loaded asynchronously, or wrapReducer is not in use.
+      const r = await restoring;
+      restoring = null;
+      if (closed()) return;
+      if (r !== null && !rebaseUsed) logger.warn("actionsync: the saved state is not restored: persist needs sync.wrapReducer(rootReducer)");
+      else if (r !== null) {
+        const at = { seq: lastSeq, epoch };
+        if (!dispatchSafely(replaceAction(r))) {
+          // The reducer threw on the saved state: replay the history instead.
+          lastSeq = stateSeq = at.seq;
+          epoch = at.epoch;
+        }
+      }
     }
     const restored = await outbox.load();
     if (closed()) return;
@@ -506,6 +578,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       // A store closed before it started has not loaded its outbox yet: load it now, or
       // the actions dispatched meanwhile would never be saved.
       closing = Promise.all(stopping)
+        .then(() => persistence?.close())
         .then(() => outbox.load())
         .then(() => outbox.flush())
         .then(() => o.storage.close?.())
@@ -530,6 +603,7 @@ interface CheckedOptions {
   idleTimeoutMs: number;
   dispatchTimeoutMs: number;
   connectivity: Connectivity | undefined;
+  persist: (PersistOptions & { storage: StateStorage }) | undefined;
 }
 
 function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
@@ -576,7 +650,26 @@ function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     idleTimeoutMs,
     dispatchTimeoutMs,
     connectivity: connectivity === undefined ? defaultConnectivity() : (connectivity ?? undefined),
+    persist: checkPersist(options.persist, channel),
   };
+}
+
+function checkPersist(persist: PersistOptions | null | undefined, channel: string): CheckedOptions["persist"] {
+  if (persist == null) return undefined;
+  if (typeof persist.version !== "string" || persist.version === "") throw new TypeError("actionsync: persist.version is required: a tag of your state's shape");
+  if (persist.throttleMs !== undefined && !(persist.throttleMs >= 0)) throw new RangeError("actionsync: persist.throttleMs must be >= 0");
+  let storage = persist.storage;
+  if (storage === undefined) {
+    let local: WebStorage | undefined;
+    try {
+      local = (globalThis as { localStorage?: WebStorage }).localStorage ?? undefined;
+    } catch {
+      // Reading localStorage throws in some sandboxed iframes and privacy modes.
+    }
+    if (local === undefined) return undefined;
+    storage = createWebStateStorage(persist.key ?? stateKey(channel), local);
+  }
+  return { ...persist, storage };
 }
 
 function sameError(a: SyncError | null, b: SyncError | null): boolean {

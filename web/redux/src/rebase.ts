@@ -15,6 +15,14 @@ export type Classified =
   | { kind: "confirmed"; id: string; seq: number }
   /** rejected: the server refused pending action id; drop it. */
   | { kind: "rejected"; id: string }
+  /** settled: pending action id is already in the confirmed state (restored from storage); drop it. */
+  | { kind: "settled"; id: string }
+  /**
+   * replace: the whole confirmed state is replaced (restored from storage, or a server
+   * snapshot): by state itself when RebaseOptions.replaceWholeState, else by what the
+   * reducer makes of the action; the pending actions are re-applied on top.
+   */
+  | { kind: "replace"; state: unknown }
   /** restore: re-apply entries (loaded from storage) as pending, before the current ones. */
   | { kind: "restore"; entries: readonly PendingEntry[] }
   /**
@@ -42,6 +50,18 @@ export interface RebaseOptions {
    * dispatch (report later).
    */
   onDrop?(entry: PendingEntry, error: unknown): void;
+  /**
+   * replaceWholeState: a `replace` action's state becomes the confirmed state (the
+   * reducer then runs with the action on it, so that slices that must stay live, such
+   * as the status slice, can keep their value). Otherwise the reducer alone applies the
+   * action to the confirmed state (the app's reducers restore their part).
+   */
+  replaceWholeState?: boolean;
+  /**
+   * initial, if given, is called once, when the store is created: a `replace` action it
+   * returns is applied at once, so the store's first state is the restored one.
+   */
+  initial?(): Action | undefined;
 }
 
 /** Rebase is the state of the rebase reducer, shared by every reducer it wraps. */
@@ -62,6 +82,8 @@ export interface Rebase {
    * pending ones costs n + p reducer calls instead of n·p.
    */
   defer(on: boolean): boolean;
+  /** confirmedState returns the confirmed state (undefined before the store's init). */
+  confirmedState(): unknown;
 }
 
 /**
@@ -109,6 +131,7 @@ export function createRebase(options: RebaseOptions): Rebase {
       });
       return { state, kept: kept ?? entries, dropped };
     };
+    const replaced = (base: S, action: A, state: unknown): S => (options.replaceWholeState ? reducer(state as S, action) : reducer(base, action));
     // commit updates the closure once the user's reducer has returned, then reports drops.
     const commit = (nextConfirmed: unknown, r: { state: S; kept: readonly PendingEntry[]; dropped: Dropped[] }, rebuilt = true): S => {
       confirmed = nextConfirmed;
@@ -122,7 +145,12 @@ export function createRebase(options: RebaseOptions): Rebase {
       // The first call (Redux's init action) or a parent reducer that resets the state to
       // undefined: the confirmed state starts over from it.
       if (!initialised || state === undefined) {
-        const base = reducer(state, action);
+        let base = reducer(state, action);
+        const first = initialised ? undefined : options.initial?.();
+        if (first !== undefined) {
+          const c = options.classify(first);
+          if (c.kind === "replace") base = replaced(base, first as A, c.state);
+        }
         initialised = true;
         return commit(base, rebased(base, pending));
       }
@@ -155,7 +183,8 @@ export function createRebase(options: RebaseOptions): Rebase {
           }
           return commit(nextConfirmed, rebased(nextConfirmed, rest));
         }
-        case "rejected": {
+        case "rejected":
+        case "settled": {
           const nextConfirmed = reducer(confirmed as S, action);
           return commit(nextConfirmed, rebased(nextConfirmed, pending.filter((e) => e.id !== c.id)));
         }
@@ -163,6 +192,10 @@ export function createRebase(options: RebaseOptions): Rebase {
           const nextConfirmed = reducer(confirmed as S, action);
           const known = new Set(pending.map((e) => e.id));
           return commit(nextConfirmed, rebased(nextConfirmed, [...c.entries.filter((e) => !known.has(e.id)), ...pending]));
+        }
+        case "replace": {
+          const nextConfirmed = replaced(confirmed as S, action, c.state);
+          return commit(nextConfirmed, rebased(nextConfirmed, pending));
         }
         case "rebase":
           return commit(confirmed, rebased(confirmed as S, pending));
@@ -186,6 +219,7 @@ export function createRebase(options: RebaseOptions): Rebase {
       for (let i = pending.length - 1; i >= 0; i--) if (pending[i].id === id) return true;
       return false;
     },
+    confirmedState: () => confirmed,
     defer(on) {
       deferring = on;
       return !on && stale;

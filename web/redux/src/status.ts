@@ -5,6 +5,7 @@ import {
   syncMeta,
   type ConfirmedPayload,
   type RejectedPayload,
+  type ReplacePayload,
   type ResetPayload,
   type StatusPayload,
   type SyncStatusState,
@@ -13,15 +14,27 @@ import {
 /** initialStatus is the status slice before the first connection attempt. */
 export const initialStatus: SyncStatusState = { status: "connecting", lastSeq: 0, pending: 0, error: null, resets: 0 };
 
+/** LiveStatus is the part of the status slice a replaced state must not bring back. */
+export type LiveStatus = Pick<SyncStatusState, "status" | "error" | "resets">;
+
 /**
  * createStatusReducer returns the reducer of one middleware instance's status slice.
- * isOwnLocal tells whether an action is one of this instance's local synced actions.
+ * isOwnLocal tells whether an action is one of this instance's local synced actions;
+ * live returns the connection's current status, error and resets count.
+ *
+ * On `actionsync/replace` the slice is rebuilt from live and the payload's seq: the
+ * replacing state may hold a status slice saved in another session (connected, an old
+ * error, its resets count), which must not show.
  *
  * pending is counted, not set: +1 per local action, -1 per confirmedMarker. The rebase
  * reducer never applies local actions to its confirmed state, so there the count stays 0,
  * and re-applying the pending actions on top of it yields exactly their number.
  */
-export function createStatusReducer(channel: string, isOwnLocal: (action: unknown) => boolean): Reducer<SyncStatusState> {
+export function createStatusReducer(
+  channel: string,
+  isOwnLocal: (action: unknown) => boolean,
+  live: () => LiveStatus = () => initialStatus,
+): Reducer<SyncStatusState> {
   return (state = initialStatus, action: UnknownAction): SyncStatusState => {
     switch (action.type) {
       case ActionTypes.status: {
@@ -42,6 +55,14 @@ export function createStatusReducer(channel: string, isOwnLocal: (action: unknow
         const p = action.payload as RejectedPayload;
         if (p?.channel !== channel) return state;
         return { ...state, error: { code: p.code, message: p.message } };
+      }
+      case ActionTypes.replace: {
+        const p = action.payload as ReplacePayload;
+        if (p?.channel !== channel) return state;
+        // The confirmed state holds no pending action: the rebase re-applies them on top.
+        const { status, error, resets } = live();
+        const next: SyncStatusState = { status, error, resets, lastSeq: p.seq, pending: 0 };
+        return shallowEqual(next, state) ? state : next;
       }
       case ActionTypes.confirmed: {
         const p = action.payload as ConfirmedPayload;

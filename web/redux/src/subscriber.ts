@@ -12,14 +12,17 @@ export interface SubscriberOptions {
   backoff: BackoffOptions;
   /** idleTimeoutMs: reconnect when the stream has been silent that long; 0: never. */
   idleTimeoutMs: number;
-  /** lastSeq is where to resume: the seq of the last action applied. */
-  lastSeq(): number;
+  /**
+   * position is where to resume: the seq of the last action applied (0: none) and the
+   * channel epoch it belongs to ("": not known), as the last onReady or onReset told.
+   */
+  position(): { afterSeq: number; epoch: string };
   /** onActions is called with each batch of actions, in seq order. */
   onActions(actions: WireAction[]): void;
-  /** onReset is called when the server cannot resume at lastSeq. */
-  onReset(headSeq: number): void;
-  /** onReady is called when the replay is done and the stream is live. */
-  onReady(headSeq: number): void;
+  /** onReset is called when the server cannot resume at the position: the stream goes on after headSeq, in epoch. */
+  onReset(headSeq: number, epoch: string): void;
+  /** onReady is called when the replay is done and the stream is live, in epoch. */
+  onReady(headSeq: number, epoch: string): void;
   /** onDown is called when the stream has ended or failed (not when closed). */
   onDown(err: ConnectError, delayMs: number): void;
 }
@@ -42,18 +45,15 @@ export interface Subscriber {
 }
 
 /**
- * startSubscriber follows the channel until closed: Subscribe with after_seq = lastSeq()
- * (0 at first: the whole history), hand every message to the callbacks, and on any end
- * or failure reconnect after an exponential backoff with full jitter, resuming from the
- * last seq applied. It never uses exclude_own: the client's own actions come back with
+ * startSubscriber follows the channel until closed: Subscribe from position() (0 at
+ * first: the whole history, or a persisted state's seq and epoch), hand every message to
+ * the callbacks, and on any end or failure reconnect after an exponential backoff with
+ * full jitter, resuming from the last seq applied. It never uses exclude_own: the client's own actions come back with
  * their seq, which is how they are confirmed.
  */
 export function startSubscriber(o: SubscriberOptions): Subscriber {
   const closing = new AbortController();
   const backoff = createBackoff(o.backoff);
-  // epoch is the channel epoch lastSeq belongs to (from the last ready or reset): resuming
-  // with it lets the server tell a lost history (a restarted server) from ours.
-  let epoch = "";
   // drop ends the attempt in progress (reconnect); wake ends the delay in progress (retryNow).
   let drop: ((err: ConnectError) => void) | undefined;
   let wake: (() => void) | undefined;
@@ -79,21 +79,20 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
     };
     try {
       arm();
+      // Resuming with the epoch lets the server tell a lost history (a restarted server)
+      // from ours.
+      const { afterSeq, epoch } = o.position();
       const responses = o.client.subscribe(
-        { positions: [{ channel: o.channel, afterSeq: BigInt(o.lastSeq()), epoch }], clientId: o.clientId },
+        { positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }], clientId: o.clientId },
         { signal: stream.signal },
       );
       for await (const res of responses) {
         arm();
-        if (res.reset) {
-          epoch = res.reset.epoch;
-          o.onReset(Number(res.reset.headSeq));
-        }
+        if (res.reset) o.onReset(Number(res.reset.headSeq), res.reset.epoch);
         if (res.actions.length > 0) o.onActions(res.actions);
         if (res.ready) {
-          epoch = res.ready.epoch;
           backoff.reset();
-          o.onReady(Number(res.ready.headSeq));
+          o.onReady(Number(res.ready.headSeq), res.ready.epoch);
         }
       }
       return dropped ?? new ConnectError("the server ended the stream", Code.Unavailable);

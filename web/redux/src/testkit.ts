@@ -180,12 +180,13 @@ export interface Board {
 }
 
 /** boardTypes are the synced action types of the test app. */
-export const boardTypes = ["board/title", "board/add", "board/strictAdd", "board/move", "board/remove", "ALLOWED", "NOPE"] as const;
+export const boardTypes = ["board/title", "board/add", "board/strictAdd", "board/append", "board/move", "board/remove", "ALLOWED", "NOPE"] as const;
 
 /**
  * board is the test app's reducer. Its actions conflict on purpose: the last title wins,
- * moves depend on the current order, adds of an existing item are ignored, and a strict
- * add of an existing item throws. It is pure and deterministic, as wrapReducer requires
+ * moves depend on the current order, adds of an existing item are ignored, a strict add
+ * of an existing item throws, and an append appends even an item already there (applied
+ * twice, it shows twice). It is pure and deterministic, as wrapReducer requires
  * (throwing is deterministic too: every client throws on the same action in the same state).
  */
 export function board(state: Board = { title: "", items: [] }, action: UnknownAction): Board {
@@ -204,6 +205,8 @@ export function board(state: Board = { title: "", items: [] }, action: UnknownAc
       if (state.items.includes(item)) throw new Error(`board: ${item} is already there`);
       return { ...state, items: [...state.items, item] };
     }
+    case "board/append":
+      return { ...state, items: [...state.items, String(p?.item)] };
     case "board/move": {
       const from = state.items.indexOf(String(p?.item));
       if (from < 0) return state;
@@ -253,6 +256,20 @@ export async function readHistory(baseUrl: string, channel: string): Promise<{ a
     if (res.actions.length === 0 || res.actions.at(-1)!.seq >= res.headSeq) return { actions, headSeq: Number(res.headSeq) };
     after = res.actions.at(-1)!.seq;
   }
+}
+
+/** channelEpoch returns the channel's epoch, as the server's ready tells it. */
+export async function channelEpoch(baseUrl: string, channel: string): Promise<string> {
+  const client = createClient(SyncService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+  const stop = new AbortController();
+  try {
+    for await (const res of client.subscribe({ positions: [{ channel, live: true }] }, { signal: stop.signal })) {
+      if (res.ready) return res.ready.epoch;
+    }
+  } finally {
+    stop.abort();
+  }
+  throw new Error("the stream ended before ready");
 }
 
 /**
