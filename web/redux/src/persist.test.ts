@@ -127,7 +127,7 @@ describe("persist", () => {
     const b = store({ transport: createLink(srv.url).transport, channel, persist: { version: "t1", storage: state } });
     // At once, before any message from the server: the first render shows it.
     assert.deepEqual(b.store.getState().board, { title: "", items: ["a", "b", "c"] });
-    assert.deepEqual(b.store.getState().ui, { clicks: 1 }, "the whole confirmed state, UI slices included");
+    assert.deepEqual(b.store.getState().ui, { clicks: 1, added: ["a", "b", "c"] }, "the whole confirmed state, UI slices included");
     assert.deepEqual(b.store.getState().sync, { status: "connecting", lastSeq: 3, pending: 0, error: null, resets: 0 }, "the saved status slice does not show");
     await waitFor("caught up", () => b.store.getState().sync.status === "connected" && b.store.getState().sync.lastSeq === 4);
     assert.deepEqual(remoteSeqs(b.seen), [4], "resumed after the saved seq");

@@ -8,6 +8,7 @@ import { buildServer, type TestServer } from "../../testing/server.js";
 import { SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import { createSyncMiddleware, type SyncMiddlewareOptions } from "./middleware.js";
+import { isReplaceAction } from "./actions.js";
 import { fromWire } from "./wire.js";
 
 /**
@@ -190,6 +191,12 @@ export const boardTypes = ["board/title", "board/add", "board/strictAdd", "board
  * (throwing is deterministic too: every client throws on the same action in the same state).
  */
 export function board(state: Board = { title: "", items: [] }, action: UnknownAction): Board {
+  // The persisted board, with persist.select: (s) => s.board. (Without select the
+  // replacing state is the whole root state, which wrapReducer puts in place itself.)
+  if (isReplaceAction(action)) {
+    const b = action.payload.state as Partial<Board> | null;
+    return typeof b?.title === "string" && Array.isArray(b.items) ? (b as Board) : state;
+  }
   const p = action.payload as Record<string, unknown> | undefined;
   switch (action.type) {
     case "board/title":
@@ -223,20 +230,40 @@ export function board(state: Board = { title: "", items: [] }, action: UnknownAc
 }
 
 /** ui is a UI-only (never synced) slice. */
-export function ui(state = { clicks: 0 }, action: UnknownAction) {
-  return action.type === "ui/click" ? { clicks: state.clicks + 1 } : state;
+export function ui(state: Ui = { clicks: 0, added: [] }, action: UnknownAction): Ui {
+  switch (action.type) {
+    case "ui/click":
+      return { ...state, clicks: state.clicks + 1 };
+    case "ui/clearAdded":
+      return state.added.length === 0 ? state : { ...state, added: [] };
+    case "board/add":
+      return { ...state, added: [...state.added, String((action.payload as { item?: unknown } | undefined)?.item)] };
+    default:
+      return state;
+  }
 }
 
 /**
- * makeStore builds an RTK store the documented way and records every action that reaches
- * the reducers (through a middleware placed after the sync middleware).
+ * Ui is the UI-only slice: clicks, and the items of the board/add actions seen since the
+ * last ui/clearAdded (a local action that does not commute with pending adds).
+ */
+export interface Ui {
+  clicks: number;
+  added: string[];
+}
+
+/**
+ * makeStore builds an RTK store the documented way and records, in seen, every action
+ * the reducers applied (through a middleware placed after the sync middleware; an action
+ * a reducer threw on is not recorded).
  */
 export function makeStore(options: Partial<SyncMiddlewareOptions> & Pick<SyncMiddlewareOptions, "channel">) {
   const sync = createSyncMiddleware({ types: boardTypes, storage: null, backoff: { initialMs: 20, maxMs: 200 }, ...options });
   const seen: UnknownAction[] = [];
   const recorder: Middleware = () => (next) => (action) => {
+    const result = next(action);
     seen.push(action as UnknownAction);
-    return next(action);
+    return result;
   };
   const store = configureStore({
     reducer: sync.wrapReducer(combineReducers({ board, ui, sync: sync.reducer })),
