@@ -1,7 +1,8 @@
 // @actionsync/redux keeps Redux stores on several devices in sync through an actionsync
 // server. This file only re-exports the public API.
 export { createSyncMiddleware } from "./middleware.js";
-export type { SyncMiddleware, SyncMiddlewareOptions } from "./middleware.js";
+export type { SyncMiddleware } from "./middleware.js";
+export type { SyncMiddlewareOptions } from "./options.js";
 export { ActionTypes, isLocalAction, isRemoteAction, isReplaceAction } from "./actions.js";
 export type {
   ConnectionStatus,

@@ -7,7 +7,8 @@ import { spawn } from "node:child_process";
 import { buildServer, type TestServer } from "../../testing/server.js";
 import { SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
-import { createSyncMiddleware, type SyncMiddlewareOptions } from "./middleware.js";
+import { createSyncMiddleware } from "./middleware.js";
+import type { SyncMiddlewareOptions } from "./options.js";
 import { isReplaceAction } from "./actions.js";
 import { fromWire } from "./wire.js";
 

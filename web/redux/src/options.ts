@@ -1,0 +1,175 @@
+// The options of createSyncMiddleware: their documentation, defaults and checks.
+import type { Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import type { UnknownAction } from "redux";
+import type { BackoffOptions } from "./backoff.js";
+import { defaultConnectivity, type Connectivity } from "./connectivity.js";
+import { randomId } from "./ids.js";
+import { createMemoryStorage, defaultStorage, type Logger, type OutboxStorage, type WebStorage } from "./outbox.js";
+import { createWebStateStorage, stateKey, type PersistOptions, type StateStorage } from "./persist.js";
+
+/** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
+export interface SyncMiddlewareOptions {
+  /**
+   * baseUrl is the server's URL, e.g. "https://sync.example.com". Used to build a
+   * connect-web transport (createConnectTransport from @connectrpc/connect-web) when
+   * transport is not given. One of baseUrl and transport is required.
+   */
+  baseUrl?: string;
+  /**
+   * transport is any @connectrpc/connect Transport, e.g. from @connectrpc/connect-node
+   * `createConnectTransport({ baseUrl, httpVersion: "1.1" })`. Default: a connect-web
+   * transport for baseUrl.
+   */
+  transport?: Transport;
+  /** channel to sync, e.g. "board:42". Required; the server checks its name. */
+  channel: string;
+  /**
+   * types lists the action types to sync. An action is synced when its type is listed or
+   * predicate returns true; at least one of types and predicate is required. Default: none.
+   * Remote actions of other types are ignored (with a warning).
+   */
+  types?: readonly string[];
+  /**
+   * predicate tells whether to sync an action (local ones, and remote ones before they are
+   * dispatched). Default: none. Types starting with "actionsync/" are never synced.
+   */
+  predicate?: (action: UnknownAction) => boolean;
+  /**
+   * clientId identifies this client to the server, which stamps it on every action it
+   * sends: 1..64 characters of [A-Za-z0-9_.:-]. Default: a random UUID per instance.
+   */
+  clientId?: string;
+  /**
+   * storage persists the outbox (unconfirmed local actions) across reloads. Default, when
+   * globalThis.localStorage exists: localStorage under "actionsync:outbox:<channel>:<tabId>",
+   * one key per tab (tabId is kept in sessionStorage, so a reload finds its outbox again);
+   * with Web Locks (navigator.locks), each tab holds its key's lock until close() and, at
+   * start, adopts the outboxes of the same channel left by closed tabs. Without Web Locks
+   * nothing is adopted. Without localStorage (Node): memory. null: memory.
+   */
+  storage?: OutboxStorage | null;
+  /**
+   * backoff shapes the delays between reconnects and Dispatch retries: exponential with
+   * full jitter. Default { initialMs: 250, maxMs: 10000 }.
+   */
+  backoff?: BackoffOptions;
+  /** maxBatch is the most actions sent in one Dispatch. Default 100 (the server's default limit). */
+  maxBatch?: number;
+  /** logger receives warnings (ignored remote actions, lost connection) and errors. Default console. */
+  logger?: Logger;
+  /**
+   * idleTimeoutMs: a subscription silent for that long (no action, no heartbeat) is
+   * considered dead and reopened. Keep it above the server's --heartbeat (15 s by default).
+   * Default 45000; 0: never.
+   */
+  idleTimeoutMs?: number;
+  /** dispatchTimeoutMs bounds one Dispatch call, then it is retried. Default 30000; 0: none. */
+  dispatchTimeoutMs?: number;
+  /**
+   * connectivity tells the middleware that the device went offline or came back online.
+   * On "offline" the status becomes offline and the stream is reopened (a stream can stay
+   * open on a dead network); on "online" the backoff is reset and the subscription and
+   * the Dispatch retry waiting for their delay go at once. If onLine is false at start,
+   * the status is offline from the start. Default: globalThis (with navigator.onLine)
+   * when it has addEventListener and navigator.onLine, i.e. in browsers and web workers;
+   * else none. null: none.
+   */
+  connectivity?: Connectivity | null;
+  /**
+   * persist saves the confirmed state with its seq and epoch (throttled, and on close), and
+   * restores it at start through `actionsync/replace`: a reload shows the last known state
+   * at once, even offline, and resumes after its seq instead of replaying the whole
+   * history. A saved state of another `version` is discarded; after a reset the saved
+   * state is removed (the state is stale). Default: none (nothing persisted). See
+   * PersistOptions for the storage (localStorage in browsers by default), select,
+   * serialize and deserialize.
+   */
+  persist?: PersistOptions | null;
+}
+
+const clientIdPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** CheckedOptions are the options with their defaults, checked. */
+export interface CheckedOptions {
+  transport: Transport;
+  channel: string;
+  clientId: string;
+  types: ReadonlySet<string>;
+  predicate?: (action: UnknownAction) => boolean;
+  storage: OutboxStorage;
+  backoff: BackoffOptions;
+  maxBatch: number;
+  logger: Logger;
+  idleTimeoutMs: number;
+  dispatchTimeoutMs: number;
+  connectivity: Connectivity | undefined;
+  persist: (PersistOptions & { storage: StateStorage }) | undefined;
+}
+
+/** checkOptions fills in the defaults and throws a TypeError or RangeError naming a bad option. */
+export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
+  const { channel } = options;
+  if (typeof channel !== "string" || channel === "") throw new TypeError("actionsync: channel is required");
+  if (options.types === undefined && options.predicate === undefined) {
+    throw new TypeError("actionsync: give types or predicate: which actions to sync");
+  }
+  if (options.types !== undefined && !(Array.isArray(options.types) && options.types.every((t) => typeof t === "string"))) {
+    throw new TypeError("actionsync: types must be an array of strings");
+  }
+  if (options.predicate !== undefined && typeof options.predicate !== "function") throw new TypeError("actionsync: predicate must be a function");
+  const clientId = options.clientId ?? randomId();
+  if (!clientIdPattern.test(clientId)) throw new TypeError(`actionsync: clientId ${JSON.stringify(clientId)} must match ${clientIdPattern.source}`);
+  let transport = options.transport;
+  if (transport === undefined) {
+    if (typeof options.baseUrl !== "string" || options.baseUrl === "") throw new TypeError("actionsync: give baseUrl or transport");
+    transport = createConnectTransport({ baseUrl: options.baseUrl });
+  }
+  const maxBatch = options.maxBatch ?? 100;
+  if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new RangeError(`actionsync: maxBatch must be a positive integer, got ${maxBatch}`);
+  const backoff = { initialMs: options.backoff?.initialMs ?? 250, maxMs: options.backoff?.maxMs ?? 10_000 };
+  if (!(backoff.initialMs > 0) || !(backoff.maxMs >= backoff.initialMs) || !Number.isFinite(backoff.maxMs)) {
+    throw new RangeError(`actionsync: backoff wants 0 < initialMs <= maxMs < Infinity, got ${JSON.stringify(backoff)}`);
+  }
+  const idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
+  const dispatchTimeoutMs = options.dispatchTimeoutMs ?? 30_000;
+  if (!(idleTimeoutMs >= 0) || !(dispatchTimeoutMs >= 0)) throw new RangeError("actionsync: timeouts must be >= 0");
+  const { connectivity } = options;
+  if (connectivity != null && (typeof connectivity.addEventListener !== "function" || typeof connectivity.removeEventListener !== "function")) {
+    throw new TypeError("actionsync: connectivity must have addEventListener and removeEventListener");
+  }
+  const logger = options.logger ?? console;
+  return {
+    transport,
+    channel,
+    clientId,
+    types: new Set(options.types ?? []),
+    predicate: options.predicate,
+    storage: options.storage === undefined ? defaultStorage(channel, logger) : options.storage === null ? createMemoryStorage() : options.storage,
+    backoff,
+    maxBatch,
+    logger,
+    idleTimeoutMs,
+    dispatchTimeoutMs,
+    connectivity: connectivity === undefined ? defaultConnectivity() : (connectivity ?? undefined),
+    persist: checkPersist(options.persist, channel),
+  };
+}
+
+function checkPersist(persist: PersistOptions | null | undefined, channel: string): CheckedOptions["persist"] {
+  if (persist == null) return undefined;
+  if (typeof persist.version !== "string" || persist.version === "") throw new TypeError("actionsync: persist.version is required: a tag of your state's shape");
+  if (persist.throttleMs !== undefined && !(persist.throttleMs >= 0)) throw new RangeError("actionsync: persist.throttleMs must be >= 0");
+  let storage = persist.storage;
+  if (storage === undefined) {
+    let local: WebStorage | undefined;
+    try {
+      local = (globalThis as { localStorage?: WebStorage }).localStorage ?? undefined;
+    } catch {
+      // Reading localStorage throws in some sandboxed iframes and privacy modes.
+    }
+    if (local === undefined) return undefined;
+    storage = createWebStateStorage(persist.key ?? stateKey(channel), local);
+  }
+  return { ...persist, storage };
+}
