@@ -72,7 +72,11 @@ export interface SyncMiddleware {
  * - wrapReducer rebases the pending local actions on top of the confirmed ones;
  * - reconnects with backoff and jitter, surfaces resets, rolls back refused actions;
  * - follows the device's offline and online events (connectivity): offline at once,
- *   retrying at once when back online.
+ *   retrying at once when back online;
+ * - with persist, saves the confirmed state and restores it at start (actionsync/replace).
+ *
+ * The connection's status is a state machine (connection.ts); this closure is the wiring
+ * between it, the subscriber, the sender, the outbox, the persisted state and the store.
  *
  * Each call has its own state (no module globals): use one instance per store.
  */
