@@ -31,6 +31,20 @@ type Broker interface {
 	// history no longer reaches back to afterSeq+1 and with ErrBeyondHead if afterSeq is
 	// after the head.
 	History(ctx context.Context, channel string, afterSeq uint64, limit int) ([]*Entry, uint64, error)
+	// PutSnapshot stores snap as its channel's snapshot. snap has channel, seq, epoch,
+	// version, state and client_id set; the broker sets time and takes ownership. It is
+	// accepted only if CheckSnapshot passes against the channel at the time of the call,
+	// so of concurrent puts for one channel the newest seq is kept; otherwise it fails
+	// with CheckSnapshot's error and changes nothing. From then on, history is never
+	// trimmed by age past the snapshot's seq (history after it is bounded by the
+	// history size only), and subscriptions that ask for snapshots get it (Position).
+	PutSnapshot(ctx context.Context, snap *actionsyncv1.Snapshot) error
+	// Snapshot returns the channel's snapshot, or fails with ErrNoSnapshot. The result
+	// must not be modified.
+	Snapshot(ctx context.Context, channel string) (*actionsyncv1.Snapshot, error)
+	// DeleteSnapshot removes the channel's snapshot if seq is 0 or the snapshot's seq,
+	// and returns the removed snapshot's seq; it fails with CheckDelete's error.
+	DeleteSnapshot(ctx context.Context, channel string, seq uint64) (uint64, error)
 	// Close ends every subscription with ErrClosed and refuses further work. Publish
 	// calls already under way finish first. Close is idempotent.
 	Close() error
@@ -55,8 +69,11 @@ type Subscription interface {
 	// gap and no duplicate. A reset control (Seq: the head) comes first instead of a
 	// replay when history does not reach back to pos.AfterSeq+1 or pos.AfterSeq is beyond
 	// the head; it can also come during a replay that publishers overtook so far that
-	// history moved past it. Delivery goes on after the reset's Seq. Adding a channel
-	// twice fails with ErrDuplicateChannel.
+	// history moved past it. Delivery goes on after the reset's Seq. With
+	// Position.Snapshots, a snapshot control comes instead of a reset, or first when the
+	// position starts at 0, when the channel holds a snapshot that history continues;
+	// delivery then goes on after the snapshot's seq. Adding a channel twice fails with
+	// ErrDuplicateChannel.
 	Add(ctx context.Context, channel string, pos Position) error
 	// Poll appends to buf the events available now, at most maxActions entries (control
 	// events do not count), without blocking. When nothing is left and the subscription

@@ -53,6 +53,10 @@ type Position struct {
 	// Epoch is the channel epoch AfterSeq belongs to; if set and different from the
 	// channel's, the subscription starts with a reset. Empty: not checked.
 	Epoch string
+	// Snapshots says the subscriber can rebuild from a snapshot: where a reset would
+	// come, or when AfterSeq is 0 (and not Live), a snapshot control comes instead if
+	// the channel holds one that history continues.
+	Snapshots bool
 }
 
 // ControlKind says what a Control event means.
@@ -65,6 +69,10 @@ const (
 	// ControlReady says the channel's replay is done; Seq is the last seq replayed (or
 	// the start position). What follows is live.
 	ControlReady
+	// ControlSnapshot carries the channel's snapshot (Control.Snapshot): the
+	// subscriber's state for the channel is replaced by it, and delivery continues
+	// after Seq, the snapshot's seq.
+	ControlSnapshot
 )
 
 // Control is a subscription event that is not an action.
@@ -76,6 +84,9 @@ type Control struct {
 	// A backend whose channels can lose their history (memory, on restart) gives each
 	// incarnation a new epoch.
 	Epoch string
+	// Snapshot is the snapshot of a ControlSnapshot (nil otherwise). It must not be
+	// modified.
+	Snapshot *actionsyncv1.Snapshot
 }
 
 // Event is one item of a subscription: exactly one of Entry and Control is set.

@@ -160,7 +160,7 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 	}
 	defer sub.Close()
 	for _, p := range req.Msg.GetPositions() {
-		if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch()}); err != nil {
+		if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch(), Snapshots: req.Msg.GetSnapshots()}); err != nil {
 			return s.connectError(err)
 		}
 	}

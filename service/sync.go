@@ -94,7 +94,7 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 				out.newSub <- sub // buffered for exactly this one send
 			}
 			for _, p := range r.Subscribe.GetPositions() {
-				if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch()}); err != nil {
+				if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch(), Snapshots: r.Subscribe.GetSnapshots()}); err != nil {
 					fail(s.connectError(err))
 					return
 				}

@@ -16,18 +16,21 @@ import (
 type messages struct {
 	reset     func(*actionsyncv1.Reset) proto.Message
 	ready     func(*actionsyncv1.Ready) proto.Message
+	snapshot  func(*actionsyncv1.Snapshot) proto.Message
 	heartbeat func() proto.Message
 }
 
 var subscribeMessages = messages{
 	reset:     func(r *actionsyncv1.Reset) proto.Message { return &actionsyncv1.SubscribeResponse{Reset_: r} },
 	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SubscribeResponse{Ready: r} },
+	snapshot:  func(r *actionsyncv1.Snapshot) proto.Message { return &actionsyncv1.SubscribeResponse{Snapshot: r} },
 	heartbeat: func() proto.Message { return &actionsyncv1.SubscribeResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
 }
 
 var syncMessages = messages{
 	reset:     func(r *actionsyncv1.Reset) proto.Message { return &actionsyncv1.SyncResponse{Reset_: r} },
 	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SyncResponse{Ready: r} },
+	snapshot:  func(r *actionsyncv1.Snapshot) proto.Message { return &actionsyncv1.SyncResponse{Snapshot: r} },
 	heartbeat: func() proto.Message { return &actionsyncv1.SyncResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
 }
 
@@ -235,6 +238,8 @@ func (w *writer) send(events []broker.Event) error {
 			msg = w.msgs.reset(&actionsyncv1.Reset{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
 		case broker.ControlReady:
 			msg = w.msgs.ready(&actionsyncv1.Ready{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
+		case broker.ControlSnapshot:
+			msg = w.msgs.snapshot(c.Snapshot)
 		default:
 			continue
 		}

@@ -2,7 +2,8 @@
 // must pass. It checks the promises of design.md that live in the broker: one order per
 // channel, ack means delivered and stored, idempotent publish, resume with no gap and no
 // duplicate at the seam (or an explicit reset), echo with identity, bounded queues that
-// cut a slow subscriber off without hurting anyone else, trimming, and shutdown.
+// cut a slow subscriber off without hurting anyone else, trimming, snapshots, and
+// shutdown.
 //
 // A backend runs it from its own tests:
 //
@@ -48,6 +49,8 @@ type Config struct {
 	MaxAge time.Duration
 	// Now is the clock the broker must use to stamp actions and to apply MaxAge.
 	Now func() time.Time
+	// MaxSnapshotBytes is the most bytes of state a snapshot may hold.
+	MaxSnapshotBytes int
 }
 
 // waitTimeout bounds every wait for an event, so that a broken backend fails a test
@@ -104,6 +107,16 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 		{"close_ends_open_subscriptions", testCloseEndsSubscriptions},
 		{"close_during_publish", testCloseDuringPublish},
 		{"subscription_close", testSubscriptionClose},
+		// snapshot.go
+		{"snapshot_put_and_get", testSnapshotPutGet},
+		{"snapshot_refusals_change_nothing", testSnapshotRefusals},
+		{"snapshot_size_limit", testSnapshotSizeLimit},
+		{"snapshot_replaces_replay_from_zero", testSnapshotFromZero},
+		{"snapshot_replaces_reset", testSnapshotReplacesReset},
+		{"snapshot_with_racing_publishers", testSnapshotRacingPublishers},
+		{"snapshot_holds_history_against_age", testSnapshotHoldsHistory},
+		{"snapshot_concurrent_puts_keep_newest", testSnapshotConcurrentPuts},
+		{"snapshot_delete", testSnapshotDelete},
 		// property.go
 		{"property_resume", testPropertyResume},
 		{"property_resume_with_trimming", testPropertyResumeTrimming},

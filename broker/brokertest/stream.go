@@ -109,6 +109,8 @@ func kindName(k broker.ControlKind) string {
 		return "reset"
 	case broker.ControlReady:
 		return "ready"
+	case broker.ControlSnapshot:
+		return "snapshot"
 	default:
 		return fmt.Sprintf("control(%d)", k)
 	}

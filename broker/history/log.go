@@ -21,6 +21,7 @@ type Log struct {
 	ring    ring
 	head    uint64                   // last seq appended; 0: none yet
 	trimmed uint64                   // highest seq dropped from the log; 0: none
+	hold    uint64                   // TrimBefore keeps entries after this seq; 0: none
 	byID    map[string]*broker.Entry // dedupe index over the kept entries
 }
 
@@ -62,9 +63,17 @@ func (l *Log) Append(e *broker.Entry) error {
 	return nil
 }
 
-// TrimBefore drops entries stamped before cutoff.
+// Hold makes TrimBefore keep the entries after seq, whatever their age: the channel
+// holds a snapshot at seq, and clients rebuild from it with the entries after it. Only
+// the size limit drops those. Hold(0) lifts it.
+func (l *Log) Hold(seq uint64) { l.hold = seq }
+
+// TrimBefore drops entries stamped before cutoff, except those after the Hold seq.
 func (l *Log) TrimBefore(cutoff time.Time) {
 	for e := l.ring.oldest(); e != nil && e.Action.GetTime().AsTime().Before(cutoff); e = l.ring.oldest() {
+		if l.hold != 0 && e.Seq() > l.hold {
+			return
+		}
 		l.drop(l.ring.popOldest())
 	}
 }

@@ -127,3 +127,34 @@ func TestLog_Plan(t *testing.T) {
 		t.Errorf("Plan with a conflict inside the batch: got %v, want %v", err, broker.ErrConflict)
 	}
 }
+
+func TestLog_HoldKeepsEntriesAfterSnapshot(t *testing.T) {
+	t.Parallel()
+	l := history.NewLog(4)
+	for seq := uint64(1); seq <= 6; seq++ {
+		if err := l.Append(entry(seq, fmt.Sprint("id-", seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Kept: 3..6, stamped t0+3s..t0+6s. A snapshot at 4 holds 5 and 6 against age.
+	l.Hold(4)
+	l.TrimBefore(t0.Add(time.Hour))
+	if got := seqs(l.After(l.Trimmed(), 10, nil)); l.Trimmed() != 4 || !slices.Equal(got, []uint64{5, 6}) {
+		t.Fatalf("held at 4, everything old: trimmed %d kept %v, want 4 [5 6]", l.Trimmed(), got)
+	}
+	// The size limit still applies after the hold.
+	for seq := uint64(7); seq <= 10; seq++ {
+		if err := l.Append(entry(seq, fmt.Sprint("id-", seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.Trimmed() != 6 || l.Len() != 4 {
+		t.Fatalf("held at 4, 10 appended to a log of 4: trimmed %d len %d, want 6 4", l.Trimmed(), l.Len())
+	}
+	// Lifting the hold lets age trim everything.
+	l.Hold(0)
+	l.TrimBefore(t0.Add(time.Hour))
+	if l.Len() != 0 || l.Trimmed() != 10 {
+		t.Fatalf("hold lifted, everything old: len %d trimmed %d, want 0 10", l.Len(), l.Trimmed())
+	}
+}

@@ -45,6 +45,9 @@ type Options struct {
 	// MaxChannels is the most channels the broker holds (default 100,000); creating one
 	// more fails with broker.ErrTooManyChannels. Channels are kept for the process's life.
 	MaxChannels int
+	// MaxSnapshotBytes is the most bytes of state a channel's snapshot may hold
+	// (default broker.DefaultMaxSnapshotBytes, 1 MiB).
+	MaxSnapshotBytes int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
 }
@@ -61,6 +64,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = DefaultMaxChannels
+	}
+	if o.MaxSnapshotBytes <= 0 {
+		o.MaxSnapshotBytes = broker.DefaultMaxSnapshotBytes
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -119,8 +125,9 @@ type channel struct {
 
 	mu     sync.Mutex
 	log    *history.Log
-	topic  *hub.Topic // the channel's fan-out while it has subscribers
-	closed bool       // set by Broker.Close
+	snap   *actionsyncv1.Snapshot // the channel's snapshot; nil: none
+	topic  *hub.Topic             // the channel's fan-out while it has subscribers
+	closed bool                   // set by Broker.Close
 }
 
 // channel returns the named channel, creating it if create is set (nil if not found).
@@ -324,5 +331,5 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 		return dst, hub.View{}, broker.ErrClosed
 	}
 	s.b.trim(ch, s.b.opts.Now())
-	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch}, nil
+	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch, Snapshot: ch.snap}, nil
 }

@@ -25,6 +25,8 @@ func newBroker(_ *testing.T, cfg brokertest.Config) broker.Broker {
 		QueueSize:   cfg.QueueSize,
 		MaxAge:      cfg.MaxAge,
 		Now:         cfg.Now,
+
+		MaxSnapshotBytes: cfg.MaxSnapshotBytes,
 	})
 }
 

@@ -40,6 +40,7 @@ type config struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	debugAddr       string // "": no debug listener
+	adminAddr       string // "": no admin listener
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
@@ -52,6 +53,8 @@ type storageConfig struct {
 	maxAge      time.Duration // 0: no age limit
 	queueSize   int           // actions queued per subscriber
 	maxChannels int
+	// maxSnapshotBytes is the most bytes of state a channel's snapshot may hold.
+	maxSnapshotBytes int
 }
 
 // backend is the broker backend a server runs on.
@@ -188,8 +191,11 @@ var settings = []setting{
 		help:  "actions kept per channel; also the dedupe window",
 		apply: intAtLeast(1, func(c *config) *int { return &c.storage.historySize })},
 	{flag: "history-max-age", env: "ACTIONSYNC_HISTORY_MAX_AGE", def: "24h", arg: "DURATION",
-		help:  "drop actions older than this from history; 0: no age limit",
+		help:  "drop actions older than this from history; 0: no age limit. Never drops the actions after a channel's snapshot",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.storage.maxAge = d })},
+	{flag: "max-snapshot-bytes", env: "ACTIONSYNC_MAX_SNAPSHOT_BYTES", def: "1048576", arg: "BYTES",
+		help:  "largest snapshot state a client may store for a channel (PutSnapshot); with --broker nats, capped below the NATS max payload",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxSnapshotBytes })},
 	{flag: "queue-size", env: "ACTIONSYNC_QUEUE_SIZE", def: "1024", arg: "N",
 		help:  "actions queued per subscriber before it is cut off as too slow",
 		apply: intAtLeast(1, func(c *config) *int { return &c.storage.queueSize })},
@@ -311,6 +317,16 @@ var settings = []setting{
 				return errors.New("want HOST:PORT, e.g. localhost:6060")
 			}
 			c.debugAddr = v
+			return nil
+		}},
+	{flag: "admin-addr", env: "ACTIONSYNC_ADMIN_ADDR", arg: "HOST:PORT",
+		shown: "none: off",
+		help:  "serve the AdminService (DeleteSnapshot) on this separate address; it has no access checks: keep it private, e.g. localhost:9091",
+		apply: func(c *config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want HOST:PORT, e.g. localhost:9091")
+			}
+			c.adminAddr = v
 			return nil
 		}},
 	{flag: "shutdown-timeout", env: "ACTIONSYNC_SHUTDOWN_TIMEOUT", def: "30s", arg: "DURATION",

@@ -46,7 +46,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer) error {
 	case <-ctx.Done():
 		return s.shutdown(cfg.shutdownTimeout)
 	case err := <-s.serveErr:
-		return s.abort(err)
+		return s.abort(fmt.Errorf("serve: %w", err))
 	}
 }
 
@@ -61,8 +61,7 @@ type server struct {
 	endAux          context.CancelFunc // ends reflection and health streams
 	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
 	serveErr        chan error         // what http.Server.Serve returned
-	debug           *http.Server       // pprof on --debug-addr; nil when off
-	debugErr        chan error         // what the debug server's Serve returned
+	sides           []*sideListener    // --debug-addr, --admin-addr: closed at shutdown
 }
 
 // listen builds the broker, the service and the HTTP server for cfg, starts listening
@@ -112,9 +111,15 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 			s.serveErr <- s.http.Serve(ln)
 		}
 	}()
-	if cfg.debugAddr != "" {
-		if err := s.listenDebug(cfg.debugAddr); err != nil {
-			return nil, errors.Join(err, ln.Close(), closeBroker())
+	for _, side := range []struct {
+		addr   string
+		listen func(string) error
+	}{{cfg.debugAddr, s.listenDebug}, {cfg.adminAddr, s.listenAdmin}} {
+		if side.addr == "" {
+			continue
+		}
+		if err := side.listen(side.addr); err != nil {
+			return nil, s.abort(err)
 		}
 	}
 	logger.Info("actionsync listening",
@@ -163,12 +168,9 @@ func (s *server) shutdown(timeout time.Duration) error {
 	if err := <-s.serveErr; !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("serve: %w", err))
 	}
-	if s.debug != nil {
-		if err := s.debug.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close debug listener: %w", err))
-		}
-		if err := <-s.debugErr; !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, fmt.Errorf("serve debug: %w", err))
+	for _, side := range s.sides {
+		if err := side.close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	// The broker closes last: every dispatch acknowledged above is already in it. An
@@ -232,9 +234,9 @@ func (s *server) abort(err error) error {
 	s.endAux()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	errs := []error{fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.closeBroker()}
-	if s.debug != nil {
-		errs = append(errs, s.debug.Close())
+	errs := []error{err, s.http.Close(), s.svc.Shutdown(ctx), s.closeBroker()}
+	for _, side := range s.sides {
+		errs = append(errs, side.close())
 	}
 	return errors.Join(errs...)
 }
@@ -331,23 +333,69 @@ func serverURL(addr net.Addr, tls bool) string {
 	return scheme + "://" + host
 }
 
-// listenDebug serves Go's pprof profiles on addr, a listener of its own so that they are
-// never exposed with the API. GET /debug/pprof/heap?gc=1 also forces a collection, which
-// the benchmarks use before reading the server's memory.
-func (s *server) listenDebug(addr string) error {
+// sideListener is a listener of its own beside the API's (--debug-addr, --admin-addr),
+// so that what it serves is never exposed with the API.
+type sideListener struct {
+	name string
+	srv  *http.Server
+	err  chan error // what Serve returned
+}
+
+// listenSide serves handler on addr (from --flag), over HTTP/1.1 and h2c, and logs
+// "actionsync <what> listener" with the URL of path.
+func (s *server) listenSide(flag, what, addr, path string, handler http.Handler) (*sideListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on --debug-addr: %w", err)
+		return nil, fmt.Errorf("listen on --%s: %w", flag, err)
 	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	side := &sideListener{
+		name: flag,
+		srv:  &http.Server{Handler: handler, ReadHeaderTimeout: readHeaderTimeout, Protocols: &p},
+		err:  make(chan error, 1),
+	}
+	go func() { side.err <- side.srv.Serve(ln) }()
+	s.sides = append(s.sides, side)
+	s.log.Info("actionsync "+what+" listener", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+path)
+	return side, nil
+}
+
+// close closes the listener and its connections and returns what went wrong.
+func (side *sideListener) close() error {
+	err := side.srv.Close()
+	if serveErr := <-side.err; !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, serveErr)
+	}
+	if err != nil {
+		return fmt.Errorf("close --%s listener: %w", side.name, err)
+	}
+	return nil
+}
+
+// listenDebug serves Go's pprof profiles on addr. GET /debug/pprof/heap?gc=1 also forces
+// a collection, which the benchmarks use before reading the server's memory.
+func (s *server) listenDebug(addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.debug = &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
-	s.debugErr = make(chan error, 1)
-	go func() { s.debugErr <- s.debug.Serve(ln) }()
-	s.log.Info("actionsync debug listener", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/debug/pprof/")
-	return nil
+	_, err := s.listenSide("debug-addr", "debug", addr, "/debug/pprof/", mux)
+	return err
+}
+
+// listenAdmin serves the AdminService (deleting a bad snapshot, ...) on addr, with no
+// access check of its own: keep addr private.
+func (s *server) listenAdmin(addr string) error {
+	mux := http.NewServeMux()
+	mux.Handle(s.svc.Admin().Handler())
+	// Reflection, so that buf curl and grpcurl need no schema. Its streams are short.
+	reflector := grpcreflect.NewStaticReflector(actionsyncv1connect.AdminServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	_, err := s.listenSide("admin-addr", "admin", addr, "", mux)
+	return err
 }
