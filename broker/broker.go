@@ -8,6 +8,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
@@ -22,7 +23,8 @@ type Broker interface {
 	// ownership of them. An id already in history with the same type, payload and meta is
 	// a duplicate (its original seq, nothing delivered); with a different body the whole
 	// call fails with ErrConflict. A repeated id within one call counts the same way.
-	Publish(ctx context.Context, channel string, actions []*actionsyncv1.Action) ([]Ack, error)
+	// opts add conditions checked before anything is applied (SentAfter).
+	Publish(ctx context.Context, channel string, actions []*actionsyncv1.Action, opts ...PublishOption) ([]Ack, error)
 	// Subscribe creates an empty subscription for one subscriber; channels are added
 	// with Subscription.Add. It fails with ErrClosed after Close.
 	Subscribe(opts SubscribeOptions) (Subscription, error)
@@ -85,4 +87,53 @@ type Subscription interface {
 	Notify() <-chan struct{}
 	// Close stops delivery and releases the subscription. It is idempotent.
 	Close()
+}
+
+// PublishOption adds a condition to one Publish call.
+type PublishOption func(*PublishOptions)
+
+// PublishOptions are the conditions of one Publish call, as its options set them.
+type PublishOptions struct {
+	// SentAfter, if Set, makes Publish fail with ErrDedupeWindow unless the channel's
+	// epoch is SentAfter.Epoch and its history reaches back to SentAfter.Seq+1: a retry
+	// whose first attempt may have been applied in a part of history that is gone
+	// cannot be deduplicated.
+	SentAfter struct {
+		Set   bool
+		Seq   uint64
+		Epoch string
+	}
+}
+
+// SentAfter is the option of a retried Publish whose actions were first sent when the
+// sender had applied the channel up to seq in epoch (see PublishOptions.SentAfter).
+func SentAfter(seq uint64, epoch string) PublishOption {
+	return func(o *PublishOptions) {
+		o.SentAfter.Set, o.SentAfter.Seq, o.SentAfter.Epoch = true, seq, epoch
+	}
+}
+
+// NewPublishOptions applies opts, for a backend's Publish.
+func NewPublishOptions(opts []PublishOption) PublishOptions {
+	var o PublishOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// CheckSentAfter is the rule every backend applies for PublishOptions.SentAfter, under
+// the channel's lock: trimmed is the highest seq no longer in history, epoch the
+// channel's.
+func (o PublishOptions) CheckSentAfter(channel string, trimmed uint64, epoch string) error {
+	sa := o.SentAfter
+	switch {
+	case !sa.Set:
+		return nil
+	case sa.Epoch != epoch:
+		return fmt.Errorf("channel %q: first sent in epoch %q, channel in epoch %q: %w", channel, sa.Epoch, epoch, ErrDedupeWindow)
+	case sa.Seq < trimmed:
+		return fmt.Errorf("channel %q: first sent after seq %d, history starts after seq %d: %w", channel, sa.Seq, trimmed, ErrDedupeWindow)
+	}
+	return nil
 }

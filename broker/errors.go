@@ -30,6 +30,10 @@ var (
 	// ErrDuplicateChannel is returned by Subscription.Add for a channel the
 	// subscription already follows.
 	ErrDuplicateChannel = errors.New("channel already subscribed")
+	// ErrDedupeWindow is returned by Publish with SentAfter when the history no longer
+	// reaches back to where the retried actions were first sent: whether they were
+	// applied then cannot be told, so they are not published again.
+	ErrDedupeWindow = errors.New("dedupe window passed")
 	// ErrNoSnapshot is returned when a channel holds no snapshot.
 	ErrNoSnapshot = errors.New("no snapshot")
 	// ErrStaleSnapshot is returned by PutSnapshot when the channel already holds a

@@ -39,7 +39,7 @@ func (s *Service) connectError(err error) *connect.Error {
 		code = connect.CodeNotFound
 	case errors.Is(err, broker.ErrStaleSnapshot):
 		code = connect.CodeAlreadyExists
-	case errors.Is(err, broker.ErrEpochMismatch), errors.Is(err, broker.ErrSnapshotChanged):
+	case errors.Is(err, broker.ErrEpochMismatch), errors.Is(err, broker.ErrSnapshotChanged), errors.Is(err, broker.ErrDedupeWindow):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, broker.ErrSnapshotTooLarge):
 		code = connect.CodeInvalidArgument

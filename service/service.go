@@ -117,7 +117,11 @@ func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchReques
 		}
 		actions[i] = &actionsyncv1.Action{Type: a.GetType(), Payload: a.GetPayload(), Id: id, ClientId: req.GetClientId(), Meta: a.GetMeta()}
 	}
-	acks, err := s.broker.Publish(ctx, req.GetChannel(), actions)
+	var opts []broker.PublishOption
+	if req.GetSentEpoch() != "" {
+		opts = append(opts, broker.SentAfter(req.GetSentAfterSeq(), req.GetSentEpoch()))
+	}
+	acks, err := s.broker.Publish(ctx, req.GetChannel(), actions, opts...)
 	if err != nil {
 		return nil, s.connectError(err)
 	}

@@ -170,3 +170,37 @@ func TestAdmin_DeleteSnapshot(t *testing.T) {
 		t.Errorf("delete on a bad channel name: got %v, want invalid_argument", err)
 	}
 }
+
+// TestService_Dispatch_sentAfter: a retry that names where it was first sent is refused
+// with FAILED_PRECONDITION once history no longer reaches back there, on Dispatch and
+// on Sync, and nothing of it is applied.
+func TestService_Dispatch_sentAfter(t *testing.T) {
+	t.Parallel()
+	forEachSyncClient(t, envConfig{mem: memory.Options{HistorySize: 3}}, func(t *testing.T, e *testEnv, open func(t *testing.T) *syncer) {
+		const ch = "board:retry"
+		c := e.fresh(t)
+		e.dispatch(t, ch, "alice", acts(5, "a")...) // history keeps 3..5: trimmed 2
+		epoch := epochOf(t, c, ch)
+		req := func(id string, after uint64, epoch string) *actionsyncv1.DispatchRequest {
+			return &actionsyncv1.DispatchRequest{Channel: ch, ClientId: "alice", SentAfterSeq: after, SentEpoch: epoch, Actions: []*actionsyncv1.Action{act("T", id, nil)}}
+		}
+		_, err := c.Dispatch(rpcCtx(t), connect.NewRequest(req("late", 1, epoch)))
+		checkErr(t, err, connect.CodeFailedPrecondition, "dedupe window passed")
+		_, err = c.Dispatch(rpcCtx(t), connect.NewRequest(req("late", 4, "other")))
+		checkErr(t, err, connect.CodeFailedPrecondition, "dedupe window passed")
+		_, err = c.Dispatch(rpcCtx(t), connect.NewRequest(req("late", 4, "")))
+		checkErr(t, err, connect.CodeInvalidArgument, "sent_after_seq: requires sent_epoch")
+		s := open(t)
+		s.dispatch(t, req("late", 1, epoch))
+		if ev := s.nextNonBeat(t); ev.DispatchError.GetCode() != "failed_precondition" {
+			t.Errorf("Sync retry past the window: got %+v, want dispatch_error failed_precondition", ev)
+		}
+		if h := e.historyAfter(t, ch, 4); len(h) != 1 || h[0].GetSeq() != 5 {
+			t.Fatalf("refused retries were applied: history after 4 is %v, want seq 5 only", h)
+		}
+		res, err := c.Dispatch(rpcCtx(t), connect.NewRequest(req("late", 2, epoch)))
+		if err != nil || res.Msg.GetAcks()[0].GetSeq() != 6 {
+			t.Errorf("retry within the window: got %v, %v; want seq 6", res, err)
+		}
+	})
+}

@@ -50,6 +50,12 @@ func (v *validator) dispatch(req *actionsyncv1.DispatchRequest) *connect.Error {
 	if err := clientID("client_id", req.GetClientId()); err != nil {
 		return err
 	}
+	if n := len(req.GetSentEpoch()); n > maxEpochBytes {
+		return invalid("sent_epoch: %d bytes, limit %d", n, maxEpochBytes)
+	}
+	if req.GetSentAfterSeq() != 0 && req.GetSentEpoch() == "" {
+		return invalid("sent_after_seq: requires sent_epoch")
+	}
 	switch n := len(req.GetActions()); {
 	case n == 0:
 		return invalid("actions: at least 1 action required")

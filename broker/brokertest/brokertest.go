@@ -92,6 +92,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 		{"conflicting_id_refuses_whole_batch", testConflictRefusesBatch},
 		{"repeated_id_within_batch", testRepeatedIDInBatch},
 		{"id_accepted_again_after_trim", testIDAcceptedAfterTrim},
+		{"retry_refused_past_dedupe_window", testRetryPastDedupeWindow},
 		// subscription.go
 		{"exclude_own", testExcludeOwn},
 		{"slow_consumer_cut_off", testSlowConsumer},

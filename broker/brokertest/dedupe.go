@@ -227,3 +227,33 @@ func testIDAcceptedAfterTrim(t *testing.T, s suite) {
 		})
 	}
 }
+
+// testRetryPastDedupeWindow checks broker.SentAfter at the edge of history: a retry
+// first sent after seq K is published (or recognised as a duplicate) while history
+// reaches back to K+1, and refused with ErrDedupeWindow, publishing nothing, once it
+// does not, or in another epoch.
+func testRetryPastDedupeWindow(t *testing.T, s suite) {
+	b := s.open(t, Config{HistorySize: 4})
+	const ch = "retry-window"
+	seqs := publishN(t, b, ch, "writer", "w", 6) // history keeps 3..6: trimmed 2
+	epoch := epochOf(t, b, ch)
+	retry := func(id string, after uint64, epoch string) error {
+		_, err := b.Publish(t.Context(), ch, []*actionsyncv1.Action{action("writer", id)}, broker.SentAfter(after, epoch))
+		return err
+	}
+	if err := retry("w-3", seqs[1], epoch); err != nil { // after 2: history has 3.., the id is known
+		t.Errorf("retry sent after %d, history after 2: %v", seqs[1], err)
+	}
+	if err := retry("w-1", seqs[0], epoch); !errors.Is(err, broker.ErrDedupeWindow) {
+		t.Errorf("retry sent after %d, history after 2: got %v, want ErrDedupeWindow", seqs[0], err)
+	}
+	if err := retry("fresh", seqs[5], "other-epoch"); !errors.Is(err, broker.ErrDedupeWindow) {
+		t.Errorf("retry sent in another epoch: got %v, want ErrDedupeWindow", err)
+	}
+	if _, head := history(t, b, ch, seqs[5]); head != seqs[5] {
+		t.Fatalf("refused retries published something: head %d, want %d", head, seqs[5])
+	}
+	if err := retry("fresh", seqs[5], epoch); err != nil {
+		t.Errorf("retry sent at the head: %v", err)
+	}
+}

@@ -142,7 +142,7 @@ func (b *lagBroker) trim(ch *lagChannel) {
 
 // Publish implements broker.Broker: it stores and queues the delivery, without waiting
 // for it.
-func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action) ([]broker.Ack, error) {
+func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action, opts ...broker.PublishOption) ([]broker.Ack, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -161,6 +161,9 @@ func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actions
 		return nil, broker.ErrClosed
 	}
 	b.trim(ch)
+	if err := broker.NewPublishOptions(opts).CheckSentAfter(name, ch.log.Trimmed(), ch.epoch); err != nil {
+		return nil, err
+	}
 	acks, dupOf, err := ch.log.Plan(actions)
 	if err != nil {
 		return nil, err

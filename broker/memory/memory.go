@@ -175,7 +175,8 @@ func (b *Broker) trim(ch *channel, now time.Time) {
 }
 
 // Publish implements broker.Broker.
-func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action) ([]broker.Ack, error) {
+func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action, opts ...broker.PublishOption) ([]broker.Ack, error) {
+	o := broker.NewPublishOptions(opts)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -197,6 +198,9 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 		return nil, broker.ErrClosed
 	}
 	b.trim(ch, now)
+	if err := o.CheckSentAfter(name, ch.log.Trimmed(), ch.epoch); err != nil {
+		return nil, err
+	}
 	// Check every id first, so that a conflict refuses the whole batch.
 	acks, dupOf, err := ch.log.Plan(actions)
 	if err != nil {

@@ -33,7 +33,18 @@ type DispatchRequest struct {
 	// client_id identifies the sender; it is stamped on every action. Optional; if set,
 	// 1..64 characters of [A-Za-z0-9_.:-]. On Sync, an empty client_id takes the one of
 	// the stream's first subscribe.
-	ClientId      string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientId string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// sent_after_seq makes a retry safe beyond the dedupe window. When a client sends
+	// actions again because it never got the answer, it sets sent_after_seq and sent_epoch
+	// to the channel position it had applied when it first sent them. Ids are deduplicated
+	// only against history: if history no longer reaches back to sent_after_seq+1, or the
+	// channel's epoch is not sent_epoch, the server cannot tell whether the first attempt
+	// was applied, and refuses the whole dispatch with FAILED_PRECONDITION ("dedupe window
+	// passed") instead of risking applying it twice. Checked only when sent_epoch is set.
+	SentAfterSeq uint64 `protobuf:"varint,4,opt,name=sent_after_seq,json=sentAfterSeq,proto3" json:"sent_after_seq,omitempty"`
+	// sent_epoch is the epoch sent_after_seq belongs to (from ready, reset or snapshot).
+	// Empty: no check. At most 64 bytes.
+	SentEpoch     string `protobuf:"bytes,5,opt,name=sent_epoch,json=sentEpoch,proto3" json:"sent_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -85,6 +96,20 @@ func (x *DispatchRequest) GetActions() []*Action {
 func (x *DispatchRequest) GetClientId() string {
 	if x != nil {
 		return x.ClientId
+	}
+	return ""
+}
+
+func (x *DispatchRequest) GetSentAfterSeq() uint64 {
+	if x != nil {
+		return x.SentAfterSeq
+	}
+	return 0
+}
+
+func (x *DispatchRequest) GetSentEpoch() string {
+	if x != nil {
+		return x.SentEpoch
 	}
 	return ""
 }
@@ -1326,11 +1351,14 @@ var File_actionsync_v1_sync_proto protoreflect.FileDescriptor
 
 const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x18actionsync/v1/sync.proto\x12\ractionsync.v1\x1a\x1aactionsync/v1/action.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n" +
+	"\x18actionsync/v1/sync.proto\x12\ractionsync.v1\x1a\x1aactionsync/v1/action.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
 	"\x0fDispatchRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12/\n" +
 	"\aactions\x18\x02 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12\x1b\n" +
-	"\tclient_id\x18\x03 \x01(\tR\bclientId\":\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12$\n" +
+	"\x0esent_after_seq\x18\x04 \x01(\x04R\fsentAfterSeq\x12\x1d\n" +
+	"\n" +
+	"sent_epoch\x18\x05 \x01(\tR\tsentEpoch\":\n" +
 	"\x10DispatchResponse\x12&\n" +
 	"\x04acks\x18\x01 \x03(\v2\x12.actionsync.v1.AckR\x04acks\"E\n" +
 	"\x03Ack\x12\x0e\n" +
