@@ -115,11 +115,14 @@ func SentAfter(seq uint64, epoch string) PublishOption {
 
 // NewPublishOptions applies opts, for a backend's Publish.
 func NewPublishOptions(opts []PublishOption) PublishOptions {
-	var o PublishOptions
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) == 0 {
+		return PublishOptions{} // the common case allocates nothing
 	}
-	return o
+	o := new(PublishOptions) // escapes into the options' closures
+	for _, opt := range opts {
+		opt(o)
+	}
+	return *o
 }
 
 // CheckSentAfter is the rule every backend applies for PublishOptions.SentAfter, under
