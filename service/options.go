@@ -2,6 +2,8 @@ package service
 
 import (
 	"fmt"
+
+	"connectrpc.com/connect"
 	"log/slog"
 	"math"
 	"regexp"
@@ -23,6 +25,7 @@ const (
 	DefaultMaxBatchBytes       = 1 << 20
 	DefaultBatchDelayPerStream = 30 * time.Microsecond
 	DefaultMaxBatchDelay       = 50 * time.Millisecond
+	DefaultTokenGrace          = 10 * time.Second
 	maxIDBytes                 = 64
 	maxClientIDBytes           = 64
 	maxEpochBytes              = 64
@@ -98,6 +101,18 @@ type Options struct {
 	MaxBatchDelay       time.Duration
 	// Logger receives one line per finished RPC (default slog.Default()).
 	Logger *slog.Logger
+	// Auth, if set, authenticates every RPC from its "Authorization: Bearer <token>"
+	// header (UNAUTHENTICATED otherwise), binds client ids to the token and checks its
+	// rights on every channel a request touches (PERMISSION_DENIED). nil: anyone may do
+	// anything (the server allows that only on loopback addresses unless told otherwise).
+	Auth Authenticator
+	// TokenGrace is how long a stream may outlive its token before it ends with
+	// UNAUTHENTICATED (default 10s: clock skew, and time for the client to reconnect
+	// with a fresh token first).
+	TokenGrace time.Duration
+	// Interceptors run around every RPC of the SyncService, after logging and
+	// authentication (so they see the identity), in order.
+	Interceptors []connect.Interceptor
 }
 
 func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
@@ -122,6 +137,9 @@ func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.TokenGrace <= 0 {
+		o.TokenGrace = DefaultTokenGrace
 	}
 	re, err := regexp.Compile(o.Limits.ChannelPattern)
 	if err != nil {

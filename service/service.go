@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
@@ -53,10 +54,15 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 // Handler returns the path prefix and handler for actionsync.v1.SyncService, with the
 // service's codecs, read limit, compression threshold and request logging.
 func (s *Service) Handler() (string, http.Handler) {
+	interceptors := []connect.Interceptor{&logInterceptor{log: s.log}}
+	if s.opts.Auth != nil {
+		interceptors = append(interceptors, &authInterceptor{auth: s.opts.Auth, grace: s.opts.TokenGrace})
+	}
+	interceptors = append(interceptors, s.opts.Interceptors...)
 	opts := append(codecOptions(),
 		connect.WithReadMaxBytes(s.opts.Limits.MaxReadBytes),
 		connect.WithCompressMinBytes(s.opts.CompressMinBytes),
-		connect.WithInterceptors(&logInterceptor{log: s.log}),
+		connect.WithInterceptors(interceptors...),
 	)
 	return actionsyncv1connect.NewSyncServiceHandler(s, opts...)
 }
@@ -106,8 +112,22 @@ func (s *Service) Dispatch(ctx context.Context, req *connect.Request[actionsyncv
 
 // dispatch validates and publishes req; shared by Dispatch and Sync.
 func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
+	clientID, cerr := ownClientID(ctx, req.GetClientId())
+	if cerr != nil {
+		return nil, cerr
+	}
+	req.ClientId = clientID
 	if err := s.validate.dispatch(req); err != nil {
 		return nil, err
+	}
+	if identityFrom(ctx) != nil {
+		types := make([]string, len(req.GetActions()))
+		for i, a := range req.GetActions() {
+			types[i] = a.GetType()
+		}
+		if err := authorize(ctx, req.GetChannel(), auth.RightPublish, types...); err != nil {
+			return nil, err
+		}
 	}
 	actions := make([]*actionsyncv1.Action, len(req.GetActions()))
 	for i, a := range req.GetActions() {
@@ -138,6 +158,9 @@ func (s *Service) History(ctx context.Context, req *connect.Request[actionsyncv1
 	if verr != nil {
 		return nil, verr
 	}
+	if err := authorize(ctx, req.Msg.GetChannel(), auth.RightHistory); err != nil {
+		return nil, err
+	}
 	entries, head, err := s.broker.History(ctx, req.Msg.GetChannel(), req.Msg.GetAfterSeq(), limit)
 	if err != nil {
 		return nil, s.connectError(err)
@@ -155,8 +178,19 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 		return err
 	}
 	defer s.streams.Done()
+	clientID, cerr := ownClientID(ctx, req.Msg.GetClientId())
+	if cerr != nil {
+		return cerr
+	}
+	req.Msg.ClientId = clientID
 	if err := s.validate.subscribe(req.Msg, 0); err != nil {
 		return err
+	}
+	// Every channel is checked before any is followed: a refused request gets nothing.
+	for _, p := range req.Msg.GetPositions() {
+		if err := authorize(ctx, p.GetChannel(), auth.RightSubscribe); err != nil {
+			return err
+		}
 	}
 	sub, err := s.broker.Subscribe(broker.SubscribeOptions{ClientID: req.Msg.GetClientId(), ExcludeOwn: req.Msg.GetExcludeOwn()})
 	if err != nil {

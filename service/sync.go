@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
@@ -80,9 +81,25 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 		}
 		switch r := req.GetRequest().(type) {
 		case *actionsyncv1.SyncRequest_Subscribe:
+			if sub == nil {
+				id, err := ownClientID(ctx, r.Subscribe.GetClientId())
+				if err != nil {
+					fail(err)
+					return
+				}
+				r.Subscribe.ClientId = id
+			}
 			if err := s.validate.subscribe(r.Subscribe, following); err != nil {
 				fail(err)
 				return
+			}
+			// Every channel is checked before any is followed: a refused request gets
+			// nothing of any of its channels.
+			for _, p := range r.Subscribe.GetPositions() {
+				if err := authorize(ctx, p.GetChannel(), auth.RightSubscribe); err != nil {
+					fail(err)
+					return
+				}
 			}
 			if sub == nil {
 				clientID = r.Subscribe.GetClientId()

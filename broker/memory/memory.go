@@ -337,3 +337,6 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 	s.b.trim(ch, s.b.opts.Now())
 	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch, Snapshot: ch.snap}, nil
 }
+
+// Channels returns how many channels the broker holds.
+func (b *Broker) Channels() int { return int(b.nChannel.Load()) }
