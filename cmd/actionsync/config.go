@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type config struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	debugAddr       string // "": no debug listener
+	auth            authConfig
 	adminAddr       string // "": no admin listener
 
 	allowFile  string
@@ -96,7 +98,11 @@ type setting struct {
 }
 
 // settings lists every serve flag, in usage order.
-var settings = []setting{
+// settings are every setting of serve, as the usage lists them.
+var settings = slices.Concat(serverSettings, authSettings)
+
+// serverSettings are the settings of the server itself, its storage and its limits.
+var serverSettings = []setting{
 	{flag: "addr", env: "ACTIONSYNC_ADDR", def: "localhost:8080", arg: "HOST:PORT",
 		help: "address to listen on; port 0 picks a free port",
 		apply: func(c *config, v string) error {
@@ -437,6 +443,9 @@ func (c *config) finish(given map[string]bool) error {
 		}
 		rules = list.Rules()
 	}
+	if err := c.finishAuth(); err != nil {
+		return err
+	}
 	if rules = append(rules, c.allowRules...); len(rules) > 0 {
 		list, err := service.NewAllowList(rules...)
 		if err != nil {
@@ -727,6 +736,7 @@ func usage() string {
 
 Usage:
   actionsync serve [flags]   run the server until SIGINT or SIGTERM
+  actionsync token [flags]   print a development token (actionsync token --help)
   actionsync version         print the version (also --version)
   actionsync help            print this help
 

@@ -62,6 +62,8 @@ type server struct {
 	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
 	serveErr        chan error         // what http.Server.Serve returned
 	sides           []*sideListener    // --debug-addr, --admin-addr: closed at shutdown
+	stopKeys        chan struct{}      // closed at shutdown: stops watchKeys
+	keysDone        chan struct{}      // closed when watchKeys has returned
 }
 
 // listen builds the broker, the service and the HTTP server for cfg, starts listening
@@ -122,6 +124,24 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 			return nil, s.abort(err)
 		}
 	}
+	s.stopKeys, s.keysDone = make(chan struct{}), make(chan struct{})
+	if v := cfg.auth.verifier; v != nil && cfg.auth.keysFile != "" {
+		go func() {
+			defer close(s.keysDone)
+			watchKeys(v, logger, s.stopKeys)
+		}()
+	} else {
+		close(s.keysDone)
+	}
+	switch {
+	case cfg.auth.verifier != nil:
+		logger.Info("auth: bearer tokens required", "hs256", cfg.auth.secretFile != "", "keys_file", cfg.auth.keysFile,
+			"audience", cfg.auth.audience, "issuer", cfg.auth.issuer)
+	case cfg.auth.allowAnonymous:
+		logger.Warn("auth: anonymous access, on any address (--allow-anonymous): anyone who can reach the server may read and write every channel")
+	default:
+		logger.Info("auth: anonymous access, allowed because the server listens on loopback only")
+	}
 	logger.Info("actionsync listening",
 		"addr", ln.Addr().String(),
 		"url", serverURL(ln.Addr(), useTLS),
@@ -173,6 +193,8 @@ func (s *server) shutdown(timeout time.Duration) error {
 			errs = append(errs, err)
 		}
 	}
+	close(s.stopKeys)
+	<-s.keysDone
 	// The broker closes last: every dispatch acknowledged above is already in it. An
 	// embedded NATS server shuts down after it, flushing its file store.
 	if err := s.closeBroker(); err != nil {
@@ -234,6 +256,10 @@ func (s *server) abort(err error) error {
 	s.endAux()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	if s.stopKeys != nil {
+		close(s.stopKeys)
+		<-s.keysDone
+	}
 	errs := []error{err, s.http.Close(), s.svc.Shutdown(ctx), s.closeBroker()}
 	for _, side := range s.sides {
 		errs = append(errs, side.close())

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/actionsync/actionsync/auth"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
+)
+
+// writeSecret writes an HS256 secret (with a trailing newline, as editors save it).
+func writeSecret(t *testing.T, secret string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const devSecret = "a-development-secret-of-32-bytes-at-least"
+
+// TestLoadConfig_anonymousRefused: without auth the server serves loopback addresses
+// only, unless --allow-anonymous; "*" CORS with anonymous access beyond loopback never.
+func TestLoadConfig_anonymousRefused(t *testing.T) {
+	t.Parallel()
+	secret := writeSecret(t, devSecret)
+	for _, tc := range []struct {
+		args []string
+		frag string // "": accepted
+	}{
+		{[]string{"--addr", "localhost:0"}, ""},
+		{[]string{"--addr", "127.0.0.1:0"}, ""},
+		{[]string{"--addr", "[::1]:0"}, ""},
+		{[]string{"--addr", ":8080"}, `refusing to serve :8080 without authentication`},
+		{[]string{"--addr", "0.0.0.0:8080"}, `refusing to serve 0.0.0.0:8080 without authentication`},
+		{[]string{"--addr", "192.0.2.1:8080"}, `refusing to serve 192.0.2.1:8080`},
+		{[]string{"--addr", "0.0.0.0:8080", "--allow-anonymous", "true"}, ""},
+		{[]string{"--addr", "0.0.0.0:8080", "--allow-anonymous", "true", "--cors-origins", "*"}, `refusing --cors-origins "*" with anonymous access`},
+		{[]string{"--addr", "localhost:0", "--cors-origins", "*"}, ""},
+		{[]string{"--addr", "0.0.0.0:8080", "--auth-hs256-secret-file", secret, "--cors-origins", "*"}, ""},
+		{[]string{"--auth-audience", "x"}, "need --auth-hs256-secret-file or --auth-jwks-file"},
+		{[]string{"--auth-hs256-secret-file", writeSecret(t, "short")}, "--auth-hs256-secret-file (ACTIONSYNC_AUTH_HS256_SECRET_FILE)"},
+		{[]string{"--auth-jwks-file", filepath.Join(t.TempDir(), "none.json")}, "--auth-jwks-file (ACTIONSYNC_AUTH_JWKS_FILE)"},
+	} {
+		_, err := loadConfig(tc.args, envOf(nil))
+		switch {
+		case tc.frag == "" && err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case tc.frag != "" && (err == nil || !strings.Contains(err.Error(), tc.frag)):
+			t.Errorf("%q: got %v, want an error with %q", tc.args, err, tc.frag)
+		case tc.frag != "":
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Errorf("%q: got %T, want a *usageError (exit code 2)", tc.args, err)
+			}
+		}
+	}
+}
+
+// TestServe_auth: a server with --auth-hs256-secret-file refuses a call without a token
+// and serves one with a token from `actionsync token`, within its rights.
+func TestServe_auth(t *testing.T) {
+	t.Parallel()
+	secret := writeSecret(t, devSecret)
+	ts := startServer(t, nil, "--auth-hs256-secret-file", secret)
+	mint := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(t.Context(), append([]string{"token", "--secret-file", secret}, args...), &out, &out, envOf(nil)); err != nil {
+			t.Fatalf("token %q: %v: %s", args, err, out.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	call := func(tok, channel string) error {
+		c := actionsyncv1connect.NewSyncServiceClient(httpClient(t, true), ts.url)
+		req := connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: channel, Actions: []*actionsyncv1.Action{{Type: "ADD_TASK"}}})
+		if tok != "" {
+			req.Header().Set("Authorization", "Bearer "+tok)
+		}
+		_, err := c.Dispatch(t.Context(), req)
+		return err
+	}
+	if err := call("", "board:1"); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("no token: got %v, want unauthenticated", err)
+	}
+	if err := call(mint("--sub", "alice", "--channels", "board:*"), "board:1"); err != nil {
+		t.Errorf("alice on board:1: %v", err)
+	}
+	if err := call(mint("--sub", "bob", "--channels", "board:*", "--allow", "subscribe"), "board:1"); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("read-only bob: got %v, want permission_denied", err)
+	}
+	if !strings.Contains(ts.logs.String(), "bearer tokens required") {
+		t.Errorf("the start-up log does not say tokens are required:\n%s", ts.logs)
+	}
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"token", "--secret-file", secret, "--sub", "user:1"}, &out, &out, envOf(nil))
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "token sub") {
+		t.Errorf("token --sub user:1: got %v, want a usage error about the sub", err)
+	}
+}
+
+// TestServe_authKeysReload: --auth-jwks-file is re-read when it changes: a rotated key
+// is accepted without a restart, and the old one no longer.
+func TestServe_authKeysReload(t *testing.T) {
+	t.Parallel()
+	keyA, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyB, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	write := func(kid string, k *ecdsa.PrivateKey) {
+		t.Helper()
+		data, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: kid, Algorithm: "ES256", Use: "sig"}}})
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a", keyA)
+	ts := startServer(t, nil, "--auth-jwks-file", file)
+	history := func(key *ecdsa.PrivateKey, kid string) error {
+		tok, err := auth.Mint(auth.Claims{Subject: "alice", Expires: time.Now().Add(time.Hour),
+			Rights: []auth.Grant{{Channels: []string{"*"}, Allow: []auth.Right{auth.RightHistory}}}}, key, kid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := actionsyncv1connect.NewSyncServiceClient(httpClient(t, true), ts.url)
+		req := connect.NewRequest(&actionsyncv1.HistoryRequest{Channel: "board:1"})
+		req.Header().Set("Authorization", "Bearer "+tok)
+		_, err = c.History(t.Context(), req)
+		return err
+	}
+	if err := history(keyA, "a"); err != nil {
+		t.Fatalf("key a: %v", err)
+	}
+	write("b", keyB)
+	deadline := time.Now().Add(3 * keysPollInterval)
+	for history(keyB, "b") != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("key b still refused %v after the file changed", 3*keysPollInterval)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := history(keyA, "a"); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("key a after the rotation: got %v, want unauthenticated", err)
+	}
+	if !strings.Contains(ts.logs.String(), "keys file reloaded") {
+		t.Errorf("no reload logged:\n%s", ts.logs)
+	}
+}
