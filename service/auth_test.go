@@ -2,6 +2,9 @@ package service_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -44,11 +47,18 @@ func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.
 // authEnv returns an environment whose service authenticates with testSecret.
 func authEnv(t *testing.T, grace time.Duration) *testEnv {
 	t.Helper()
+	return authEnvWith(t, service.Options{TokenGrace: grace})
+}
+
+// authEnvWith is authEnv with more service options.
+func authEnvWith(t *testing.T, opts service.Options) *testEnv {
+	t.Helper()
 	v, err := auth.NewVerifier(auth.Config{HS256Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEnv(t, envConfig{svc: service.Options{Auth: v, TokenGrace: grace}})
+	opts.Auth = v
+	return newEnv(t, envConfig{svc: opts})
 }
 
 // token mints a token for sub valid for ttl with grants.
@@ -230,5 +240,58 @@ func TestService_Auth_streamExpiry(t *testing.T) {
 	r2 := subscribe(t, fresh, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", AfterSeq: last}}})
 	if ev := r2.nextNonBeat(t); ev.Action.GetSeq() != last+1 {
 		t.Errorf("resume after %d: got %+v, want seq %d", last, ev, last+1)
+	}
+}
+
+// TestService_Quotas: an identity past its dispatch rate gets RESOURCE_EXHAUSTED with a
+// retry hint while another identity is served as usual; an identity at its stream limit
+// cannot open one more until it closes one.
+func TestService_Quotas(t *testing.T) {
+	t.Parallel()
+	e := authEnvWith(t, service.Options{Quotas: service.Quotas{DispatchRate: 1, DispatchBurst: 3, MaxStreams: 2}})
+	alice := e.as(protocols[0], token(t, "alice", time.Hour, readWrite))
+	bob := e.as(protocols[0], token(t, "bob", time.Hour, readWrite))
+	dispatch := func(c actionsyncv1connect.SyncServiceClient, id string) error {
+		_, err := c.Dispatch(rpcCtx(t), connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: "board:1", Actions: acts(1, id)}))
+		return err
+	}
+	for i := range 3 {
+		if err := dispatch(alice, fmt.Sprint("a", i)); err != nil {
+			t.Fatalf("dispatch %d of a burst of 3: %v", i+1, err)
+		}
+	}
+	err := dispatch(alice, "a3")
+	checkErr(t, err, connect.CodeResourceExhausted, `dispatch rate of "alice" above 1 per second (burst 3): retry in`)
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Meta().Get("Retry-After-Ms") == "" {
+		t.Errorf("no Retry-After-Ms in %v", err)
+	} else if ms, _ := strconv.Atoi(ce.Meta().Get("Retry-After-Ms")); ms < 1 || ms > 1000 {
+		t.Errorf("Retry-After-Ms %d, want 1..1000", ms)
+	}
+	if err := dispatch(bob, "b0"); err != nil {
+		t.Errorf("bob while alice is limited: %v", err)
+	}
+
+	r1 := subscribe(t, alice, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", Live: true}}})
+	r1.nextNonBeat(t)
+	r2 := subscribe(t, alice, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", Live: true}}})
+	r2.nextNonBeat(t)
+	r3 := subscribe(t, alice, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", Live: true}}})
+	r3.wantEnd(t, connect.CodeResourceExhausted, `"alice" has 2 streams open, limit 2`)
+	s := openSync(t, alice)
+	s.subscribe(t, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", Live: true}}})
+	s.wantEnd(t, connect.CodeResourceExhausted, "limit 2")
+	r1.cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r4 := subscribe(t, alice, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", Live: true}}})
+		evs, err := r4.s.recv(t)
+		if err == nil && len(evs) > 0 && evs[0].Ready != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream after closing one: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -110,6 +110,8 @@ type Options struct {
 	// UNAUTHENTICATED (default 10s: clock skew, and time for the client to reconnect
 	// with a fresh token first).
 	TokenGrace time.Duration
+	// Quotas bound each authenticated identity's dispatch rate and open streams.
+	Quotas Quotas
 	// Interceptors run around every RPC of the SyncService, after logging and
 	// authentication (so they see the identity), in order.
 	Interceptors []connect.Interceptor
@@ -138,6 +140,7 @@ func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Quotas = o.Quotas.withDefaults()
 	if o.TokenGrace <= 0 {
 		o.TokenGrace = DefaultTokenGrace
 	}

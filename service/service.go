@@ -26,6 +26,7 @@ type Service struct {
 	validate validator
 	log      *slog.Logger
 	activity activity // streams sending recently, for adaptive batching
+	quotas   *quotas  // per-identity limits, with auth on
 
 	mu       sync.Mutex
 	stopping chan struct{} // closed by Shutdown
@@ -47,6 +48,7 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 		opts:     opts,
 		validate: validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
 		log:      opts.Logger,
+		quotas:   newQuotas(opts.Quotas),
 		stopping: make(chan struct{}),
 	}, nil
 }
@@ -90,6 +92,16 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 }
 
+// openStream counts a stream against its identity's quota (with auth on); call release
+// when it ends.
+func (s *Service) openStream(ctx context.Context) (release func(), err *connect.Error) {
+	id := identityFrom(ctx)
+	if id == nil {
+		return func() {}, nil
+	}
+	return s.quotas.openStream(id.Subject)
+}
+
 // enter registers a stream goroutine; it fails once Shutdown has begun.
 func (s *Service) enter() error {
 	s.mu.Lock()
@@ -112,6 +124,11 @@ func (s *Service) Dispatch(ctx context.Context, req *connect.Request[actionsyncv
 
 // dispatch validates and publishes req; shared by Dispatch and Sync.
 func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
+	if id := identityFrom(ctx); id != nil {
+		if err := s.quotas.dispatch(id.Subject); err != nil {
+			return nil, err
+		}
+	}
 	clientID, cerr := ownClientID(ctx, req.GetClientId())
 	if cerr != nil {
 		return nil, cerr
@@ -178,6 +195,11 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 		return err
 	}
 	defer s.streams.Done()
+	release, cerr := s.openStream(ctx)
+	if cerr != nil {
+		return cerr
+	}
+	defer release()
 	clientID, cerr := ownClientID(ctx, req.Msg.GetClientId())
 	if cerr != nil {
 		return cerr

@@ -26,6 +26,11 @@ func (s *Service) Sync(ctx context.Context, stream *connect.BidiStream[actionsyn
 		return err
 	}
 	defer s.streams.Done()
+	release, cerr := s.openStream(ctx)
+	if cerr != nil {
+		return cerr
+	}
+	defer release()
 	if err := s.enter(); err != nil { // the reader is a stream goroutine too
 		return err
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -49,6 +51,32 @@ var authSettings = []setting{
 		apply: durationAtLeast(time.Nanosecond, func(c *config, d time.Duration) {
 			c.auth.grace = d
 		})},
+	{flag: "dispatch-rate", env: "ACTIONSYNC_DISPATCH_RATE", def: "100", arg: "PER_SECOND",
+		help: "dispatches per second one authenticated identity may sustain; past it (and its burst) RESOURCE_EXHAUSTED with a retry hint; 0: no limit",
+		apply: func(c *config, v string) error {
+			r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+				return errors.New("want a number >= 0")
+			}
+			c.service.Quotas.DispatchRate = r
+			if r == 0 {
+				c.service.Quotas.DispatchRate = -1
+			}
+			return nil
+		}},
+	{flag: "dispatch-burst", env: "ACTIONSYNC_DISPATCH_BURST", def: "200", arg: "N",
+		help:  "dispatches one authenticated identity may send at once, above --dispatch-rate",
+		apply: intAtLeast(1, func(c *config) *int { return &c.service.Quotas.DispatchBurst })},
+	{flag: "max-streams-per-identity", env: "ACTIONSYNC_MAX_STREAMS_PER_IDENTITY", def: "100", arg: "N",
+		help: "Subscribe and Sync streams one authenticated identity may hold open; 0: no limit",
+		apply: func(c *config, v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 0 {
+				return errors.New("want a whole number >= 0")
+			}
+			c.service.Quotas.MaxStreams = cmp.Or(n, -1)
+			return nil
+		}},
 	{flag: "allow-anonymous", env: "ACTIONSYNC_ALLOW_ANONYMOUS", def: "false", arg: "true|false",
 		help: "serve without authentication on an address that is not loopback (without it the server refuses to start there unless --auth-* is set)",
 		apply: func(c *config, v string) error {
