@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,5 +160,48 @@ func TestServe_authKeysReload(t *testing.T) {
 	}
 	if !strings.Contains(ts.logs.String(), "keys file reloaded") {
 		t.Errorf("no reload logged:\n%s", ts.logs)
+	}
+}
+
+// TestServe_maxStreamsPerConnection: one HTTP/2 connection gets at most
+// --max-streams-per-connection streams at once; the next waits until one ends.
+func TestServe_maxStreamsPerConnection(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, "--max-streams-per-connection", "2")
+	// One h2c connection that waits for a free stream rather than dialling another.
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p, HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: true}}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := actionsyncv1connect.NewSyncServiceClient(&http.Client{Transport: tr}, ts.url)
+	open := func(ctx context.Context) (*connect.ServerStreamForClient[actionsyncv1.SubscribeResponse], error) {
+		s, err := c.Subscribe(ctx, connect.NewRequest(&actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "board:1", Live: true}}}))
+		if err != nil {
+			return nil, err
+		}
+		if !s.Receive() {
+			return nil, errors.Join(s.Err(), errors.New("no ready"))
+		}
+		return s, nil
+	}
+	ctx1, cancel1 := context.WithCancel(t.Context())
+	defer cancel1()
+	if _, err := open(ctx1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if s, err := open(short); err == nil {
+		_ = s.Close()
+		t.Fatal("a third stream on the connection started; want it to wait")
+	}
+	cancel1()
+	later, cancel2 := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel2()
+	if _, err := open(later); err != nil {
+		t.Errorf("a stream after one ended: %v", err)
 	}
 }

@@ -77,6 +77,9 @@ var authSettings = []setting{
 			c.service.Quotas.MaxStreams = cmp.Or(n, -1)
 			return nil
 		}},
+	{flag: "max-streams-per-connection", env: "ACTIONSYNC_MAX_STREAMS_PER_CONNECTION", def: "250", arg: "N",
+		help:  "requests (streams included) one HTTP/2 connection may have open at once; more wait for one to end",
+		apply: intAtLeast(1, func(c *config) *int { return &c.maxStreamsPerConn })},
 	{flag: "allow-anonymous", env: "ACTIONSYNC_ALLOW_ANONYMOUS", def: "false", arg: "true|false",
 		help: "serve without authentication on an address that is not loopback (without it the server refuses to start there unless --auth-* is set)",
 		apply: func(c *config, v string) error {

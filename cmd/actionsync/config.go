@@ -41,8 +41,11 @@ type config struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	debugAddr       string // "": no debug listener
-	auth            authConfig
-	adminAddr       string // "": no admin listener
+	// maxStreamsPerConn is HTTP/2's MaxConcurrentStreams: requests open at once on one
+	// connection.
+	maxStreamsPerConn int
+	auth              authConfig
+	adminAddr         string // "": no admin listener
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's

@@ -323,6 +323,10 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// Explicit rather than net/http's default (also 250), so it is documented and
+		// configurable: how many requests (streams included) one HTTP/2 connection may
+		// have open at once; the client waits for one to end before it can open more.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.maxStreamsPerConn},
 	}
 	if cfg.tlsCert != nil {
 		protocols.SetHTTP2(true)
