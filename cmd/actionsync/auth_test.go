@@ -57,6 +57,11 @@ func TestLoadConfig_anonymousRefused(t *testing.T) {
 		{[]string{"--auth-audience", "x"}, "need --auth-hs256-secret-file or --auth-jwks-file"},
 		{[]string{"--auth-hs256-secret-file", writeSecret(t, "short")}, "--auth-hs256-secret-file (ACTIONSYNC_AUTH_HS256_SECRET_FILE)"},
 		{[]string{"--auth-jwks-file", filepath.Join(t.TempDir(), "none.json")}, "--auth-jwks-file (ACTIONSYNC_AUTH_JWKS_FILE)"},
+		{[]string{"--demo-auth", "true"}, "--demo-auth (ACTIONSYNC_DEMO_AUTH) needs --auth-hs256-secret-file"},
+		{[]string{"--demo-auth", "true", "--auth-hs256-secret-file", secret}, ""},
+		{[]string{"--demo-auth", "true", "--auth-hs256-secret-file", secret, "--demo", "false"}, "needs the demo"},
+		{[]string{"--demo-auth", "true", "--auth-hs256-secret-file", secret, "--addr", "0.0.0.0:8080"}, "refusing --demo-auth on 0.0.0.0:8080"},
+		{[]string{"--demo-auth", "true", "--auth-hs256-secret-file", secret, "--addr", "0.0.0.0:8080", "--allow-anonymous", "true"}, ""},
 	} {
 		_, err := loadConfig(tc.args, envOf(nil))
 		switch {
@@ -203,5 +208,46 @@ func TestServe_maxStreamsPerConnection(t *testing.T) {
 	defer cancel2()
 	if _, err := open(later); err != nil {
 		t.Errorf("a stream after one ended: %v", err)
+	}
+}
+
+// TestServe_demoAuth: with --demo-auth, /demo-token hands out tokens whose role decides
+// what they may do; bad parameters are refused.
+func TestServe_demoAuth(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, "--auth-hs256-secret-file", writeSecret(t, devSecret), "--demo-auth", "true")
+	get := func(query string) (int, string) {
+		t.Helper()
+		resp, err := httpClient(t, false).Get(ts.url + "/demo-token?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Token   string `json:"token"`
+			Expires string `json:"expires"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body.Token
+	}
+	for _, q := range []string{"user=a:b", "user=", "user=alice&role=admin"} {
+		if code, _ := get(q); code != http.StatusBadRequest {
+			t.Errorf("%s: got %d, want 400", q, code)
+		}
+	}
+	c := actionsyncv1connect.NewSyncServiceClient(httpClient(t, true), ts.url)
+	dispatch := func(tok string) error {
+		req := connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: "board:1", Actions: []*actionsyncv1.Action{{Type: "T"}}})
+		req.Header().Set("Authorization", "Bearer "+tok)
+		_, err := c.Dispatch(t.Context(), req)
+		return err
+	}
+	code, editor := get("user=alice&role=edit")
+	if code != http.StatusOK || dispatch(editor) != nil {
+		t.Errorf("editor token: %d, %v", code, dispatch(editor))
+	}
+	code, viewer := get("user=bob&role=view")
+	if err := dispatch(viewer); code != http.StatusOK || connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("viewer token: %d, %v; want permission_denied", code, err)
 	}
 }

@@ -25,6 +25,8 @@ type authConfig struct {
 	issuer         string
 	grace          time.Duration
 	allowAnonymous bool
+	demoAuth       bool           // serve demo tokens at /demo-token
+	secret         []byte         // the HS256 secret, read by finishAuth
 	verifier       *auth.Verifier // built by finishAuth; nil: anonymous access
 }
 
@@ -80,6 +82,16 @@ var authSettings = []setting{
 	{flag: "max-streams-per-connection", env: "ACTIONSYNC_MAX_STREAMS_PER_CONNECTION", def: "250", arg: "N",
 		help:  "requests (streams included) one HTTP/2 connection may have open at once; more wait for one to end",
 		apply: intAtLeast(1, func(c *config) *int { return &c.maxStreamsPerConn })},
+	{flag: "demo-auth", env: "ACTIONSYNC_DEMO_AUTH", def: "false", arg: "true|false",
+		help: "development only: hand a token to anyone who asks at /demo-token?user=NAME&role=edit|view (needs --auth-hs256-secret-file and the demo; loopback only unless --allow-anonymous)",
+		apply: func(c *config, v string) error {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			c.auth.demoAuth = b
+			return nil
+		}},
 	{flag: "allow-anonymous", env: "ACTIONSYNC_ALLOW_ANONYMOUS", def: "false", arg: "true|false",
 		help: "serve without authentication on an address that is not loopback (without it the server refuses to start there unless --auth-* is set)",
 		apply: func(c *config, v string) error {
@@ -106,7 +118,7 @@ func (c *config) finishAuth() error {
 				return lookupSetting("auth-hs256-secret-file").errorf("%w", err)
 			}
 			secret = bytes.TrimSuffix(bytes.TrimSuffix(secret, []byte("\n")), []byte("\r"))
-			cfg.HS256Secret = secret
+			cfg.HS256Secret, a.secret = secret, secret
 		}
 		v, err := auth.NewVerifier(cfg)
 		if err != nil {
@@ -119,7 +131,13 @@ func (c *config) finishAuth() error {
 		a.verifier = v
 		c.service.Auth = v
 		c.service.TokenGrace = a.grace
+		if a.demoAuth {
+			return c.checkDemoAuth()
+		}
 		return nil
+	}
+	if a.demoAuth {
+		return &usageError{err: errors.New("--demo-auth (ACTIONSYNC_DEMO_AUTH) needs --auth-hs256-secret-file: demo tokens are signed with it")}
 	}
 	if a.audience != "" || a.issuer != "" {
 		return &usageError{err: errors.New("--auth-audience and --auth-issuer need --auth-hs256-secret-file or --auth-jwks-file")}
@@ -169,4 +187,22 @@ func isLoopback(addr string) (bool, error) {
 		}
 	}
 	return len(ips) > 0, nil
+}
+
+// checkDemoAuth refuses --demo-auth where it makes no sense or is unsafe: without the
+// demo, or (it hands tokens to anyone) on an address that is not loopback unless
+// --allow-anonymous.
+func (c *config) checkDemoAuth() error {
+	if !c.demo {
+		return &usageError{err: errors.New("--demo-auth (ACTIONSYNC_DEMO_AUTH) needs the demo (--demo true)")}
+	}
+	loopback, err := isLoopback(c.addr)
+	if err != nil {
+		return lookupSetting("addr").errorf("%w", err)
+	}
+	if !loopback && !c.auth.allowAnonymous {
+		return &usageError{err: fmt.Errorf("refusing --demo-auth on %s: it hands a token to anyone who asks, which is anonymous access; "+
+			"use a loopback address or pass --allow-anonymous", c.addr)}
+	}
+	return nil
 }

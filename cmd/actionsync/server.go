@@ -101,7 +101,12 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 		listenersClosed: make(chan struct{}),
 		serveErr:        make(chan error, 1),
 	}
-	s.http = newHTTPServer(newHandler(svc, health.checker, auxCtx, cfg.corsOrigins, cfg.demo), cfg, logger)
+	var demoToken http.Handler
+	if cfg.auth.demoAuth {
+		demoToken = demoTokenHandler(cfg.auth.secret, cfg.auth.verifier, time.Now)
+		logger.Warn("auth: --demo-auth hands a token to anyone who asks at " + demoTokenPath + ": development only")
+	}
+	s.http = newHTTPServer(newHandler(svc, health.checker, auxCtx, cfg.corsOrigins, cfg.demo, demoToken), cfg, logger)
 	// Shutdown runs this once it has closed the listeners.
 	s.http.RegisterOnShutdown(func() { close(s.listenersClosed) })
 	// Read before Serve, which sets TLSConfig for h2c too.
@@ -271,7 +276,7 @@ func (s *server) abort(err error) error {
 // with withDemo, the demo page at "/" (every other path, so the RPC paths stay more
 // specific), behind CORS when origins are configured. Reflection and health streams
 // end when auxCtx does.
-func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string, withDemo bool) http.Handler {
+func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string, withDemo bool, demoToken http.Handler) http.Handler {
 	endWithAux := func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithCancel(r.Context())
@@ -299,14 +304,18 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 	if withDemo {
 		mux.Handle("/", demo.Handler())
 	}
+	if demoToken != nil {
+		mux.Handle(demoTokenPath, demoToken)
+	}
 	if len(origins) == 0 {
 		return mux
 	}
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: connectcors.AllowedHeaders(),
-		ExposedHeaders: connectcors.ExposedHeaders(),
+		// Authorization: the bearer token; Retry-After-Ms: a rate-limited dispatch's hint.
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), "Retry-After-Ms"),
 		MaxAge:         int(corsMaxAge / time.Second),
 	}).Handler(mux)
 }
