@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/actionsync/actionsync/broker"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
 // actionBatch is a streamed response made of actions the broker has already encoded:
@@ -68,7 +69,37 @@ func (protoCodec) Unmarshal(data []byte, m any) error {
 	if !ok {
 		return fmt.Errorf("proto codec: cannot unmarshal into %T", m)
 	}
+	if _, sync := m.(*actionsyncv1.SyncRequest); sync {
+		if err := checkOneRequest(data); err != nil {
+			return err
+		}
+	}
 	return proto.Unmarshal(data, pm)
+}
+
+// checkOneRequest refuses a binary SyncRequest that sets its oneof more than once (both
+// subscribe and dispatch, or either twice): protobuf would keep the last silently, and a
+// client that sent both would never learn that one was ignored. JSON needs no such check:
+// protojson refuses a oneof set twice.
+func checkOneRequest(data []byte) error {
+	seen := 0
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return nil // malformed: proto.Unmarshal says why
+		}
+		data = data[n:]
+		if num == 1 || num == 2 {
+			if seen++; seen > 1 {
+				return errors.New("request: set exactly one of subscribe and dispatch, once")
+			}
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
+			return nil
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 // jsonCodec is protobuf JSON plus actionBatch. Unlike connect's default JSON codec it
