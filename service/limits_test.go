@@ -2,6 +2,8 @@ package service_test
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
@@ -488,6 +491,55 @@ func TestService_Dispatch_gzipReadLimit(t *testing.T) {
 		}
 	}
 	checkAppliedNothing(t, e, "a", uint64(len(protocols)))
+}
+
+// A gzip bomb (64 MiB of zeros in about 64 KiB) is refused after inflating the read
+// limit + 1 byte, not all of it: the refusal says the size could not be determined, and
+// takes far less than inflating 64 MiB.
+func TestService_Dispatch_gzipBomb(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{svc: service.Options{Limits: service.Limits{MaxReadBytes: 1 << 20}}})
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	if _, err := zw.Write(make([]byte, 64<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = zw.Close()
+	for _, p := range []string{"connect", "grpc"} {
+		req, _ := http.NewRequestWithContext(rpcCtx(t), http.MethodPost, e.srv.URL+"/actionsync.v1.SyncService/Dispatch", nil)
+		body := bomb.Bytes()
+		switch p {
+		case "connect":
+			req.Header.Set("Content-Type", "application/proto")
+			req.Header.Set("Content-Encoding", "gzip")
+		case "grpc":
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Grpc-Encoding", "gzip")
+			env := make([]byte, 5, 5+len(body))
+			env[0] = 1 // compressed
+			binary.BigEndian.PutUint32(env[1:], uint32(len(body)))
+			body = append(env, body...)
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		start := time.Now()
+		resp, err := e.h2c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		msg := string(out) + resp.Header.Get("Grpc-Message") + resp.Trailer.Get("Grpc-Message")
+		if !strings.Contains(msg, "larger than configured max") && !strings.Contains(msg, "unable to determine message size") {
+			t.Errorf("%s: got %d %q, want a refusal at the read limit", p, resp.StatusCode, msg)
+		}
+		if strings.Contains(msg, "67108864") {
+			t.Errorf("%s: the server inflated the whole bomb to count it: %q", p, msg)
+		}
+		t.Logf("%s: refused in %v: %d %q", p, took, resp.StatusCode, msg)
+	}
+	checkAppliedNothing(t, e, "a", 0)
 }
 
 // A broker refusing to create one more channel is RESOURCE_EXHAUSTED, for Dispatch and

@@ -63,6 +63,7 @@ func (s *Service) Handler() (string, http.Handler) {
 	interceptors = append(interceptors, s.opts.Interceptors...)
 	opts := append(codecOptions(),
 		connect.WithReadMaxBytes(s.opts.Limits.MaxReadBytes),
+		gzipOption(s.opts.Limits.MaxReadBytes),
 		connect.WithCompressMinBytes(s.opts.CompressMinBytes),
 		connect.WithInterceptors(interceptors...),
 	)
