@@ -28,10 +28,12 @@ type Service struct {
 	activity activity // streams sending recently, for adaptive batching
 	quotas   *quotas  // per-identity limits, with auth on
 
-	mu       sync.Mutex
-	stopping chan struct{} // closed by Shutdown
-	stopped  bool
-	streams  sync.WaitGroup // stream handlers and their reader goroutines
+	mu                sync.Mutex
+	stopping          chan struct{} // closed by Shutdown
+	stopped           bool
+	streams           sync.WaitGroup // stream handlers and their reader goroutines
+	dispatchesStopped bool           // set by StopDispatches
+	dispatches        sync.WaitGroup // Dispatch and PutSnapshot calls under way
 }
 
 var _ actionsyncv1connect.SyncServiceHandler = (*Service)(nil)
@@ -70,10 +72,46 @@ func (s *Service) Handler() (string, http.Handler) {
 	return actionsyncv1connect.NewSyncServiceHandler(s, opts...)
 }
 
+// StopDispatches makes every Dispatch (also on Sync) and PutSnapshot from now on fail
+// with CodeUnavailable, and returns when those under way have finished, or with ctx's
+// error. A server stops dispatches before it ends streams, so that no action is
+// acknowledged after its subscribers' streams ended.
+func (s *Service) StopDispatches(ctx context.Context) error {
+	s.mu.Lock()
+	s.dispatchesStopped = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // exits when the last dispatch under way does
+		s.dispatches.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// beginWrite registers a Dispatch or PutSnapshot; it fails once StopDispatches was
+// called. Call s.dispatches.Done when it returns.
+func (s *Service) beginWrite() *connect.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dispatchesStopped {
+		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+	}
+	s.dispatches.Add(1)
+	return nil
+}
+
 // Shutdown ends every Subscribe and Sync stream with CodeUnavailable and refuses new
 // ones; it returns when every stream handler has returned, or with ctx's error. Unary
 // Dispatch and History calls are not interrupted (http.Server.Shutdown waits for them).
 func (s *Service) Shutdown(ctx context.Context) error {
+	if err := s.StopDispatches(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if !s.stopped {
 		s.stopped = true
@@ -125,6 +163,10 @@ func (s *Service) Dispatch(ctx context.Context, req *connect.Request[actionsyncv
 
 // dispatch validates and publishes req; shared by Dispatch and Sync.
 func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
+	if err := s.beginWrite(); err != nil {
+		return nil, err
+	}
+	defer s.dispatches.Done()
 	if id := identityFrom(ctx); id != nil {
 		if err := s.quotas.dispatch(id.Subject); err != nil {
 			return nil, err

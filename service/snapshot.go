@@ -14,6 +14,10 @@ import (
 // newer than the one held, for a seq the channel has, in its epoch, within the size
 // limit; otherwise it changes nothing and says why (service/errors.go).
 func (s *Service) PutSnapshot(ctx context.Context, req *connect.Request[actionsyncv1.PutSnapshotRequest]) (*connect.Response[actionsyncv1.PutSnapshotResponse], error) {
+	if err := s.beginWrite(); err != nil {
+		return nil, err
+	}
+	defer s.dispatches.Done()
 	clientID, cerr := ownClientID(ctx, req.Msg.GetClientId())
 	if cerr != nil {
 		return nil, cerr

@@ -262,7 +262,9 @@ func (twoRequestsCodec) Marshal(m any) ([]byte, error) {
 	return b, nil
 }
 
-func (twoRequestsCodec) Unmarshal(b []byte, m any) error { return proto.Unmarshal(b, m.(proto.Message)) }
+func (twoRequestsCodec) Unmarshal(b []byte, m any) error {
+	return proto.Unmarshal(b, m.(proto.Message))
+}
 
 // TestService_Sync_bothRequests: a binary Sync request with both subscribe and dispatch
 // set is refused with INVALID_ARGUMENT, and its dispatch is not applied.

@@ -79,9 +79,6 @@ var authSettings = []setting{
 			c.service.Quotas.MaxStreams = cmp.Or(n, -1)
 			return nil
 		}},
-	{flag: "max-streams-per-connection", env: "ACTIONSYNC_MAX_STREAMS_PER_CONNECTION", def: "250", arg: "N",
-		help:  "requests (streams included) one HTTP/2 connection may have open at once; more wait for one to end",
-		apply: intAtLeast(1, func(c *config) *int { return &c.maxStreamsPerConn })},
 	{flag: "demo-auth", env: "ACTIONSYNC_DEMO_AUTH", def: "false", arg: "true|false",
 		help: "development only: hand a token to anyone who asks at /demo-token?user=NAME&role=edit|view (needs --auth-hs256-secret-file and the demo; loopback only unless --allow-anonymous)",
 		apply: func(c *config, v string) error {

@@ -41,11 +41,9 @@ type config struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	debugAddr       string // "": no debug listener
-	// maxStreamsPerConn is HTTP/2's MaxConcurrentStreams: requests open at once on one
-	// connection.
-	maxStreamsPerConn int
-	auth              authConfig
-	adminAddr         string // "": no admin listener
+	conn            connConfig
+	auth            authConfig
+	adminAddr       string // "": no admin listener
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
@@ -102,7 +100,7 @@ type setting struct {
 
 // settings lists every serve flag, in usage order.
 // settings are every setting of serve, as the usage lists them.
-var settings = slices.Concat(serverSettings, authSettings)
+var settings = slices.Concat(serverSettings, connSettings, authSettings)
 
 // serverSettings are the settings of the server itself, its storage and its limits.
 var serverSettings = []setting{

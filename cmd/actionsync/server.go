@@ -159,9 +159,11 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 	return s, nil
 }
 
-// shutdown stops the server gracefully within timeout: health turns NOT_SERVING, the
-// listeners close, Subscribe and Sync streams end with Unavailable (clients reconnect
-// elsewhere and resume), in-flight unary calls finish, and the broker closes last (then
+// shutdown stops the server gracefully within timeout: health turns NOT_SERVING,
+// dispatches stop (UNAVAILABLE) and those under way finish, the listeners close,
+// Subscribe and Sync streams send what is queued and end with Unavailable (clients
+// reconnect elsewhere and resume; connections still stuck after half the timeout are
+// closed), in-flight unary calls finish, and the broker closes last (then
 // its NATS connection and embedded NATS server, if any), so no acknowledged action is
 // lost. It returns an error if anything was cut short.
 func (s *server) shutdown(timeout time.Duration) error {
@@ -173,18 +175,39 @@ func (s *server) shutdown(timeout time.Duration) error {
 	// http.Server.Shutdown closes the listeners, sends HTTP/2 GOAWAY, then waits for
 	// every request to finish, streams included. Streams are told to reconnect only
 	// once this server accepts no new connection, so they cannot come back here.
+	//
+	// Dispatches stop first: from here on they get UNAVAILABLE, so no action is
+	// acknowledged after the streams that would carry it ended.
+	var errs []error
+	if err := s.svc.StopDispatches(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("finish dispatches: %w", err))
+	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	select {
 	case <-s.listenersClosed:
 	case <-ctx.Done():
 	}
-	var errs []error
-	if err := s.svc.Shutdown(ctx); err != nil {
+	// Streams send what is queued for them and end. One whose client stopped reading
+	// (a stopped process, a full socket) cannot: after half the timeout, the connections
+	// are closed, which fails its writes, so a frozen client cannot hold the shutdown.
+	streamsCtx, cancelStreams := context.WithTimeout(ctx, timeout/2)
+	err := s.svc.Shutdown(streamsCtx)
+	cancelStreams()
+	forced := false
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("streams still writing to clients that stopped reading: closing their connections", "after", (timeout / 2).String())
+		forced = true
+		if err := s.http.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close http: %w", err))
+		}
+		err = s.svc.Shutdown(ctx)
+	}
+	if err != nil {
 		errs = append(errs, fmt.Errorf("end streams: %w", err))
 	}
 	s.endAux()
-	if err := <-httpDone; err != nil {
+	if err := <-httpDone; err != nil && !(forced && errors.Is(err, http.ErrServerClosed)) {
 		errs = append(errs, fmt.Errorf("drain http: %w", err))
 		if err := s.http.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close http: %w", err))
@@ -326,7 +349,7 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           withDeadlines(handler, cfg.conn.readTimeout, cfg.conn.writeTimeout),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -335,7 +358,13 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 		// Explicit rather than net/http's default (also 250), so it is documented and
 		// configurable: how many requests (streams included) one HTTP/2 connection may
 		// have open at once; the client waits for one to end before it can open more.
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.maxStreamsPerConn},
+		// A client that stops answering pings (a stopped process, a dead network) is
+		// closed, which frees its streams.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: cfg.conn.maxStreams,
+			SendPingTimeout:      cfg.conn.keepalive,
+			PingTimeout:          cfg.conn.keepaliveTimeout,
+		},
 	}
 	if cfg.tlsCert != nil {
 		protocols.SetHTTP2(true)
