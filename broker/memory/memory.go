@@ -43,7 +43,10 @@ type Options struct {
 	// subscriber whose queue would overflow is cut off with broker.ErrSlowConsumer.
 	QueueSize int
 	// MaxChannels is the most channels the broker holds (default 100,000); creating one
-	// more fails with broker.ErrTooManyChannels. Channels are kept for the process's life.
+	// more, when no channel is idle enough to evict, fails with
+	// broker.ErrTooManyChannels. A channel is idle when it has no subscriber, nothing
+	// in history within its window and no snapshot; idle channels are evicted every
+	// minute, and at once when the limit is reached.
 	MaxChannels int
 	// MaxSnapshotBytes is the most bytes of state a channel's snapshot may hold
 	// (default broker.DefaultMaxSnapshotBytes, 1 MiB).
@@ -83,6 +86,8 @@ type Broker struct {
 	shards   [channelShards]shard
 	nChannel atomic.Int64 // channels in all shards, for MaxChannels
 	closed   atomic.Bool
+	done     chan struct{} // closed by Close: stops sweep
+	swept    chan struct{} // closed when sweep has returned
 }
 
 // channelShards is the number of shards of the channel map.
@@ -101,11 +106,12 @@ var (
 
 // New returns an in-memory broker.
 func New(opts Options) *Broker {
-	b := &Broker{opts: opts.withDefaults()}
+	b := &Broker{opts: opts.withDefaults(), done: make(chan struct{}), swept: make(chan struct{})}
 	for i := range b.shards {
 		b.shards[i].channels = make(map[string]*channel)
 	}
 	b.hub = hub.New(source{b}, hub.Options{QueueSize: b.opts.QueueSize})
+	go b.sweep()
 	return b
 }
 
@@ -123,11 +129,12 @@ type channel struct {
 	name  string
 	epoch string // random per channel incarnation: a restarted broker starts new epochs
 
-	mu     sync.Mutex
-	log    *history.Log
-	snap   *actionsyncv1.Snapshot // the channel's snapshot; nil: none
-	topic  *hub.Topic             // the channel's fan-out while it has subscribers
-	closed bool                   // set by Broker.Close
+	mu      sync.Mutex
+	log     *history.Log
+	snap    *actionsyncv1.Snapshot // the channel's snapshot; nil: none
+	topic   *hub.Topic             // the channel's fan-out while it has subscribers
+	closed  bool                   // set by Broker.Close
+	evicted bool                   // dropped from the map by evictIdle: look it up again
 }
 
 // channel returns the named channel, creating it if create is set (nil if not found).
@@ -153,11 +160,85 @@ func (b *Broker) channel(name string, create bool) (*channel, error) {
 	}
 	if n := b.nChannel.Add(1); n > int64(b.opts.MaxChannels) {
 		b.nChannel.Add(-1)
-		return nil, fmt.Errorf("create channel %q: %d channels exist: %w", name, n-1, broker.ErrTooManyChannels)
+		// The limit counts live channels: make room by evicting idle ones first. That
+		// takes every shard's lock, so this shard's is released meanwhile.
+		sh.mu.Unlock()
+		evicted := b.evictIdle(b.opts.Now())
+		sh.mu.Lock()
+		if evicted == 0 {
+			return nil, fmt.Errorf("create channel %q: %d channels in use: %w", name, n-1, broker.ErrTooManyChannels)
+		}
+		if ch = sh.channels[name]; ch != nil {
+			return ch, nil
+		}
+		if b.nChannel.Add(1) > int64(b.opts.MaxChannels) {
+			b.nChannel.Add(-1)
+			return nil, fmt.Errorf("create channel %q: %d channels in use: %w", name, n-1, broker.ErrTooManyChannels)
+		}
 	}
 	ch = &channel{name: name, epoch: newEpoch(), log: history.NewLog(b.opts.HistorySize)}
 	sh.channels[name] = ch
 	return ch, nil
+}
+
+// lock returns the named channel with its mutex held, creating it if create is set
+// (nil, unlocked, if not found). A channel evicted between the lookup and the lock is
+// looked up again: whoever holds a live channel's lock can use it.
+func (b *Broker) lock(name string, create bool) (*channel, error) {
+	for {
+		ch, err := b.channel(name, create)
+		if err != nil || ch == nil {
+			return nil, err
+		}
+		ch.mu.Lock()
+		if !ch.evicted {
+			return ch, nil
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// evictIdle drops the channels nobody needs: no subscriber on this broker, nothing left
+// in history within its window (count and age), and no snapshot. Its head seq goes with
+// it: a client that resumes it later gets a reset (the channel is created again, with a
+// new epoch). It returns how many it dropped.
+func (b *Broker) evictIdle(now time.Time) int {
+	n := 0
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for name, ch := range sh.channels {
+			ch.mu.Lock()
+			b.trim(ch, now)
+			if ch.topic == nil && ch.log.Len() == 0 && ch.snap == nil && !ch.closed {
+				ch.evicted = true
+				delete(sh.channels, name)
+				b.nChannel.Add(-1)
+				n++
+			}
+			ch.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// sweepInterval is how often the broker evicts idle channels.
+const sweepInterval = time.Minute
+
+// sweep evicts idle channels every sweepInterval until Close.
+func (b *Broker) sweep() {
+	defer close(b.swept)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+			b.evictIdle(b.opts.Now())
+		}
+	}
 }
 
 // newEpoch returns a random channel epoch: 16 hex digits.
@@ -180,9 +261,8 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ch, err := b.channel(name, true)
-	if err != nil {
-		return nil, err
+	if b.closed.Load() {
+		return nil, broker.ErrClosed
 	}
 	now := b.opts.Now()
 	ts := timestamppb.New(now)
@@ -192,7 +272,10 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 		return nil, err
 	}
 
-	ch.mu.Lock()
+	ch, err := b.lock(name, true)
+	if err != nil {
+		return nil, err
+	}
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return nil, broker.ErrClosed
@@ -235,7 +318,7 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	ch, err := b.channel(name, false)
+	ch, err := b.lock(name, false)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -245,7 +328,6 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 		}
 		return nil, 0, nil
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	b.trim(ch, b.opts.Now())
 	entries, head, err := ch.log.Page(afterSeq, limit)
@@ -268,6 +350,8 @@ func (b *Broker) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
+	close(b.done)
+	<-b.swept
 	var channels []*channel
 	for i := range b.shards {
 		sh := &b.shards[i]
@@ -294,11 +378,10 @@ type source struct{ b *Broker }
 
 // Open implements hub.Source: it creates the channel if needed.
 func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, error) {
-	ch, err := s.b.channel(name, true)
+	ch, err := s.b.lock(name, true)
 	if err != nil {
 		return 0, err
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return 0, broker.ErrClosed
@@ -309,11 +392,10 @@ func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, er
 
 // Release implements hub.Source.
 func (s source) Release(name string, t *hub.Topic) {
-	ch, _ := s.b.channel(name, false)
+	ch, _ := s.b.lock(name, false)
 	if ch == nil {
 		return
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.topic == t {
 		ch.topic = nil
@@ -322,14 +404,13 @@ func (s source) Release(name string, t *hub.Topic) {
 
 // Read implements hub.Source.
 func (s source) Read(ctx context.Context, name string, after uint64, limit int, dst []*broker.Entry) ([]*broker.Entry, hub.View, error) {
-	ch, err := s.b.channel(name, false)
+	ch, err := s.b.lock(name, false)
 	if err != nil {
 		return dst, hub.View{}, err
 	}
 	if ch == nil {
 		return dst, hub.View{}, fmt.Errorf("channel %q: read before open: %w", name, broker.ErrClosed)
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return dst, hub.View{}, broker.ErrClosed

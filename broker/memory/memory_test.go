@@ -3,6 +3,7 @@ package memory_test
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,5 +116,127 @@ func TestBroker_NewEpochAfterRestart(t *testing.T) {
 	t.Cleanup(func() { _ = before.Close(); _ = after.Close() })
 	if a, b := epochOf(before), epochOf(after); a == b {
 		t.Fatalf("two broker incarnations gave channel the same epoch %q", a)
+	}
+}
+
+// TestBroker_EvictsIdleChannels: the channel limit counts channels in use. A channel
+// that only had subscribers is evicted to make room; one with history in its window or
+// a snapshot is not, until its history ages out; a client resuming an evicted channel
+// gets a reset (new epoch).
+func TestBroker_EvictsIdleChannels(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	b := memory.New(memory.Options{MaxChannels: 2, MaxAge: time.Minute, Now: clock})
+	t.Cleanup(func() { _ = b.Close() })
+	publish := func(ch, id string) (broker.Ack, error) {
+		acks, err := b.Publish(t.Context(), ch, []*actionsyncv1.Action{{Type: "T", Id: id, ClientId: "c"}})
+		if err != nil {
+			return broker.Ack{}, err
+		}
+		return acks[0], nil
+	}
+	follow := func(ch string) string { // subscribe, read the epoch, unsubscribe
+		sub, err := b.Subscribe(broker.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		if err := sub.Add(t.Context(), ch, broker.Position{Live: true}); err != nil {
+			t.Fatal(err)
+		}
+		evs, _ := sub.Poll(nil, 10)
+		return evs[0].Control.Epoch
+	}
+	follow("only-followed-1")
+	follow("only-followed-2")
+	if _, err := publish("x", "x1"); err != nil {
+		t.Fatalf("a third channel after two only followed: %v", err)
+	}
+	if _, err := publish("y", "y1"); err != nil {
+		t.Fatalf("a fourth channel: %v", err)
+	}
+	if _, err := publish("z", "z1"); !errors.Is(err, broker.ErrTooManyChannels) {
+		t.Fatalf("a fifth channel with x and y holding history: got %v, want ErrTooManyChannels", err)
+	}
+	epoch := follow("x")
+	advance(2 * time.Minute) // x and y's history ages out
+	if _, err := publish("z", "z1"); err != nil {
+		t.Fatalf("a channel after the others' history aged out: %v", err)
+	}
+	if n := b.Channels(); n > 2 {
+		t.Errorf("channels held: %d, limit 2", n)
+	}
+	sub, _ := b.Subscribe(broker.SubscribeOptions{})
+	defer sub.Close()
+	if err := sub.Add(t.Context(), "x", broker.Position{AfterSeq: 1, Epoch: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := sub.Poll(nil, 10); len(evs) == 0 || evs[0].Control == nil || evs[0].Control.Kind != broker.ControlReset {
+		t.Errorf("resuming an evicted channel: got %+v, want a reset", evs)
+	}
+}
+
+// TestBroker_EvictionRacesPublish: channels evicted while publishers and subscribers
+// come and go lose no acknowledged action.
+func TestBroker_EvictionRacesPublish(t *testing.T) {
+	t.Parallel()
+	b := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = b.Close() })
+	const workers, rounds = 4, 2000
+	stop := make(chan struct{})
+	evicted := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				evicted <- n
+				return
+			default:
+				n += b.EvictIdle()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	acks := make([]int, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				// Following a channel creates it empty: evictable, racing the publish.
+				ch := fmt.Sprintf("w%d-r%d", w, r)
+				if sub, err := b.Subscribe(broker.SubscribeOptions{}); err == nil {
+					_ = sub.Add(t.Context(), ch, broker.Position{})
+					sub.Close()
+				}
+				if r%3 == 0 {
+					if _, err := b.Publish(t.Context(), ch, []*actionsyncv1.Action{{Type: "T", Id: fmt.Sprint(r), ClientId: "c"}}); err != nil {
+						t.Error(err)
+						return
+					}
+					acks[w]++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("%d channels evicted during the run", <-evicted)
+	for w := range workers {
+		total := 0
+		for r := range rounds {
+			entries, _, err := b.History(t.Context(), fmt.Sprintf("w%d-r%d", w, r), 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += len(entries)
+		}
+		if total != acks[w] {
+			t.Errorf("worker %d: %d actions in history, %d acknowledged", w, total, acks[w])
+		}
 	}
 }

@@ -16,15 +16,14 @@ func (b *Broker) PutSnapshot(ctx context.Context, snap *actionsyncv1.Snapshot) e
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ch, err := b.channel(snap.GetChannel(), false)
+	now := b.opts.Now()
+	ch, err := b.lock(snap.GetChannel(), false)
 	if err != nil {
 		return err
 	}
 	if ch == nil {
 		return broker.CheckSnapshot(snap, broker.ChannelView{}, b.opts.MaxSnapshotBytes)
 	}
-	now := b.opts.Now()
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return broker.ErrClosed
@@ -45,14 +44,13 @@ func (b *Broker) Snapshot(ctx context.Context, name string) (*actionsyncv1.Snaps
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ch, err := b.channel(name, false)
+	ch, err := b.lock(name, false)
 	if err != nil {
 		return nil, err
 	}
 	if ch == nil {
 		return nil, fmt.Errorf("channel %q: %w", name, broker.ErrNoSnapshot)
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.snap == nil {
 		return nil, fmt.Errorf("channel %q: %w", name, broker.ErrNoSnapshot)
@@ -65,14 +63,13 @@ func (b *Broker) DeleteSnapshot(ctx context.Context, name string, seq uint64) (u
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	ch, err := b.channel(name, false)
+	ch, err := b.lock(name, false)
 	if err != nil {
 		return 0, err
 	}
 	if ch == nil {
 		return 0, broker.CheckDelete(name, nil, seq)
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return 0, broker.ErrClosed
