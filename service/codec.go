@@ -103,8 +103,12 @@ func checkOneRequest(data []byte) error {
 }
 
 // jsonCodec is protobuf JSON plus actionBatch. Unlike connect's default JSON codec it
-// refuses unknown fields: a misspelt field must not be silently dropped.
-type jsonCodec struct{ name string }
+// refuses unknown fields: a misspelt field must not be silently dropped. Streamed actions
+// are encoded through cache, so that JSON subscribers share each action's encoding.
+type jsonCodec struct {
+	name  string
+	cache *broker.JSONCache
+}
 
 var _ connect.Codec = jsonCodec{}
 
@@ -118,12 +122,12 @@ func (jsonCodec) IsBinary() bool { return false }
 func (c jsonCodec) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, m) }
 
 // MarshalAppend appends m's encoding to dst.
-func (jsonCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
+func (c jsonCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	switch m := m.(type) {
 	case *actionBatch:
 		dst = append(dst, `{"actions":[`...)
 		for i, e := range m.entries {
-			js, err := e.JSON()
+			js, err := c.cache.JSON(e)
 			if err != nil {
 				return nil, fmt.Errorf("json codec: action seq %d: %w", e.Seq(), err)
 			}
@@ -155,11 +159,12 @@ func (jsonCodec) Unmarshal(data []byte, m any) error {
 	return protojson.UnmarshalOptions{}.Unmarshal(data, pm)
 }
 
-// codecOptions registers the codecs for every name connect uses.
-func codecOptions() []connect.HandlerOption {
+// codecOptions registers the codecs for every name connect uses; JSON subscribers share
+// cache.
+func codecOptions(cache *broker.JSONCache) []connect.HandlerOption {
 	return []connect.HandlerOption{
 		connect.WithCodec(protoCodec{}),
-		connect.WithCodec(jsonCodec{name: "json"}),
-		connect.WithCodec(jsonCodec{name: "json; charset=utf-8"}),
+		connect.WithCodec(jsonCodec{name: "json", cache: cache}),
+		connect.WithCodec(jsonCodec{name: "json; charset=utf-8", cache: cache}),
 	}
 }

@@ -110,6 +110,9 @@ type Options struct {
 	// UNAUTHENTICATED (default 10s: clock skew, and time for the client to reconnect
 	// with a fresh token first).
 	TokenGrace time.Duration
+	// JSONCacheBytes bounds the JSON encodings of recent actions that JSON subscribers
+	// share (default broker.DefaultJSONCacheBytes, 64 MiB).
+	JSONCacheBytes int
 	// Quotas bound each authenticated identity's dispatch rate and open streams.
 	Quotas Quotas
 	// Interceptors run around every RPC of the SyncService, after logging and

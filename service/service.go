@@ -27,6 +27,8 @@ type Service struct {
 	log      *slog.Logger
 	activity activity // streams sending recently, for adaptive batching
 	quotas   *quotas  // per-identity limits, with auth on
+	// jsonCache holds the JSON of recent actions for JSON subscribers, bounded.
+	jsonCache *broker.JSONCache
 
 	mu                sync.Mutex
 	stopping          chan struct{} // closed by Shutdown
@@ -46,12 +48,13 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		broker:   b,
-		opts:     opts,
-		validate: validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
-		log:      opts.Logger,
-		quotas:   newQuotas(opts.Quotas),
-		stopping: make(chan struct{}),
+		broker:    b,
+		opts:      opts,
+		validate:  validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
+		log:       opts.Logger,
+		quotas:    newQuotas(opts.Quotas),
+		jsonCache: broker.NewJSONCache(opts.JSONCacheBytes),
+		stopping:  make(chan struct{}),
 	}, nil
 }
 
@@ -63,7 +66,7 @@ func (s *Service) Handler() (string, http.Handler) {
 		interceptors = append(interceptors, &authInterceptor{auth: s.opts.Auth, grace: s.opts.TokenGrace})
 	}
 	interceptors = append(interceptors, s.opts.Interceptors...)
-	opts := append(codecOptions(),
+	opts := append(codecOptions(s.jsonCache),
 		connect.WithReadMaxBytes(s.opts.Limits.MaxReadBytes),
 		gzipOption(s.opts.Limits.MaxReadBytes),
 		connect.WithCompressMinBytes(s.opts.CompressMinBytes),
@@ -227,7 +230,9 @@ func (s *Service) History(ctx context.Context, req *connect.Request[actionsyncv1
 	}
 	res := &actionsyncv1.HistoryResponse{HeadSeq: head, Actions: make([]*actionsyncv1.Action, len(entries))}
 	for i, e := range entries {
-		res.Actions[i] = e.Action
+		if res.Actions[i], err = e.Decode(); err != nil {
+			return nil, s.connectError(err)
+		}
 	}
 	return connect.NewResponse(res), nil
 }

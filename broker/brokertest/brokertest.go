@@ -130,6 +130,16 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 	}
 }
 
+// actionOf returns e's action, decoded; one that does not decode shows as an action of
+// type "UNDECODABLE: <why>", which every check of the suite then refuses.
+func actionOf(e *broker.Entry) *actionsyncv1.Action {
+	a, err := e.Decode()
+	if err != nil {
+		return &actionsyncv1.Action{Type: "UNDECODABLE: " + err.Error()}
+	}
+	return a
+}
+
 // suite carries the backend's constructor to the subtests.
 type suite struct {
 	newBroker func(t *testing.T, cfg Config) broker.Broker
@@ -277,8 +287,8 @@ func readHistory(t *testing.T, b broker.Broker, channel string, afterSeq uint64)
 			if e.Seq() <= after {
 				return nil, 0, fmt.Errorf("History(%q, after %d): got seq %d after seq %d", channel, afterSeq, e.Seq(), after)
 			}
-			if e.Action.GetChannel() != channel {
-				return nil, 0, fmt.Errorf("History(%q): seq %d has channel %q", channel, e.Seq(), e.Action.GetChannel())
+			if e.Channel() != channel {
+				return nil, 0, fmt.Errorf("History(%q): seq %d has channel %q", channel, e.Seq(), e.Channel())
 			}
 			after = e.Seq()
 			all = append(all, e)

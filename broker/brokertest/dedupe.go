@@ -62,8 +62,8 @@ func testDuplicateSameBody(t *testing.T, s suite) {
 	if len(entries) != 2 || head != next.Seq {
 		t.Errorf("history: got seqs %v and head %d, want [%d %d] and head %d", seqsOf(entries), head, first.Seq, next.Seq, next.Seq)
 	}
-	if len(entries) > 0 && entries[0].Action.GetClientId() != "c1" {
-		t.Errorf("history: the duplicate replaced the original: client id %q", entries[0].Action.GetClientId())
+	if len(entries) > 0 && entries[0].ClientID() != "c1" {
+		t.Errorf("history: the duplicate replaced the original: client id %q", entries[0].ClientID())
 	}
 	// A duplicate is recognised in a batch with new actions, which still get seqs.
 	acks := publish(t, b, ch, action("c1", "z"), original(), action("c1", "y"))
@@ -179,7 +179,7 @@ func testRepeatedIDInBatch(t *testing.T, s suite) {
 	entries, _ := history(t, b, ch, 0)
 	var ids []string
 	for _, e := range entries {
-		ids = append(ids, e.Action.GetId())
+		ids = append(ids, e.ID())
 	}
 	if got, want := fmt.Sprint(ids), "[a b c d marker]"; got != want {
 		t.Errorf("history ids: got %s, want %s", got, want)

@@ -59,7 +59,7 @@ func (l *Log) Append(e *broker.Entry) error {
 		l.drop(old)
 	}
 	l.head = e.Seq()
-	l.byID[e.Action.GetId()] = e
+	l.byID[e.ID()] = e
 	return nil
 }
 
@@ -70,7 +70,7 @@ func (l *Log) Hold(seq uint64) { l.hold = seq }
 
 // TrimBefore drops entries stamped before cutoff, except those after the Hold seq.
 func (l *Log) TrimBefore(cutoff time.Time) {
-	for e := l.ring.oldest(); e != nil && e.Action.GetTime().AsTime().Before(cutoff); e = l.ring.oldest() {
+	for e := l.ring.oldest(); e != nil && e.Time().Before(cutoff); e = l.ring.oldest() {
 		if l.hold != 0 && e.Seq() > l.hold {
 			return
 		}
@@ -81,8 +81,8 @@ func (l *Log) TrimBefore(cutoff time.Time) {
 // drop forgets an entry that left the ring.
 func (l *Log) drop(e *broker.Entry) {
 	l.trimmed = e.Seq()
-	if l.byID[e.Action.GetId()] == e {
-		delete(l.byID, e.Action.GetId())
+	if l.byID[e.ID()] == e {
+		delete(l.byID, e.ID())
 	}
 }
 
@@ -131,7 +131,12 @@ func (l *Log) Plan(actions []*actionsyncv1.Action) (acks []broker.Ack, dupOf []i
 	acks = make([]broker.Ack, len(actions))
 	for i, a := range actions {
 		if prev := l.byID[a.GetId()]; prev != nil {
-			if !SameBody(prev.Action, a) {
+			// Decoded here only: a repeated id is rare, and entries keep no decoded action.
+			kept, err := prev.Decode()
+			if err != nil {
+				return nil, nil, err
+			}
+			if !SameBody(kept, a) {
 				return nil, nil, fmt.Errorf("actions[%d].id: %q is seq %d: %w", i, a.GetId(), prev.Seq(), broker.ErrConflict)
 			}
 			acks[i] = broker.Ack{ID: a.GetId(), Seq: prev.Seq(), Duplicate: true}

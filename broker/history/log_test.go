@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/actionsync/actionsync/broker"
@@ -18,7 +19,12 @@ var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // entry returns an entry with seq, id and a time seq seconds after t0.
 func entry(seq uint64, id string) *broker.Entry {
-	return &broker.Entry{Action: &actionsyncv1.Action{Type: "T", Id: id, Seq: seq, Time: timestamppb.New(t0.Add(time.Duration(seq) * time.Second))}}
+	a := &actionsyncv1.Action{Type: "T", Id: id, Seq: seq, Time: timestamppb.New(t0.Add(time.Duration(seq) * time.Second))}
+	encoded, err := proto.Marshal(a)
+	if err != nil {
+		panic(err)
+	}
+	return broker.NewEntry(a, encoded)
 }
 
 func seqs(es []*broker.Entry) []uint64 {

@@ -177,7 +177,7 @@ func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actions
 			continue
 		}
 		a.Seq = ch.log.Head() + 1
-		e := &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i], a.Seq)}
+		e := broker.NewEntry(a, broker.AppendSeq(encoded[i], a.Seq))
 		if err := ch.log.Append(e); err != nil {
 			return nil, err
 		}

@@ -73,7 +73,7 @@ func (s *subscription) push(es []*broker.Entry) bool {
 	n := len(es)
 	if s.opts.ExcludeOwn {
 		for _, e := range es {
-			if e.Action.GetClientId() == s.opts.ClientID {
+			if e.ClientID() == s.opts.ClientID {
 				n--
 			}
 		}
@@ -89,7 +89,7 @@ func (s *subscription) push(es []*broker.Entry) bool {
 		return false
 	}
 	for _, e := range es {
-		if n < len(es) && e.Action.GetClientId() == s.opts.ClientID {
+		if n < len(es) && e.ClientID() == s.opts.ClientID {
 			continue // ExcludeOwn
 		}
 		s.pending = append(s.pending, broker.Event{Entry: e})
@@ -300,7 +300,7 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) ([]brok
 	n := 0
 	for _, e := range entries {
 		c.after = e.Seq()
-		if s.opts.ExcludeOwn && e.Action.GetClientId() == s.opts.ClientID {
+		if s.opts.ExcludeOwn && e.ClientID() == s.opts.ClientID {
 			continue
 		}
 		buf = append(buf, broker.Event{Entry: e})

@@ -293,7 +293,7 @@ func (b *Broker) applyLocked(ch *channel, m feedMsg, hold bool) error {
 		ch.lastStream = m.streamSeq
 		return nil
 	}
-	e := &broker.Entry{Action: a, Proto: m.data}
+	e := broker.NewEntry(a, m.data)
 	return b.appendLocked(ch, []*broker.Entry{e}, m.streamSeq, hold)
 }
 

@@ -81,7 +81,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			a.Seq = head + uint64(len(entries)) + 1
 			// A copy of the encoding per attempt: an earlier attempt's bytes may be
 			// in NATS's buffers still.
-			entries = append(entries, &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i][:len(encoded[i]):len(encoded[i])], a.Seq)})
+			entries = append(entries, broker.NewEntry(a, broker.AppendSeq(encoded[i][:len(encoded[i]):len(encoded[i])], a.Seq)))
 			acks[i] = broker.Ack{ID: a.GetId(), Seq: a.Seq}
 		}
 		for i := range acks {

@@ -299,7 +299,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			continue
 		}
 		a.Seq = ch.log.Head() + 1
-		e := &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i], a.Seq)}
+		e := broker.NewEntry(a, broker.AppendSeq(encoded[i], a.Seq))
 		if err := ch.log.Append(e); err != nil {
 			return nil, err // cannot happen: the seq follows the head
 		}

@@ -3,11 +3,14 @@ package memory_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/actionsync/actionsync/broker"
 	"github.com/actionsync/actionsync/broker/brokertest"
@@ -238,5 +241,41 @@ func TestBroker_EvictionRacesPublish(t *testing.T) {
 		if total != acks[w] {
 			t.Errorf("worker %d: %d actions in history, %d acknowledged", w, total, acks[w])
 		}
+	}
+}
+
+// TestBroker_HistoryKeepsEncodedBytesOnly: history holds an action's encoding, not its
+// decoded tree. 50 actions whose payloads are 16,000 empty objects (64 KB encoded, some
+// 2.5 MB decoded) grow the heap by a few times their encoded size, not 40 times.
+func TestBroker_HistoryKeepsEncodedBytesOnly(t *testing.T) {
+	b := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = b.Close() })
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	const n = 50
+	before := heap()
+	encoded := 0
+	for i := range n {
+		values := make([]*structpb.Value, 16_000)
+		for j := range values {
+			values[j] = structpb.NewStructValue(&structpb.Struct{})
+		}
+		a := &actionsyncv1.Action{Type: "T", Id: fmt.Sprint(i), ClientId: "c", Payload: structpb.NewListValue(&structpb.ListValue{Values: values})}
+		encoded += proto.Size(a)
+		if _, err := b.Publish(t.Context(), "heavy", []*actionsyncv1.Action{a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grown := int64(heap()) - int64(before)
+	t.Logf("%d actions, %d bytes encoded: heap grew %d bytes (%.1fx)", n, encoded, grown, float64(grown)/float64(encoded))
+	if grown > int64(3*encoded) {
+		t.Errorf("heap grew %d bytes for %d bytes of encoded actions: history keeps more than their encoding", grown, encoded)
+	}
+	if entries, _, err := b.History(t.Context(), "heavy", 0, n); err != nil || len(entries) != n {
+		t.Fatalf("History: %d entries, %v", len(entries), err)
 	}
 }
