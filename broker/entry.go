@@ -29,6 +29,8 @@ type Entry struct {
 
 	// json is the action's protobuf JSON encoding while a JSONCache holds it.
 	json atomic.Pointer[[]byte]
+	// dropped is set once history no longer holds the entry.
+	dropped atomic.Bool
 }
 
 // NewEntry returns the entry of a, an accepted action (seq, id, client id and time set),
@@ -57,6 +59,12 @@ func (e *Entry) Size() int { return len(e.Proto) + len(e.id) + len(e.clientID) +
 
 // entryOverhead is an Entry's size without its variable parts, for budgets.
 const entryOverhead = 96
+
+// MarkDropped records that history no longer holds e (history.Log calls it).
+func (e *Entry) MarkDropped() { e.dropped.Store(true) }
+
+// Dropped reports whether history no longer holds e.
+func (e *Entry) Dropped() bool { return e.dropped.Load() }
 
 // Decode returns the action, decoded from Proto: a new message the caller owns.
 func (e *Entry) Decode() (*actionsyncv1.Action, error) {

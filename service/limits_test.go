@@ -542,6 +542,46 @@ func TestService_Dispatch_gzipBomb(t *testing.T) {
 	checkAppliedNothing(t, e, "a", 0)
 }
 
+// A History page stops growing past MaxHistoryBytes, and the client reads on from the
+// last action it got: every action arrives once, in order.
+func TestService_History_bytes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{svc: service.Options{Limits: service.Limits{MaxHistoryBytes: 10_000}}})
+	payload := strings.Repeat("x", 3_000)
+	for range 10 {
+		e.dispatch(t, "h", "", act("T", "", payload))
+	}
+	c := e.fresh(t)
+	var after uint64
+	pages := 0
+	for after < 10 {
+		res, err := c.History(rpcCtx(t), connect.NewRequest(&actionsyncv1.HistoryRequest{Channel: "h", AfterSeq: after, Limit: 100}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := res.Msg.GetActions()
+		if n := len(got); n == 0 || n > 3 {
+			t.Fatalf("page after %d: %d actions of about 3 KB, want 1..3 for 10 KB", after, n)
+		}
+		for _, a := range got {
+			if a.GetSeq() != after+1 {
+				t.Fatalf("page: seq %d after %d", a.GetSeq(), after)
+			}
+			after = a.GetSeq()
+		}
+		pages++
+	}
+	if pages < 4 {
+		t.Errorf("%d pages for 30 KB at 10 KB a page", pages)
+	}
+	big := strings.Repeat("y", 20_000) // one action larger than a page still comes back
+	e.dispatch(t, "h", "", act("T", "", big))
+	res, err := c.History(rpcCtx(t), connect.NewRequest(&actionsyncv1.HistoryRequest{Channel: "h", AfterSeq: 10}))
+	if err != nil || len(res.Msg.GetActions()) != 1 {
+		t.Errorf("an action larger than a page: %v, %v", res, err)
+	}
+}
+
 // A broker refusing to create one more channel is RESOURCE_EXHAUSTED, for Dispatch and
 // Subscribe alike; History of an unknown channel does not create it.
 func TestService_tooManyChannels(t *testing.T) {

@@ -19,6 +19,7 @@ const (
 	DefaultHistoryLimit        = 100
 	DefaultMaxHistoryLimit     = 1_000
 	DefaultMaxReadBytes        = 8 << 20
+	DefaultMaxHistoryBytes     = 4 << 20
 	DefaultChannelPattern      = `^[A-Za-z0-9_.:-]{1,128}$`
 	DefaultHeartbeat           = 15 * time.Second
 	DefaultMaxBatchActions     = 1_024
@@ -46,6 +47,10 @@ type Limits struct {
 	MaxPositions int
 	// MaxHistoryLimit is the largest History limit (default 1,000).
 	MaxHistoryLimit int
+	// MaxHistoryBytes stops a History page growing past this many bytes of actions
+	// (default 4 MiB; the first action is always returned): a small request cannot ask
+	// for a huge response.
+	MaxHistoryBytes int
 	// MaxReadBytes is the largest request message the server reads (default 8 MiB);
 	// larger ones fail with RESOURCE_EXHAUSTED before they are decoded.
 	MaxReadBytes int
@@ -66,6 +71,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxPositions, DefaultMaxPositions)
 	def(&l.MaxHistoryLimit, DefaultMaxHistoryLimit)
 	def(&l.MaxReadBytes, DefaultMaxReadBytes)
+	def(&l.MaxHistoryBytes, DefaultMaxHistoryBytes)
 	if l.ChannelPattern == "" {
 		l.ChannelPattern = DefaultChannelPattern
 	}

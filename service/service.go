@@ -228,6 +228,15 @@ func (s *Service) History(ctx context.Context, req *connect.Request[actionsyncv1
 	if err != nil {
 		return nil, s.connectError(err)
 	}
+	// A page stops growing past MaxHistoryBytes (but holds at least one action): the
+	// client reads on after the last action it got, as after a page cut by limit.
+	size := 0
+	for i, e := range entries {
+		if size += len(e.Proto); size > s.opts.Limits.MaxHistoryBytes && i > 0 {
+			entries = entries[:i]
+			break
+		}
+	}
 	res := &actionsyncv1.HistoryResponse{HeadSeq: head, Actions: make([]*actionsyncv1.Action, len(entries))}
 	for i, e := range entries {
 		if res.Actions[i], err = e.Decode(); err != nil {

@@ -81,7 +81,7 @@ func (b *Broker) use(ctx context.Context, name string) (*channel, error) {
 			subject: b.opts.SubjectPrefix + "." + encodeToken(name),
 			loaded:  make(chan struct{}),
 			epoch:   b.Epoch(),
-			log:     history.NewLog(b.opts.HistorySize),
+			log:     b.newLog(),
 			loading: true,
 		}
 		b.channels[name] = ch
@@ -313,7 +313,7 @@ func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream u
 		case e.Seq() > head+1:
 			if head != 0 || ch.log.Len() != 0 || ch.lastStream != 0 {
 				b.log.Warn("channel cache missed trimmed messages; subscribers resume", slog.String("channel", ch.name), slog.Uint64("head", head), slog.Uint64("seq", e.Seq()))
-				ch.log = history.NewLog(b.opts.HistorySize)
+				ch.log = b.newLog()
 				ch.log.Hold(ch.snap.GetSeq())
 				clear(ch.undelivered)
 				ch.undelivered = ch.undelivered[:0]
@@ -416,4 +416,9 @@ func (b *Broker) unavailable(what string, err error) error {
 		b.checkStream() // nobody stores the subject: the stream may be gone
 	}
 	return fmt.Errorf("%s: %v: %w", what, err, broker.ErrUnavailable)
+}
+
+// newLog returns an empty cache of a channel's history, bounded as the options say.
+func (b *Broker) newLog() *history.Log {
+	return history.NewLogWith(history.Options{Size: b.opts.HistorySize, MaxBytes: b.opts.MaxChannelHistoryBytes})
 }

@@ -48,6 +48,8 @@ const (
 	DefaultMaxChannels    = 100_000
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultCacheIdle      = time.Minute
+	// DefaultMaxChannelHistoryBytes bounds a node's cache of one channel's history.
+	DefaultMaxChannelHistoryBytes = 64 << 20
 )
 
 // Options configures a Broker. The zero value of each field means its default.
@@ -77,6 +79,10 @@ type Options struct {
 	CacheIdle time.Duration
 	// PublishTimeout bounds one publish to JetStream (default 5s).
 	PublishTimeout time.Duration
+	// MaxChannelHistoryBytes bounds a node's cache of one channel's history in bytes
+	// (default 64 MiB; negative: no bound): past it the cache drops the channel's
+	// oldest actions (clients resuming behind them get a reset or the snapshot).
+	MaxChannelHistoryBytes int
 	// MaxSnapshotBytes is the most bytes of state a channel's snapshot may hold
 	// (default broker.DefaultMaxSnapshotBytes, 1 MiB), capped at what the NATS
 	// connection's max payload leaves room for.
@@ -114,6 +120,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = DefaultPublishTimeout
+	}
+	if o.MaxChannelHistoryBytes == 0 {
+		o.MaxChannelHistoryBytes = DefaultMaxChannelHistoryBytes
+	}
+	if o.MaxChannelHistoryBytes < 0 {
+		o.MaxChannelHistoryBytes = 0 // history.Log: no byte bound
 	}
 	if o.MaxSnapshotBytes <= 0 {
 		o.MaxSnapshotBytes = broker.DefaultMaxSnapshotBytes

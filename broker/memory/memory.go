@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,10 @@ const (
 	DefaultMaxAge      = 24 * time.Hour
 	DefaultQueueSize   = 1_024
 	DefaultMaxChannels = 100_000
+	// DefaultMaxHistoryBytes bounds all history: sized for a server with 1 GiB of memory.
+	DefaultMaxHistoryBytes = 512 << 20
+	// DefaultMaxChannelHistoryBytes bounds one channel's history.
+	DefaultMaxChannelHistoryBytes = 64 << 20
 )
 
 // Options configures a Broker. The zero value of each field means its default.
@@ -48,6 +53,13 @@ type Options struct {
 	// in history within its window and no snapshot; idle channels are evicted every
 	// minute, and at once when the limit is reached.
 	MaxChannels int
+	// MaxHistoryBytes bounds the history of every channel together, in bytes
+	// (broker.Entry.Size; default 512 MiB; negative: no bound): past it the oldest
+	// history of any channel is dropped first.
+	MaxHistoryBytes int64
+	// MaxChannelHistoryBytes bounds one channel's history in bytes (default 64 MiB;
+	// negative: no bound): past it the channel's oldest actions are dropped.
+	MaxChannelHistoryBytes int
 	// MaxSnapshotBytes is the most bytes of state a channel's snapshot may hold
 	// (default broker.DefaultMaxSnapshotBytes, 1 MiB).
 	MaxSnapshotBytes int
@@ -68,6 +80,18 @@ func (o Options) withDefaults() Options {
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = DefaultMaxChannels
 	}
+	if o.MaxHistoryBytes == 0 {
+		o.MaxHistoryBytes = DefaultMaxHistoryBytes
+	}
+	if o.MaxHistoryBytes < 0 {
+		o.MaxHistoryBytes = math.MaxInt64
+	}
+	if o.MaxChannelHistoryBytes == 0 {
+		o.MaxChannelHistoryBytes = DefaultMaxChannelHistoryBytes
+	}
+	if o.MaxChannelHistoryBytes < 0 {
+		o.MaxChannelHistoryBytes = 0 // history.Log: no byte bound
+	}
 	if o.MaxSnapshotBytes <= 0 {
 		o.MaxSnapshotBytes = broker.DefaultMaxSnapshotBytes
 	}
@@ -85,6 +109,7 @@ type Broker struct {
 	// Channels are sharded by name so that unrelated channels do not contend on one lock.
 	shards   [channelShards]shard
 	nChannel atomic.Int64 // channels in all shards, for MaxChannels
+	budget   budget       // the history byte budget across channels
 	closed   atomic.Bool
 	done     chan struct{} // closed by Close: stops sweep
 	swept    chan struct{} // closed when sweep has returned
@@ -107,6 +132,7 @@ var (
 // New returns an in-memory broker.
 func New(opts Options) *Broker {
 	b := &Broker{opts: opts.withDefaults(), done: make(chan struct{}), swept: make(chan struct{})}
+	b.budget.max = b.opts.MaxHistoryBytes
 	for i := range b.shards {
 		b.shards[i].channels = make(map[string]*channel)
 	}
@@ -176,7 +202,9 @@ func (b *Broker) channel(name string, create bool) (*channel, error) {
 			return nil, fmt.Errorf("create channel %q: %d channels in use: %w", name, n-1, broker.ErrTooManyChannels)
 		}
 	}
-	ch = &channel{name: name, epoch: newEpoch(), log: history.NewLog(b.opts.HistorySize)}
+	ch = &channel{name: name, epoch: newEpoch(), log: history.NewLogWith(history.Options{
+		Size: b.opts.HistorySize, MaxBytes: b.opts.MaxChannelHistoryBytes, OnDrop: b.budget.dropped,
+	})}
 	sh.channels[name] = ch
 	return ch, nil
 }
@@ -276,7 +304,19 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 	if err != nil {
 		return nil, err
 	}
-	defer ch.mu.Unlock()
+	acks, err := b.publishLocked(ch, actions, encoded, now, o)
+	ch.mu.Unlock()
+	// Over the history byte budget: the oldest history of any channel goes, with no
+	// channel lock held.
+	if b.budget.total.Load() > b.budget.max {
+		b.enforceBudget()
+	}
+	return acks, err
+}
+
+// publishLocked is Publish under ch's lock.
+func (b *Broker) publishLocked(ch *channel, actions []*actionsyncv1.Action, encoded [][]byte, now time.Time, o broker.PublishOptions) ([]broker.Ack, error) {
+	name := ch.name
 	if ch.closed {
 		return nil, broker.ErrClosed
 	}
@@ -303,6 +343,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 		if err := ch.log.Append(e); err != nil {
 			return nil, err // cannot happen: the seq follows the head
 		}
+		b.budget.add(ch, e)
 		acks[i] = broker.Ack{ID: a.GetId(), Seq: a.Seq}
 		fresh = append(fresh, e)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -278,4 +279,81 @@ func TestBroker_HistoryKeepsEncodedBytesOnly(t *testing.T) {
 	if entries, _, err := b.History(t.Context(), "heavy", 0, n); err != nil || len(entries) != n {
 		t.Fatalf("History: %d entries, %v", len(entries), err)
 	}
+}
+
+// TestBroker_HistoryByteBounds: one channel's history keeps at most
+// MaxChannelHistoryBytes; all channels together at most MaxHistoryBytes, the oldest
+// history of any channel going first; the heap stays bounded however much is published.
+func TestBroker_HistoryByteBounds(t *testing.T) {
+	big := func(id string, n int) *actionsyncv1.Action {
+		return &actionsyncv1.Action{Type: "T", Id: id, ClientId: "c", Payload: structpb.NewStringValue(strings.Repeat("x", n))}
+	}
+	t.Run("per_channel", func(t *testing.T) {
+		b := memory.New(memory.Options{MaxChannelHistoryBytes: 5_000})
+		t.Cleanup(func() { _ = b.Close() })
+		for i := range 10 {
+			if _, err := b.Publish(t.Context(), "c", []*actionsyncv1.Action{big(fmt.Sprint(i), 1000)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		entries, head, err := b.History(t.Context(), "c", 6, 100)
+		if err != nil || head != 10 || len(entries) != 4 {
+			t.Fatalf("History after 6: %d entries, head %d, %v; want 7..10", len(entries), head, err)
+		}
+		if _, _, err := b.History(t.Context(), "c", 5, 100); !errors.Is(err, broker.ErrTrimmed) {
+			t.Errorf("History after 5: got %v, want ErrTrimmed (about 1 KB each, 5 KB per channel)", err)
+		}
+	})
+	t.Run("all_channels_oldest_first", func(t *testing.T) {
+		b := memory.New(memory.Options{MaxHistoryBytes: 20_000})
+		t.Cleanup(func() { _ = b.Close() })
+		// a1 b1 c1 d1 a2 b2 c2 d2 ...: about 1 KB each, 40 in all, 20 KB kept.
+		for i := range 10 {
+			for _, ch := range []string{"a", "b", "c", "d"} {
+				if _, err := b.Publish(t.Context(), ch, []*actionsyncv1.Action{big(fmt.Sprint(i), 1000)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		kept := 0
+		for _, ch := range []string{"a", "b", "c", "d"} {
+			// The oldest position history still serves: everything after it is kept.
+			for after := uint64(0); after <= 10; after++ {
+				es, _, err := b.History(t.Context(), ch, after, 100)
+				if err != nil {
+					continue
+				}
+				kept += len(es)
+				if after < 4 {
+					t.Errorf("%s: history reaches back to %d: the oldest of every channel should have gone first", ch, after+1)
+				}
+				break
+			}
+		}
+		if kept < 15 || kept > 20 {
+			t.Errorf("%d actions of about 1 KB kept over 4 channels, want 15..20 for a 20 KB budget", kept)
+		}
+	})
+	t.Run("heap_bound", func(t *testing.T) {
+		const budget = 16 << 20
+		b := memory.New(memory.Options{MaxHistoryBytes: budget})
+		t.Cleanup(func() { _ = b.Close() })
+		heap := func() int64 {
+			runtime.GC()
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			return int64(m.HeapAlloc)
+		}
+		before := heap()
+		for i := range 2_000 { // 2,000 x 60 KB = 120 MB published over 50 channels
+			if _, err := b.Publish(t.Context(), fmt.Sprint("ch-", i%50), []*actionsyncv1.Action{big(fmt.Sprint(i), 60_000)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		grown := heap() - before
+		t.Logf("120 MB published with a %d MB budget: heap grew %.1f MB", budget>>20, float64(grown)/(1<<20))
+		if grown > budget*5/4 {
+			t.Errorf("heap grew %d bytes with a budget of %d", grown, budget)
+		}
+	})
 }

@@ -79,9 +79,11 @@ func newBroker(ctx context.Context, cfg config, logger *slog.Logger, onStatus fu
 			HistorySize: cfg.storage.historySize,
 			MaxAge:      noLimitAsNegative(cfg.storage.maxAge),
 
-			MaxSnapshotBytes: cfg.storage.maxSnapshotBytes,
-			QueueSize:        cfg.storage.queueSize,
-			MaxChannels:      cfg.storage.maxChannels,
+			MaxSnapshotBytes:       cfg.storage.maxSnapshotBytes,
+			MaxHistoryBytes:        int64(cfg.storage.maxHistoryBytes),
+			MaxChannelHistoryBytes: cfg.storage.maxChannelHistoryBytes,
+			QueueSize:              cfg.storage.queueSize,
+			MaxChannels:            cfg.storage.maxChannels,
 		})
 		return b, b.Close, nil
 	}
@@ -145,12 +147,13 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 		HistorySize:   cfg.storage.historySize,
 		MaxAge:        noLimitAsNegative(cfg.storage.maxAge),
 
-		MaxSnapshotBytes: cfg.storage.maxSnapshotBytes,
-		QueueSize:        cfg.storage.queueSize,
-		MaxChannels:      cfg.storage.maxChannels,
-		PublishTimeout:   cfg.nats.publishTimeout,
-		OnStatus:         onStatus,
-		Logger:           logger,
+		MaxSnapshotBytes:       cfg.storage.maxSnapshotBytes,
+		MaxChannelHistoryBytes: cfg.storage.maxChannelHistoryBytes,
+		QueueSize:              cfg.storage.queueSize,
+		MaxChannels:            cfg.storage.maxChannels,
+		PublishTimeout:         cfg.nats.publishTimeout,
+		OnStatus:               onStatus,
+		Logger:                 logger,
 	}
 	// A JetStream cluster that starts with us may not have elected its meta leader
 	// yet: try again until the start-up deadline.

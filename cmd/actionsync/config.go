@@ -58,6 +58,9 @@ type storageConfig struct {
 	maxChannels int
 	// maxSnapshotBytes is the most bytes of state a channel's snapshot may hold.
 	maxSnapshotBytes int
+	// maxHistoryBytes bounds all channels' history (in-memory broker);
+	// maxChannelHistoryBytes one channel's (every broker; a node's cache on JetStream).
+	maxHistoryBytes, maxChannelHistoryBytes int
 }
 
 // backend is the broker backend a server runs on.
@@ -200,6 +203,12 @@ var serverSettings = []setting{
 	{flag: "history-max-age", env: "ACTIONSYNC_HISTORY_MAX_AGE", def: "24h", arg: "DURATION",
 		help:  "drop actions older than this from history; 0: no age limit. Never drops the actions after a channel's snapshot",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.storage.maxAge = d })},
+	{flag: "history-max-bytes", env: "ACTIONSYNC_HISTORY_MAX_BYTES", def: "512MiB", arg: "BYTES",
+		help:  "in memory: the history of all channels together; past it the oldest history of any channel is dropped first (clients behind it get a reset or the snapshot)",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxHistoryBytes })},
+	{flag: "history-channel-max-bytes", env: "ACTIONSYNC_HISTORY_CHANNEL_MAX_BYTES", def: "64MiB", arg: "BYTES",
+		help:  "one channel's history in memory (on JetStream: a node's cache of it); past it the channel's oldest actions are dropped",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxChannelHistoryBytes })},
 	{flag: "max-snapshot-bytes", env: "ACTIONSYNC_MAX_SNAPSHOT_BYTES", def: "1048576", arg: "BYTES",
 		help:  "largest snapshot state a client may store for a channel (PutSnapshot); with --broker nats, capped below the NATS max payload",
 		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxSnapshotBytes })},
@@ -224,6 +233,9 @@ var serverSettings = []setting{
 	{flag: "max-history-limit", env: "ACTIONSYNC_MAX_HISTORY_LIMIT", def: "1000", arg: "N",
 		help:  "largest History limit",
 		apply: intAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxHistoryLimit })},
+	{flag: "max-history-page-bytes", env: "ACTIONSYNC_MAX_HISTORY_PAGE_BYTES", def: "4MiB", arg: "BYTES",
+		help:  "a History page stops growing past this many bytes of actions (its first action is always sent); the client reads on",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxHistoryBytes })},
 	{flag: "max-read-bytes", env: "ACTIONSYNC_MAX_READ_BYTES", def: "8MiB", arg: "BYTES",
 		help:  "largest request message read; KiB, MiB, GiB suffixes",
 		apply: bytesAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxReadBytes })},
