@@ -263,10 +263,10 @@ func TestService_Quotas(t *testing.T) {
 	err := dispatch(alice, "a3")
 	checkErr(t, err, connect.CodeResourceExhausted, `dispatch rate of "alice" above 1 per second (burst 3): retry in`)
 	var ce *connect.Error
-	if !errors.As(err, &ce) || ce.Meta().Get("Retry-After-Ms") == "" {
-		t.Errorf("no Retry-After-Ms in %v", err)
-	} else if ms, _ := strconv.Atoi(ce.Meta().Get("Retry-After-Ms")); ms < 1 || ms > 1000 {
-		t.Errorf("Retry-After-Ms %d, want 1..1000", ms)
+	if !errors.As(err, &ce) || ce.Meta().Get("Retry-After") == "" {
+		t.Errorf("no Retry-After in %v", err)
+	} else if s, _ := strconv.ParseFloat(ce.Meta().Get("Retry-After"), 64); s < 0.001 || s > 1 {
+		t.Errorf("Retry-After %q, want 0.001..1 seconds", ce.Meta().Get("Retry-After"))
 	}
 	if err := dispatch(bob, "b0"); err != nil {
 		t.Errorf("bob while alice is limited: %v", err)

@@ -47,8 +47,9 @@ func (q Quotas) withDefaults() Quotas {
 }
 
 // retryAfterHeader is the response header (and gRPC trailer) of a rate-limited dispatch:
-// the milliseconds to wait before sending again.
-const retryAfterHeader = "Retry-After-Ms"
+// the seconds to wait before sending again, as in HTTP, but with a fraction ("0.125") so
+// that sub-second waits are not rounded up to a second.
+const retryAfterHeader = "Retry-After"
 
 // quotas tracks every identity's dispatch rate and open streams. Identities unseen for
 // quotaIdle are forgotten (swept when the table grows), so the table stays bounded by
@@ -100,7 +101,7 @@ func (qs *quotas) getLocked(subject string, now time.Time) *quota {
 }
 
 // dispatch takes one dispatch from subject's rate, or returns RESOURCE_EXHAUSTED with
-// how long to wait (in the message and the Retry-After-Ms header).
+// how long to wait (in the message and the Retry-After header).
 func (qs *quotas) dispatch(subject string) *connect.Error {
 	now := qs.now()
 	qs.mu.Lock()
@@ -115,7 +116,7 @@ func (qs *quotas) dispatch(subject string) *connect.Error {
 	wait := max(delay, time.Millisecond).Round(time.Millisecond)
 	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("dispatch rate of %q above %g per second (burst %d): retry in %v",
 		subject, qs.q.DispatchRate, qs.q.DispatchBurst, wait))
-	err.Meta().Set(retryAfterHeader, strconv.FormatInt(wait.Milliseconds(), 10))
+	err.Meta().Set(retryAfterHeader, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
 	return err
 }
 

@@ -336,9 +336,9 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		// Authorization: the bearer token; Retry-After-Ms: a rate-limited dispatch's hint.
+		// Authorization: the bearer token; Retry-After: a rate-limited dispatch's hint.
 		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
-		ExposedHeaders: append(connectcors.ExposedHeaders(), "Retry-After-Ms"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), "Retry-After"),
 		MaxAge:         int(corsMaxAge / time.Second),
 	}).Handler(mux)
 }
