@@ -10,6 +10,7 @@ type connConfig struct {
 	writeTimeout     time.Duration // each response write; 0: none
 	keepalive        time.Duration // HTTP/2 ping after this long without a frame; 0: none
 	keepaliveTimeout time.Duration // close if the ping is not answered within this
+	maxResets        int           // requests a client may reset quickly per 10 s
 }
 
 // connSettings are the settings of client connections.
@@ -23,6 +24,9 @@ var connSettings = []setting{
 	{flag: "write-timeout", env: "ACTIONSYNC_WRITE_TIMEOUT", def: "30s", arg: "DURATION",
 		help:  "each response write (a streamed batch included) must finish within this; a client that stopped reading is cut off; 0: no limit",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.conn.writeTimeout = d })},
+	{flag: "max-resets-per-connection", env: "ACTIONSYNC_MAX_RESETS_PER_CONNECTION", def: "200", arg: "N",
+		help:  "requests a client may cancel within a second of starting them, per connection and 10 s; past it the connection is closed (HTTP/2 rapid reset)",
+		apply: intAtLeast(1, func(c *config) *int { return &c.conn.maxResets })},
 	{flag: "keepalive", env: "ACTIONSYNC_KEEPALIVE", def: "15s", arg: "DURATION",
 		help:  "ping an HTTP/2 connection after this long without a frame from the client; 0: never",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.conn.keepalive = d })},

@@ -348,8 +348,10 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
+	resets := &resetBudget{max: cfg.conn.maxResets, log: logger}
 	srv := &http.Server{
-		Handler:           withDeadlines(handler, cfg.conn.readTimeout, cfg.conn.writeTimeout),
+		Handler:           resets.wrap(withDeadlines(handler, cfg.conn.readTimeout, cfg.conn.writeTimeout)),
+		ConnContext:       resets.connContext,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,

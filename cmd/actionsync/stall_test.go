@@ -332,3 +332,34 @@ func TestServe_shutdownDeliversAcked(t *testing.T) {
 	}
 	t.Logf("%d actions acknowledged during the run, every one delivered to all %d subscribers", len(seqs), subscribers)
 }
+
+// TestServe_rapidReset: a client that opens streams and resets them in a loop on one
+// connection has the connection closed past --max-resets-per-connection; other clients
+// are not disturbed.
+func TestServe_rapidReset(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, "--max-resets-per-connection", "20")
+	cn := startCanary(t, ts.url)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := actionsyncv1connect.NewSyncServiceClient(&http.Client{Transport: tr}, ts.url)
+	for range 60 {
+		ctx, cancel := context.WithCancel(t.Context())
+		s, err := c.Subscribe(ctx, connect.NewRequest(&actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "stall", Live: true}}}))
+		if err == nil {
+			s.Receive() // the stream is open on the server
+		}
+		cancel()
+		if strings.Contains(ts.logs.String(), "resets requests in a loop") {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // let the server see the reset
+	}
+	waitFor(t, 5*time.Second, "the resetting connection to be closed", func() bool {
+		return strings.Contains(ts.logs.String(), "closing a connection whose client resets requests in a loop")
+	})
+	dispatchN(t, ts.url, 5, 100)
+	cn.expect(t, 1, 5)
+}
