@@ -10,6 +10,9 @@
 # nats-server) runs pinned to SERVER_CPU with GOMAXPROCS=1; the load runs pinned to
 # CLIENT_CPU, as in bench/run.sh. For each backend:
 #   memory       actionsync serve
+#   memory-auth  actionsync serve --auth-hs256-secret-file S --dispatch-rate 0 --max-streams-per-identity 0,
+#                every client with a token of its own (actionsync-bench --token-secret-file S):
+#                what authentication costs (one token verified per stream and per Dispatch)
 #   data-dir     actionsync serve --data-dir DIR (a fresh DIR each round)
 #   nats-3nodes  nats-server -js -sd DIR -a 127.0.0.1 -p NATS_PORT (a fresh DIR each round), then
 #                3 x actionsync serve --broker nats --nats-url nats://127.0.0.1:NATS_PORT;
@@ -85,7 +88,7 @@ done
 for v in DURATION WARMUP RATE; do isnum "${!v}" || die "$v: got '${!v}', want a number"; done
 [ "$RUNS" -ge 1 ] || die "RUNS: got $RUNS, want >= 1"
 for b in $BACKENDS $PROFILE; do
-  case "$b" in memory|data-dir|nats-3nodes) ;; *) die "BACKENDS/PROFILE: got '$b', want memory, data-dir or nats-3nodes" ;; esac
+  case "$b" in memory|memory-auth|data-dir|nats-3nodes) ;; *) die "BACKENDS/PROFILE: got '$b', want memory, memory-auth, data-dir or nats-3nodes" ;; esac
 done
 read -r -a BACKEND_LIST <<< "$BACKENDS"
 [ "${#BACKEND_LIST[@]}" -ge 1 ] || die "BACKENDS: got none"
@@ -170,6 +173,9 @@ start_backend() { # $1: backend, $2: round
   case "$backend" in
     memory)
       start_node 1 ;;
+    memory-auth)
+      [ -s "$TMP/secret" ] || head -c 48 /dev/urandom | base64 > "$TMP/secret"
+      start_node 1 --auth-hs256-secret-file "$TMP/secret" --dispatch-rate 0 --max-streams-per-identity 0 ;;
     data-dir)
       start_node 1 --data-dir "$TMP/data-$STARTS" ;;
     nats-3nodes)
@@ -200,11 +206,12 @@ sub_urls_arg() {
 PHASE_TIMEOUT=$(( ${DURATION%.*} + ${WARMUP%.*} + 300 ))
 bench() {
   local file=$1 label=$2; shift 2
-  local rc=0
+  local rc=0 auth=()
+  [ "$label" = memory-auth ] && auth=(--token-secret-file "$TMP/secret")
   timeout -k 5 "$PHASE_TIMEOUT" taskset -c "$CLIENT_CPU" "$TMP/actionsync-bench" \
     --label "$label" --url "http://127.0.0.1:$PORT" --sub-urls "$(sub_urls_arg)" \
     --server-pid "$(pids_arg)" --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" \
-    --protocol "$PROTOCOL" --payload-bytes "$PAYLOAD_BYTES" "$@" > "$file" 2> >(tee -a "$OUT/logs/bench.log" >&2) || rc=$?
+    --protocol "$PROTOCOL" --payload-bytes "$PAYLOAD_BYTES" "${auth[@]}" "$@" > "$file" 2> >(tee -a "$OUT/logs/bench.log" >&2) || rc=$?
   return "$rc"
 }
 

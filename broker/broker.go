@@ -8,6 +8,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
@@ -22,7 +23,8 @@ type Broker interface {
 	// ownership of them. An id already in history with the same type, payload and meta is
 	// a duplicate (its original seq, nothing delivered); with a different body the whole
 	// call fails with ErrConflict. A repeated id within one call counts the same way.
-	Publish(ctx context.Context, channel string, actions []*actionsyncv1.Action) ([]Ack, error)
+	// opts add conditions checked before anything is applied (SentAfter).
+	Publish(ctx context.Context, channel string, actions []*actionsyncv1.Action, opts ...PublishOption) ([]Ack, error)
 	// Subscribe creates an empty subscription for one subscriber; channels are added
 	// with Subscription.Add. It fails with ErrClosed after Close.
 	Subscribe(opts SubscribeOptions) (Subscription, error)
@@ -31,6 +33,20 @@ type Broker interface {
 	// history no longer reaches back to afterSeq+1 and with ErrBeyondHead if afterSeq is
 	// after the head.
 	History(ctx context.Context, channel string, afterSeq uint64, limit int) ([]*Entry, uint64, error)
+	// PutSnapshot stores snap as its channel's snapshot. snap has channel, seq, epoch,
+	// version, state and client_id set; the broker sets time and takes ownership. It is
+	// accepted only if CheckSnapshot passes against the channel at the time of the call,
+	// so of concurrent puts for one channel the newest seq is kept; otherwise it fails
+	// with CheckSnapshot's error and changes nothing. From then on, history is never
+	// trimmed by age past the snapshot's seq (history after it is bounded by the
+	// history size only), and subscriptions that ask for snapshots get it (Position).
+	PutSnapshot(ctx context.Context, snap *actionsyncv1.Snapshot) error
+	// Snapshot returns the channel's snapshot, or fails with ErrNoSnapshot. The result
+	// must not be modified.
+	Snapshot(ctx context.Context, channel string) (*actionsyncv1.Snapshot, error)
+	// DeleteSnapshot removes the channel's snapshot if seq is 0 or the snapshot's seq,
+	// and returns the removed snapshot's seq; it fails with CheckDelete's error.
+	DeleteSnapshot(ctx context.Context, channel string, seq uint64) (uint64, error)
 	// Close ends every subscription with ErrClosed and refuses further work. Publish
 	// calls already under way finish first. Close is idempotent.
 	Close() error
@@ -55,8 +71,11 @@ type Subscription interface {
 	// gap and no duplicate. A reset control (Seq: the head) comes first instead of a
 	// replay when history does not reach back to pos.AfterSeq+1 or pos.AfterSeq is beyond
 	// the head; it can also come during a replay that publishers overtook so far that
-	// history moved past it. Delivery goes on after the reset's Seq. Adding a channel
-	// twice fails with ErrDuplicateChannel.
+	// history moved past it. Delivery goes on after the reset's Seq. With
+	// Position.Snapshots, a snapshot control comes instead of a reset, or first when the
+	// position starts at 0, when the channel holds a snapshot that history continues;
+	// delivery then goes on after the snapshot's seq. Adding a channel twice fails with
+	// ErrDuplicateChannel.
 	Add(ctx context.Context, channel string, pos Position) error
 	// Poll appends to buf the events available now, at most maxActions entries (control
 	// events do not count), without blocking. When nothing is left and the subscription
@@ -68,4 +87,56 @@ type Subscription interface {
 	Notify() <-chan struct{}
 	// Close stops delivery and releases the subscription. It is idempotent.
 	Close()
+}
+
+// PublishOption adds a condition to one Publish call.
+type PublishOption func(*PublishOptions)
+
+// PublishOptions are the conditions of one Publish call, as its options set them.
+type PublishOptions struct {
+	// SentAfter, if Set, makes Publish fail with ErrDedupeWindow unless the channel's
+	// epoch is SentAfter.Epoch and its history reaches back to SentAfter.Seq+1: a retry
+	// whose first attempt may have been applied in a part of history that is gone
+	// cannot be deduplicated.
+	SentAfter struct {
+		Set   bool
+		Seq   uint64
+		Epoch string
+	}
+}
+
+// SentAfter is the option of a retried Publish whose actions were first sent when the
+// sender had applied the channel up to seq in epoch (see PublishOptions.SentAfter).
+func SentAfter(seq uint64, epoch string) PublishOption {
+	return func(o *PublishOptions) {
+		o.SentAfter.Set, o.SentAfter.Seq, o.SentAfter.Epoch = true, seq, epoch
+	}
+}
+
+// NewPublishOptions applies opts, for a backend's Publish.
+func NewPublishOptions(opts []PublishOption) PublishOptions {
+	if len(opts) == 0 {
+		return PublishOptions{} // the common case allocates nothing
+	}
+	o := new(PublishOptions) // escapes into the options' closures
+	for _, opt := range opts {
+		opt(o)
+	}
+	return *o
+}
+
+// CheckSentAfter is the rule every backend applies for PublishOptions.SentAfter, under
+// the channel's lock: trimmed is the highest seq no longer in history, epoch the
+// channel's.
+func (o PublishOptions) CheckSentAfter(channel string, trimmed uint64, epoch string) error {
+	sa := o.SentAfter
+	switch {
+	case !sa.Set:
+		return nil
+	case sa.Epoch != epoch:
+		return fmt.Errorf("channel %q: first sent in epoch %q, channel in epoch %q: %w", channel, sa.Epoch, epoch, ErrDedupeWindow)
+	case sa.Seq < trimmed:
+		return fmt.Errorf("channel %q: first sent after seq %d, history starts after seq %d: %w", channel, sa.Seq, trimmed, ErrDedupeWindow)
+	}
+	return nil
 }

@@ -30,4 +30,22 @@ var (
 	// ErrDuplicateChannel is returned by Subscription.Add for a channel the
 	// subscription already follows.
 	ErrDuplicateChannel = errors.New("channel already subscribed")
+	// ErrDedupeWindow is returned by Publish with SentAfter when the history no longer
+	// reaches back to where the retried actions were first sent: whether they were
+	// applied then cannot be told, so they are not published again.
+	ErrDedupeWindow = errors.New("dedupe window passed")
+	// ErrNoSnapshot is returned when a channel holds no snapshot.
+	ErrNoSnapshot = errors.New("no snapshot")
+	// ErrStaleSnapshot is returned by PutSnapshot when the channel already holds a
+	// snapshot at the same seq or a newer one: the newest snapshot wins.
+	ErrStaleSnapshot = errors.New("snapshot not newer than the one held")
+	// ErrEpochMismatch is returned by PutSnapshot when the snapshot's epoch is not the
+	// channel's: its seq belongs to a history the channel no longer has.
+	ErrEpochMismatch = errors.New("epoch is not the channel's")
+	// ErrSnapshotTooLarge is returned by PutSnapshot when the state passes the
+	// backend's size limit.
+	ErrSnapshotTooLarge = errors.New("snapshot too large")
+	// ErrSnapshotChanged is returned by DeleteSnapshot when the channel's snapshot is
+	// no longer the one at the seq the caller named.
+	ErrSnapshotChanged = errors.New("snapshot changed")
 )

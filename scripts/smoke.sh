@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # smoke.sh: build actionsync, start it on a free port, and drive every RPC with the
 # pinned buf CLI (npx --no-install buf, @bufbuild/buf from package.json) and curl:
-# reflection, health, Dispatch (+ idempotent retry), Subscribe, History, bidi Sync over
-# gRPC/h2c, a refused request, CORS, then SIGTERM with a stream open.
+# reflection, health, Dispatch (+ idempotent retry), Subscribe, History, snapshots
+# (PutSnapshot, Subscribe with snapshots, GetSnapshot, DeleteSnapshot on --admin-addr),
+# bidi Sync over gRPC/h2c, a refused request, CORS, then SIGTERM with a stream open.
 #
 # Usage: bash scripts/smoke.sh   (from anywhere; needs go, node_modules, curl, timeout)
 # Exits non-zero at the first failed check, printing the server log.
@@ -53,7 +54,7 @@ expect "bad flag exits 2 naming flag and variable" 'history-size \(ACTIONSYNC_HI
 
 step "start the server on a free port"
 # Port 0: the kernel picks a free port; the start-up log line tells which.
-"$tmp/actionsync" serve --addr 127.0.0.1:0 --cors-origins "$origin" --shutdown-timeout 10s \
+"$tmp/actionsync" serve --addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --cors-origins "$origin" --shutdown-timeout 10s \
 	>"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -64,10 +65,13 @@ for _ in $(seq 1 100); do
 done
 [[ -n $url ]] || fail "server not listening after 10s"
 ok "listening at $url"
+admin_url=$(sed -n 's/.*msg="actionsync admin listener".* url=\([^ ]*\).*/\1/p' "$tmp/server.log")
+[[ -n $admin_url ]] || fail "no admin listener logged"
+ok "admin listener at $admin_url"
 
 step "buf curl --list-methods (reflection, h2c)"
 bufc --http2-prior-knowledge --list-methods "$url" >"$tmp/methods.out" 2>&1 || fail "list-methods:"$'\n'"$(cat "$tmp/methods.out")"
-for m in Dispatch Subscribe Sync History; do
+for m in Dispatch Subscribe Sync History PutSnapshot GetSnapshot; do
 	expect "lists SyncService/$m" "^actionsync\.v1\.SyncService/$m\$" "$tmp/methods.out"
 done
 expect "lists grpc.health.v1.Health/Check" '^grpc\.health\.v1\.Health/Check$' "$tmp/methods.out"
@@ -104,6 +108,34 @@ bufc -d '{"channel":"board:demo"}' "$url/actionsync.v1.SyncService/History" >"$t
 	fail "History:"$'\n'"$(cat "$tmp/history.out")"
 expect "head seq \"1\"" '"headSeq": *"1"' "$tmp/history.out"
 expect "returns the action" '"id": *"a1"' "$tmp/history.out"
+
+step "Snapshots: PutSnapshot, Subscribe with snapshots, GetSnapshot, DeleteSnapshot (admin listener)"
+epoch=$(sed -n 's/.*"epoch": *"\([^"]*\)".*/\1/p' "$tmp/subscribe.out" | head -1)
+[[ -n $epoch ]] || fail "no epoch in the Subscribe output"
+state=$(printf '{"stages":{"s1":"Todo"}}' | base64 | tr -d '\n') # bytes are base64 in JSON
+bufc -d "{\"channel\":\"board:demo\",\"seq\":1,\"epoch\":\"$epoch\",\"version\":\"board/v1\",\"state\":\"$state\"}" \
+	"$url/actionsync.v1.SyncService/PutSnapshot" >"$tmp/put.out" 2>&1 || fail "PutSnapshot:"$'\n'"$(cat "$tmp/put.out")"
+expect "stored at seq \"1\"" '"seq": *"1"' "$tmp/put.out"
+rc=0
+bufc -d "{\"channel\":\"board:demo\",\"seq\":1,\"epoch\":\"$epoch\",\"state\":\"$state\"}" \
+	"$url/actionsync.v1.SyncService/PutSnapshot" >"$tmp/put2.out" 2>&1 || rc=$?
+[[ $rc != 0 ]] || fail "a snapshot at the seq held was accepted"
+expect "not newer: already_exists" '"code": *"already_exists"' "$tmp/put2.out"
+rc=0
+timeout 3 npx --no-install buf curl -d '{"positions":[{"channel":"board:demo"}],"snapshots":true}' \
+	"$url/actionsync.v1.SyncService/Subscribe" >"$tmp/subsnap.out" 2>&1 || rc=$?
+[[ $rc == 124 ]] || fail "Subscribe with snapshots ended early (exit $rc):"$'\n'"$(cat "$tmp/subsnap.out")"
+expect "starts from the snapshot" "\"state\": *\"$state\"" "$tmp/subsnap.out"
+expect "then ready" '"ready": *\{' "$tmp/subsnap.out"
+bufc -d '{"channel":"board:demo"}' "$url/actionsync.v1.SyncService/GetSnapshot" >"$tmp/get.out" 2>&1 ||
+	fail "GetSnapshot:"$'\n'"$(cat "$tmp/get.out")"
+expect "GetSnapshot returns it" '"version": *"board/v1"' "$tmp/get.out"
+rc=0
+bufc -d '{"channel":"board:demo"}' "$url/actionsync.v1.AdminService/DeleteSnapshot" >"$tmp/del0.out" 2>&1 || rc=$?
+[[ $rc != 0 ]] || fail "DeleteSnapshot was served on the API address"
+bufc --http2-prior-knowledge -d '{"channel":"board:demo","seq":1}' "$admin_url/actionsync.v1.AdminService/DeleteSnapshot" >"$tmp/del.out" 2>&1 ||
+	fail "DeleteSnapshot:"$'\n'"$(cat "$tmp/del.out")"
+expect "deleted the snapshot at seq \"1\"" '"seq": *"1"' "$tmp/del.out"
 
 step "Sync (bidi, gRPC over h2c): subscribe, then dispatch"
 rc=0

@@ -17,6 +17,10 @@ bash scripts/checkgenerate.sh
 step "buf lint"
 npx --no-install buf lint
 
+step "buf breaking against the last release's contract (proto/releases/)"
+last_release=$(ls proto/releases/*.binpb | sort -V | tail -1)
+npx --no-install buf breaking --against "$last_release"
+
 step "the embedded demo bundle is up to date (esbuild)"
 bash scripts/check-demo.sh
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/actionsync/actionsync/broker"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
 // actionBatch is a streamed response made of actions the broker has already encoded:
@@ -68,12 +69,46 @@ func (protoCodec) Unmarshal(data []byte, m any) error {
 	if !ok {
 		return fmt.Errorf("proto codec: cannot unmarshal into %T", m)
 	}
+	if _, sync := m.(*actionsyncv1.SyncRequest); sync {
+		if err := checkOneRequest(data); err != nil {
+			return err
+		}
+	}
 	return proto.Unmarshal(data, pm)
 }
 
+// checkOneRequest refuses a binary SyncRequest that sets its oneof more than once (both
+// subscribe and dispatch, or either twice): protobuf would keep the last silently, and a
+// client that sent both would never learn that one was ignored. JSON needs no such check:
+// protojson refuses a oneof set twice.
+func checkOneRequest(data []byte) error {
+	seen := 0
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return nil // malformed: proto.Unmarshal says why
+		}
+		data = data[n:]
+		if num == 1 || num == 2 {
+			if seen++; seen > 1 {
+				return errors.New("request: set exactly one of subscribe and dispatch, once")
+			}
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
+			return nil
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
 // jsonCodec is protobuf JSON plus actionBatch. Unlike connect's default JSON codec it
-// refuses unknown fields: a misspelt field must not be silently dropped.
-type jsonCodec struct{ name string }
+// refuses unknown fields: a misspelt field must not be silently dropped. Streamed actions
+// are encoded through cache, so that JSON subscribers share each action's encoding.
+type jsonCodec struct {
+	name  string
+	cache *broker.JSONCache
+}
 
 var _ connect.Codec = jsonCodec{}
 
@@ -87,12 +122,12 @@ func (jsonCodec) IsBinary() bool { return false }
 func (c jsonCodec) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, m) }
 
 // MarshalAppend appends m's encoding to dst.
-func (jsonCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
+func (c jsonCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	switch m := m.(type) {
 	case *actionBatch:
 		dst = append(dst, `{"actions":[`...)
 		for i, e := range m.entries {
-			js, err := e.JSON()
+			js, err := c.cache.JSON(e)
 			if err != nil {
 				return nil, fmt.Errorf("json codec: action seq %d: %w", e.Seq(), err)
 			}
@@ -124,11 +159,12 @@ func (jsonCodec) Unmarshal(data []byte, m any) error {
 	return protojson.UnmarshalOptions{}.Unmarshal(data, pm)
 }
 
-// codecOptions registers the codecs for every name connect uses.
-func codecOptions() []connect.HandlerOption {
+// codecOptions registers the codecs for every name connect uses; JSON subscribers share
+// cache.
+func codecOptions(cache *broker.JSONCache) []connect.HandlerOption {
 	return []connect.HandlerOption{
 		connect.WithCodec(protoCodec{}),
-		connect.WithCodec(jsonCodec{name: "json"}),
-		connect.WithCodec(jsonCodec{name: "json; charset=utf-8"}),
+		connect.WithCodec(jsonCodec{name: "json", cache: cache}),
+		connect.WithCodec(jsonCodec{name: "json; charset=utf-8", cache: cache}),
 	}
 }

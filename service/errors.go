@@ -35,6 +35,14 @@ func (s *Service) connectError(err error) *connect.Error {
 			fmt.Errorf("subscriber fell behind (%w); resume from the last seq you applied", err))
 	case errors.Is(err, broker.ErrConflict):
 		code = connect.CodeAlreadyExists
+	case errors.Is(err, broker.ErrNoSnapshot):
+		code = connect.CodeNotFound
+	case errors.Is(err, broker.ErrStaleSnapshot):
+		code = connect.CodeAlreadyExists
+	case errors.Is(err, broker.ErrEpochMismatch), errors.Is(err, broker.ErrSnapshotChanged), errors.Is(err, broker.ErrDedupeWindow):
+		code = connect.CodeFailedPrecondition
+	case errors.Is(err, broker.ErrSnapshotTooLarge):
+		code = connect.CodeInvalidArgument
 	case errors.Is(err, broker.ErrTrimmed):
 		code = connect.CodeFailedPrecondition
 	case errors.Is(err, broker.ErrBeyondHead):

@@ -62,6 +62,7 @@ func newEnv(t testing.TB, cfg envConfig) *testEnv {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(svc.Handler())
+	mux.Handle(svc.Admin().Handler()) // the server serves it on its own listener
 	srv := httptest.NewUnstartedServer(mux)
 	var p http.Protocols
 	p.SetHTTP1(true)
@@ -274,6 +275,7 @@ type event struct {
 	Action        *actionsyncv1.Action
 	Reset         *actionsyncv1.Reset
 	Ready         *actionsyncv1.Ready
+	Snapshot      *actionsyncv1.Snapshot
 	Heartbeat     bool
 	Dispatched    *actionsyncv1.DispatchResponse
 	DispatchError *actionsyncv1.DispatchError
@@ -298,7 +300,7 @@ func resetEv(channel string, head uint64) event {
 // flatten turns one streamed response into events, checking that exactly one of its
 // fields is set.
 func flatten(t *testing.T, actions []*actionsyncv1.Action, reset *actionsyncv1.Reset, ready *actionsyncv1.Ready, hb *actionsyncv1.Heartbeat,
-	dispatched *actionsyncv1.DispatchResponse, dispatchErr *actionsyncv1.DispatchError,
+	dispatched *actionsyncv1.DispatchResponse, dispatchErr *actionsyncv1.DispatchError, snap *actionsyncv1.Snapshot,
 ) []event {
 	t.Helper()
 	set := 0
@@ -307,8 +309,8 @@ func flatten(t *testing.T, actions []*actionsyncv1.Action, reset *actionsyncv1.R
 		set++
 		out = actionEvents(actions...)
 	}
-	for _, ev := range []event{{Reset: reset}, {Ready: ready}, {Heartbeat: hb != nil}, {Dispatched: dispatched}, {DispatchError: dispatchErr}} {
-		if ev.Reset != nil || ev.Ready != nil || ev.Heartbeat || ev.Dispatched != nil || ev.DispatchError != nil {
+	for _, ev := range []event{{Reset: reset}, {Ready: ready}, {Heartbeat: hb != nil}, {Dispatched: dispatched}, {DispatchError: dispatchErr}, {Snapshot: snap}} {
+		if ev.Reset != nil || ev.Ready != nil || ev.Heartbeat || ev.Dispatched != nil || ev.DispatchError != nil || ev.Snapshot != nil {
 			set++
 			out = append(out, ev)
 		}
@@ -339,7 +341,7 @@ func (s subscribeStream) recv(t *testing.T) ([]event, error) {
 		return nil, io.EOF
 	}
 	m := s.s.Msg()
-	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), nil, nil), nil
+	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), nil, nil, m.GetSnapshot()), nil
 }
 
 // subscribe opens a Subscribe stream bounded by rpcTimeout.
@@ -396,7 +398,7 @@ func (s syncEvents) recv(t *testing.T) ([]event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), m.GetDispatched(), m.GetDispatchError()), nil
+	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), m.GetDispatched(), m.GetDispatchError(), m.GetSnapshot()), nil
 }
 
 // syncer is a Sync stream under test: send requests, read events.

@@ -2,6 +2,8 @@ package service_test
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
@@ -488,6 +491,95 @@ func TestService_Dispatch_gzipReadLimit(t *testing.T) {
 		}
 	}
 	checkAppliedNothing(t, e, "a", uint64(len(protocols)))
+}
+
+// A gzip bomb (64 MiB of zeros in about 64 KiB) is refused after inflating the read
+// limit + 1 byte, not all of it: the refusal says the size could not be determined, and
+// takes far less than inflating 64 MiB.
+func TestService_Dispatch_gzipBomb(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{svc: service.Options{Limits: service.Limits{MaxReadBytes: 1 << 20}}})
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	if _, err := zw.Write(make([]byte, 64<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = zw.Close()
+	for _, p := range []string{"connect", "grpc"} {
+		req, _ := http.NewRequestWithContext(rpcCtx(t), http.MethodPost, e.srv.URL+"/actionsync.v1.SyncService/Dispatch", nil)
+		body := bomb.Bytes()
+		switch p {
+		case "connect":
+			req.Header.Set("Content-Type", "application/proto")
+			req.Header.Set("Content-Encoding", "gzip")
+		case "grpc":
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Grpc-Encoding", "gzip")
+			env := make([]byte, 5, 5+len(body))
+			env[0] = 1 // compressed
+			binary.BigEndian.PutUint32(env[1:], uint32(len(body)))
+			body = append(env, body...)
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		start := time.Now()
+		resp, err := e.h2c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		msg := string(out) + resp.Header.Get("Grpc-Message") + resp.Trailer.Get("Grpc-Message")
+		if !strings.Contains(msg, "larger than configured max") && !strings.Contains(msg, "unable to determine message size") {
+			t.Errorf("%s: got %d %q, want a refusal at the read limit", p, resp.StatusCode, msg)
+		}
+		if strings.Contains(msg, "67108864") {
+			t.Errorf("%s: the server inflated the whole bomb to count it: %q", p, msg)
+		}
+		t.Logf("%s: refused in %v: %d %q", p, took, resp.StatusCode, msg)
+	}
+	checkAppliedNothing(t, e, "a", 0)
+}
+
+// A History page stops growing past MaxHistoryBytes, and the client reads on from the
+// last action it got: every action arrives once, in order.
+func TestService_History_bytes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{svc: service.Options{Limits: service.Limits{MaxHistoryBytes: 10_000}}})
+	payload := strings.Repeat("x", 3_000)
+	for range 10 {
+		e.dispatch(t, "h", "", act("T", "", payload))
+	}
+	c := e.fresh(t)
+	var after uint64
+	pages := 0
+	for after < 10 {
+		res, err := c.History(rpcCtx(t), connect.NewRequest(&actionsyncv1.HistoryRequest{Channel: "h", AfterSeq: after, Limit: 100}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := res.Msg.GetActions()
+		if n := len(got); n == 0 || n > 3 {
+			t.Fatalf("page after %d: %d actions of about 3 KB, want 1..3 for 10 KB", after, n)
+		}
+		for _, a := range got {
+			if a.GetSeq() != after+1 {
+				t.Fatalf("page: seq %d after %d", a.GetSeq(), after)
+			}
+			after = a.GetSeq()
+		}
+		pages++
+	}
+	if pages < 4 {
+		t.Errorf("%d pages for 30 KB at 10 KB a page", pages)
+	}
+	big := strings.Repeat("y", 20_000) // one action larger than a page still comes back
+	e.dispatch(t, "h", "", act("T", "", big))
+	res, err := c.History(rpcCtx(t), connect.NewRequest(&actionsyncv1.HistoryRequest{Channel: "h", AfterSeq: 10}))
+	if err != nil || len(res.Msg.GetActions()) != 1 {
+		t.Errorf("an action larger than a page: %v, %v", res, err)
+	}
 }
 
 // A broker refusing to create one more channel is RESOURCE_EXHAUSTED, for Dispatch and

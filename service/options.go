@@ -2,6 +2,8 @@ package service
 
 import (
 	"fmt"
+
+	"connectrpc.com/connect"
 	"log/slog"
 	"math"
 	"regexp"
@@ -17,12 +19,14 @@ const (
 	DefaultHistoryLimit        = 100
 	DefaultMaxHistoryLimit     = 1_000
 	DefaultMaxReadBytes        = 8 << 20
+	DefaultMaxHistoryBytes     = 4 << 20
 	DefaultChannelPattern      = `^[A-Za-z0-9_.:-]{1,128}$`
 	DefaultHeartbeat           = 15 * time.Second
 	DefaultMaxBatchActions     = 1_024
 	DefaultMaxBatchBytes       = 1 << 20
 	DefaultBatchDelayPerStream = 30 * time.Microsecond
 	DefaultMaxBatchDelay       = 50 * time.Millisecond
+	DefaultTokenGrace          = 10 * time.Second
 	maxIDBytes                 = 64
 	maxClientIDBytes           = 64
 	maxEpochBytes              = 64
@@ -43,6 +47,10 @@ type Limits struct {
 	MaxPositions int
 	// MaxHistoryLimit is the largest History limit (default 1,000).
 	MaxHistoryLimit int
+	// MaxHistoryBytes stops a History page growing past this many bytes of actions
+	// (default 4 MiB; the first action is always returned): a small request cannot ask
+	// for a huge response.
+	MaxHistoryBytes int
 	// MaxReadBytes is the largest request message the server reads (default 8 MiB);
 	// larger ones fail with RESOURCE_EXHAUSTED before they are decoded.
 	MaxReadBytes int
@@ -63,6 +71,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxPositions, DefaultMaxPositions)
 	def(&l.MaxHistoryLimit, DefaultMaxHistoryLimit)
 	def(&l.MaxReadBytes, DefaultMaxReadBytes)
+	def(&l.MaxHistoryBytes, DefaultMaxHistoryBytes)
 	if l.ChannelPattern == "" {
 		l.ChannelPattern = DefaultChannelPattern
 	}
@@ -98,6 +107,23 @@ type Options struct {
 	MaxBatchDelay       time.Duration
 	// Logger receives one line per finished RPC (default slog.Default()).
 	Logger *slog.Logger
+	// Auth, if set, authenticates every RPC from its "Authorization: Bearer <token>"
+	// header (UNAUTHENTICATED otherwise), binds client ids to the token and checks its
+	// rights on every channel a request touches (PERMISSION_DENIED). nil: anyone may do
+	// anything (the server allows that only on loopback addresses unless told otherwise).
+	Auth Authenticator
+	// TokenGrace is how long a stream may outlive its token before it ends with
+	// UNAUTHENTICATED (default 10s: clock skew, and time for the client to reconnect
+	// with a fresh token first).
+	TokenGrace time.Duration
+	// JSONCacheBytes bounds the JSON encodings of recent actions that JSON subscribers
+	// share (default broker.DefaultJSONCacheBytes, 64 MiB).
+	JSONCacheBytes int
+	// Quotas bound each authenticated identity's dispatch rate and open streams.
+	Quotas Quotas
+	// Interceptors run around every RPC of the SyncService, after logging and
+	// authentication (so they see the identity), in order.
+	Interceptors []connect.Interceptor
 }
 
 func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
@@ -122,6 +148,10 @@ func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	o.Quotas = o.Quotas.withDefaults()
+	if o.TokenGrace <= 0 {
+		o.TokenGrace = DefaultTokenGrace
 	}
 	re, err := regexp.Compile(o.Limits.ChannelPattern)
 	if err != nil {

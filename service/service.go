@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
@@ -25,11 +26,16 @@ type Service struct {
 	validate validator
 	log      *slog.Logger
 	activity activity // streams sending recently, for adaptive batching
+	quotas   *quotas  // per-identity limits, with auth on
+	// jsonCache holds the JSON of recent actions for JSON subscribers, bounded.
+	jsonCache *broker.JSONCache
 
-	mu       sync.Mutex
-	stopping chan struct{} // closed by Shutdown
-	stopped  bool
-	streams  sync.WaitGroup // stream handlers and their reader goroutines
+	mu                sync.Mutex
+	stopping          chan struct{} // closed by Shutdown
+	stopped           bool
+	streams           sync.WaitGroup // stream handlers and their reader goroutines
+	dispatchesStopped bool           // set by StopDispatches
+	dispatches        sync.WaitGroup // Dispatch and PutSnapshot calls under way
 }
 
 var _ actionsyncv1connect.SyncServiceHandler = (*Service)(nil)
@@ -42,29 +48,73 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		broker:   b,
-		opts:     opts,
-		validate: validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
-		log:      opts.Logger,
-		stopping: make(chan struct{}),
+		broker:    b,
+		opts:      opts,
+		validate:  validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
+		log:       opts.Logger,
+		quotas:    newQuotas(opts.Quotas),
+		jsonCache: broker.NewJSONCache(opts.JSONCacheBytes),
+		stopping:  make(chan struct{}),
 	}, nil
 }
 
 // Handler returns the path prefix and handler for actionsync.v1.SyncService, with the
 // service's codecs, read limit, compression threshold and request logging.
 func (s *Service) Handler() (string, http.Handler) {
-	opts := append(codecOptions(),
+	interceptors := []connect.Interceptor{&logInterceptor{log: s.log}}
+	if s.opts.Auth != nil {
+		interceptors = append(interceptors, &authInterceptor{auth: s.opts.Auth, grace: s.opts.TokenGrace})
+	}
+	interceptors = append(interceptors, s.opts.Interceptors...)
+	opts := append(codecOptions(s.jsonCache),
 		connect.WithReadMaxBytes(s.opts.Limits.MaxReadBytes),
+		gzipOption(s.opts.Limits.MaxReadBytes),
 		connect.WithCompressMinBytes(s.opts.CompressMinBytes),
-		connect.WithInterceptors(&logInterceptor{log: s.log}),
+		connect.WithInterceptors(interceptors...),
 	)
 	return actionsyncv1connect.NewSyncServiceHandler(s, opts...)
+}
+
+// StopDispatches makes every Dispatch (also on Sync) and PutSnapshot from now on fail
+// with CodeUnavailable, and returns when those under way have finished, or with ctx's
+// error. A server stops dispatches before it ends streams, so that no action is
+// acknowledged after its subscribers' streams ended.
+func (s *Service) StopDispatches(ctx context.Context) error {
+	s.mu.Lock()
+	s.dispatchesStopped = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { // exits when the last dispatch under way does
+		s.dispatches.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// beginWrite registers a Dispatch or PutSnapshot; it fails once StopDispatches was
+// called. Call s.dispatches.Done when it returns.
+func (s *Service) beginWrite() *connect.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dispatchesStopped {
+		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+	}
+	s.dispatches.Add(1)
+	return nil
 }
 
 // Shutdown ends every Subscribe and Sync stream with CodeUnavailable and refuses new
 // ones; it returns when every stream handler has returned, or with ctx's error. Unary
 // Dispatch and History calls are not interrupted (http.Server.Shutdown waits for them).
 func (s *Service) Shutdown(ctx context.Context) error {
+	if err := s.StopDispatches(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if !s.stopped {
 		s.stopped = true
@@ -82,6 +132,16 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// openStream counts a stream against its identity's quota (with auth on); call release
+// when it ends.
+func (s *Service) openStream(ctx context.Context) (release func(), err *connect.Error) {
+	id := identityFrom(ctx)
+	if id == nil {
+		return func() {}, nil
+	}
+	return s.quotas.openStream(id.Subject)
 }
 
 // enter registers a stream goroutine; it fails once Shutdown has begun.
@@ -106,8 +166,31 @@ func (s *Service) Dispatch(ctx context.Context, req *connect.Request[actionsyncv
 
 // dispatch validates and publishes req; shared by Dispatch and Sync.
 func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
+	if err := s.beginWrite(); err != nil {
+		return nil, err
+	}
+	defer s.dispatches.Done()
+	if id := identityFrom(ctx); id != nil {
+		if err := s.quotas.dispatch(id.Subject); err != nil {
+			return nil, err
+		}
+	}
+	clientID, cerr := ownClientID(ctx, req.GetClientId())
+	if cerr != nil {
+		return nil, cerr
+	}
+	req.ClientId = clientID
 	if err := s.validate.dispatch(req); err != nil {
 		return nil, err
+	}
+	if identityFrom(ctx) != nil {
+		types := make([]string, len(req.GetActions()))
+		for i, a := range req.GetActions() {
+			types[i] = a.GetType()
+		}
+		if err := authorize(ctx, req.GetChannel(), auth.RightPublish, types...); err != nil {
+			return nil, err
+		}
 	}
 	actions := make([]*actionsyncv1.Action, len(req.GetActions()))
 	for i, a := range req.GetActions() {
@@ -117,7 +200,11 @@ func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchReques
 		}
 		actions[i] = &actionsyncv1.Action{Type: a.GetType(), Payload: a.GetPayload(), Id: id, ClientId: req.GetClientId(), Meta: a.GetMeta()}
 	}
-	acks, err := s.broker.Publish(ctx, req.GetChannel(), actions)
+	var opts []broker.PublishOption
+	if req.GetSentEpoch() != "" {
+		opts = append(opts, broker.SentAfter(req.GetSentAfterSeq(), req.GetSentEpoch()))
+	}
+	acks, err := s.broker.Publish(ctx, req.GetChannel(), actions, opts...)
 	if err != nil {
 		return nil, s.connectError(err)
 	}
@@ -134,13 +221,27 @@ func (s *Service) History(ctx context.Context, req *connect.Request[actionsyncv1
 	if verr != nil {
 		return nil, verr
 	}
+	if err := authorize(ctx, req.Msg.GetChannel(), auth.RightHistory); err != nil {
+		return nil, err
+	}
 	entries, head, err := s.broker.History(ctx, req.Msg.GetChannel(), req.Msg.GetAfterSeq(), limit)
 	if err != nil {
 		return nil, s.connectError(err)
 	}
+	// A page stops growing past MaxHistoryBytes (but holds at least one action): the
+	// client reads on after the last action it got, as after a page cut by limit.
+	size := 0
+	for i, e := range entries {
+		if size += len(e.Proto); size > s.opts.Limits.MaxHistoryBytes && i > 0 {
+			entries = entries[:i]
+			break
+		}
+	}
 	res := &actionsyncv1.HistoryResponse{HeadSeq: head, Actions: make([]*actionsyncv1.Action, len(entries))}
 	for i, e := range entries {
-		res.Actions[i] = e.Action
+		if res.Actions[i], err = e.Decode(); err != nil {
+			return nil, s.connectError(err)
+		}
 	}
 	return connect.NewResponse(res), nil
 }
@@ -151,8 +252,24 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 		return err
 	}
 	defer s.streams.Done()
+	release, cerr := s.openStream(ctx)
+	if cerr != nil {
+		return cerr
+	}
+	defer release()
+	clientID, cerr := ownClientID(ctx, req.Msg.GetClientId())
+	if cerr != nil {
+		return cerr
+	}
+	req.Msg.ClientId = clientID
 	if err := s.validate.subscribe(req.Msg, 0); err != nil {
 		return err
+	}
+	// Every channel is checked before any is followed: a refused request gets nothing.
+	for _, p := range req.Msg.GetPositions() {
+		if err := authorize(ctx, p.GetChannel(), auth.RightSubscribe); err != nil {
+			return err
+		}
 	}
 	sub, err := s.broker.Subscribe(broker.SubscribeOptions{ClientID: req.Msg.GetClientId(), ExcludeOwn: req.Msg.GetExcludeOwn()})
 	if err != nil {
@@ -160,7 +277,7 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 	}
 	defer sub.Close()
 	for _, p := range req.Msg.GetPositions() {
-		if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch()}); err != nil {
+		if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch(), Snapshots: req.Msg.GetSnapshots()}); err != nil {
 			return s.connectError(err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
@@ -25,6 +26,11 @@ func (s *Service) Sync(ctx context.Context, stream *connect.BidiStream[actionsyn
 		return err
 	}
 	defer s.streams.Done()
+	release, cerr := s.openStream(ctx)
+	if cerr != nil {
+		return cerr
+	}
+	defer release()
 	if err := s.enter(); err != nil { // the reader is a stream goroutine too
 		return err
 	}
@@ -80,9 +86,25 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 		}
 		switch r := req.GetRequest().(type) {
 		case *actionsyncv1.SyncRequest_Subscribe:
+			if sub == nil {
+				id, err := ownClientID(ctx, r.Subscribe.GetClientId())
+				if err != nil {
+					fail(err)
+					return
+				}
+				r.Subscribe.ClientId = id
+			}
 			if err := s.validate.subscribe(r.Subscribe, following); err != nil {
 				fail(err)
 				return
+			}
+			// Every channel is checked before any is followed: a refused request gets
+			// nothing of any of its channels.
+			for _, p := range r.Subscribe.GetPositions() {
+				if err := authorize(ctx, p.GetChannel(), auth.RightSubscribe); err != nil {
+					fail(err)
+					return
+				}
 			}
 			if sub == nil {
 				clientID = r.Subscribe.GetClientId()
@@ -94,7 +116,7 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 				out.newSub <- sub // buffered for exactly this one send
 			}
 			for _, p := range r.Subscribe.GetPositions() {
-				if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch()}); err != nil {
+				if err := sub.Add(ctx, p.GetChannel(), broker.Position{AfterSeq: p.GetAfterSeq(), Live: p.GetLive(), Epoch: p.GetEpoch(), Snapshots: r.Subscribe.GetSnapshots()}); err != nil {
 					fail(s.connectError(err))
 					return
 				}

@@ -8,9 +8,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 	"github.com/actionsync/actionsync/service"
 )
 
@@ -235,4 +237,47 @@ func TestService_Sync_dispatchTakesStreamClientID(t *testing.T) {
 			t.Errorf("exclude_own (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// twoRequestsCodec is connect's binary codec, except that it appends a dispatch to
+// every SyncRequest it marshals: a request with both oneof members set, as a buggy or
+// hostile client can send.
+type twoRequestsCodec struct{}
+
+func (twoRequestsCodec) Name() string { return "proto" }
+
+func (twoRequestsCodec) Marshal(m any) ([]byte, error) {
+	b, err := proto.Marshal(m.(proto.Message))
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := m.(*actionsyncv1.SyncRequest); ok {
+		extra, err := proto.Marshal(&actionsyncv1.SyncRequest{Request: &actionsyncv1.SyncRequest_Dispatch{Dispatch: &actionsyncv1.DispatchRequest{
+			Channel: "a", Actions: []*actionsyncv1.Action{{Type: "SNEAKED_IN"}}}}})
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, extra...)
+	}
+	return b, nil
+}
+
+func (twoRequestsCodec) Unmarshal(b []byte, m any) error {
+	return proto.Unmarshal(b, m.(proto.Message))
+}
+
+// TestService_Sync_bothRequests: a binary Sync request with both subscribe and dispatch
+// set is refused with INVALID_ARGUMENT, and its dispatch is not applied.
+func TestService_Sync_bothRequests(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	for _, p := range []protocol{protocols[0], protocols[2]} { // Connect and gRPC, binary
+		c := actionsyncv1connect.NewSyncServiceClient(e.h2c, e.srv.URL, append([]connect.ClientOption{connect.WithCodec(twoRequestsCodec{})}, p.opts...)...)
+		s := openSync(t, c)
+		s.subscribe(t, &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: "a"}}})
+		s.wantEnd(t, connect.CodeInvalidArgument, "set exactly one of subscribe and dispatch")
+	}
+	if h := e.history(t, "a"); len(h) != 0 {
+		t.Errorf("the sneaked-in dispatch was applied: %v", h)
+	}
 }

@@ -50,6 +50,12 @@ func (v *validator) dispatch(req *actionsyncv1.DispatchRequest) *connect.Error {
 	if err := clientID("client_id", req.GetClientId()); err != nil {
 		return err
 	}
+	if n := len(req.GetSentEpoch()); n > maxEpochBytes {
+		return invalid("sent_epoch: %d bytes, limit %d", n, maxEpochBytes)
+	}
+	if req.GetSentAfterSeq() != 0 && req.GetSentEpoch() == "" {
+		return invalid("sent_after_seq: requires sent_epoch")
+	}
 	switch n := len(req.GetActions()); {
 	case n == 0:
 		return invalid("actions: at least 1 action required")
@@ -197,4 +203,34 @@ func (v *validator) history(req *actionsyncv1.HistoryRequest) (int, *connect.Err
 	default:
 		return l, nil
 	}
+}
+
+// maxVersionBytes is the limit on a snapshot's version tag.
+const maxVersionBytes = 64
+
+// putSnapshot checks a PutSnapshot request but its state's size, which the broker
+// checks against its limit (--max-snapshot-bytes).
+func (v *validator) putSnapshot(req *actionsyncv1.PutSnapshotRequest) *connect.Error {
+	if err := v.channel("channel", req.GetChannel()); err != nil {
+		return err
+	}
+	if err := clientID("client_id", req.GetClientId()); err != nil {
+		return err
+	}
+	switch n := len(req.GetEpoch()); {
+	case n == 0:
+		return invalid("epoch: required (the epoch seq belongs to, from ready, reset or snapshot)")
+	case n > maxEpochBytes:
+		return invalid("epoch: %d bytes, limit %d", n, maxEpochBytes)
+	}
+	if req.GetSeq() == 0 {
+		return invalid("seq: must be at least 1")
+	}
+	switch n := len(req.GetVersion()); {
+	case n > maxVersionBytes:
+		return invalid("version: %d bytes, limit %d", n, maxVersionBytes)
+	case !utf8.ValidString(req.GetVersion()):
+		return invalid("version: not valid UTF-8")
+	}
+	return nil
 }

@@ -16,18 +16,21 @@ import (
 type messages struct {
 	reset     func(*actionsyncv1.Reset) proto.Message
 	ready     func(*actionsyncv1.Ready) proto.Message
+	snapshot  func(*actionsyncv1.Snapshot) proto.Message
 	heartbeat func() proto.Message
 }
 
 var subscribeMessages = messages{
 	reset:     func(r *actionsyncv1.Reset) proto.Message { return &actionsyncv1.SubscribeResponse{Reset_: r} },
 	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SubscribeResponse{Ready: r} },
+	snapshot:  func(r *actionsyncv1.Snapshot) proto.Message { return &actionsyncv1.SubscribeResponse{Snapshot: r} },
 	heartbeat: func() proto.Message { return &actionsyncv1.SubscribeResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
 }
 
 var syncMessages = messages{
 	reset:     func(r *actionsyncv1.Reset) proto.Message { return &actionsyncv1.SyncResponse{Reset_: r} },
 	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SyncResponse{Ready: r} },
+	snapshot:  func(r *actionsyncv1.Snapshot) proto.Message { return &actionsyncv1.SyncResponse{Snapshot: r} },
 	heartbeat: func() proto.Message { return &actionsyncv1.SyncResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
 }
 
@@ -175,6 +178,13 @@ const stopAnswerWait = 5 * time.Second
 // applies no new one once the service is stopping), then ends the stream so that the
 // client reconnects (to another node) and resumes.
 func (w *writer) stop(in syncInputs) error {
+	// Dispatches stopped before streams are told to end (Service.StopDispatches): what is
+	// queued is all the stream will get here. Send it, so that a subscriber has every
+	// action acknowledged before the shutdown (an in-memory server loses them with its
+	// history); a stream still replaying resumes on reconnect instead.
+	if err := w.drain(time.Now().Add(stopDrainWait)); err != nil {
+		return err
+	}
 	deadline := time.NewTimer(stopAnswerWait)
 	defer deadline.Stop()
 	for {
@@ -199,6 +209,30 @@ func (w *writer) stop(in syncInputs) error {
 			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
 		}
 	}
+}
+
+// stopDrainWait bounds how long a stopping stream sends what was queued for it.
+const stopDrainWait = 2 * time.Second
+
+// drain sends the events queued for the stream (and whatever of a replay Poll reads
+// along), until nothing is left or until deadline.
+func (w *writer) drain(deadline time.Time) error {
+	for w.sub != nil && time.Now().Before(deadline) {
+		events, err := w.sub.Poll(w.events[:0], w.s.opts.MaxBatchActions)
+		w.events = events
+		if len(events) == 0 {
+			return nil
+		}
+		serr := w.send(events)
+		clear(events)
+		if serr != nil {
+			return serr
+		}
+		if err != nil {
+			return nil
+		}
+	}
+	return nil
 }
 
 // send writes events in order: runs of actions as batches bounded by MaxBatchBytes,
@@ -235,6 +269,8 @@ func (w *writer) send(events []broker.Event) error {
 			msg = w.msgs.reset(&actionsyncv1.Reset{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
 		case broker.ControlReady:
 			msg = w.msgs.ready(&actionsyncv1.Ready{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
+		case broker.ControlSnapshot:
+			msg = w.msgs.snapshot(c.Snapshot)
 		default:
 			continue
 		}

@@ -36,19 +36,20 @@ func (c *encodingConn) Send(m any) error {
 // shared, before the measurement here).
 func TestWriter_sendAllocsPerDelivery(t *testing.T) {
 	events := make([]broker.Event, 200)
+	cache := broker.NewJSONCache(0)
 	for i := range events {
 		a := &actionsyncv1.Action{Type: "UPDATE_STAGE_TITLE", Id: "id", Channel: "c", Seq: uint64(i + 1)}
 		p, err := proto.Marshal(a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e := &broker.Entry{Action: a, Proto: p}
-		if _, err := e.JSON(); err != nil {
+		e := broker.NewEntry(a, p)
+		if _, err := cache.JSON(e); err != nil {
 			t.Fatal(err)
 		}
 		events[i] = broker.Event{Entry: e}
 	}
-	for _, codec := range []connect.Codec{protoCodec{}, jsonCodec{name: "json"}} {
+	for _, codec := range []connect.Codec{protoCodec{}, jsonCodec{name: "json", cache: cache}} {
 		t.Run(codec.Name(), func(t *testing.T) {
 			opts, _, err := Options{}.withDefaults()
 			if err != nil {

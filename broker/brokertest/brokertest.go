@@ -2,7 +2,8 @@
 // must pass. It checks the promises of design.md that live in the broker: one order per
 // channel, ack means delivered and stored, idempotent publish, resume with no gap and no
 // duplicate at the seam (or an explicit reset), echo with identity, bounded queues that
-// cut a slow subscriber off without hurting anyone else, trimming, and shutdown.
+// cut a slow subscriber off without hurting anyone else, trimming, snapshots, and
+// shutdown.
 //
 // A backend runs it from its own tests:
 //
@@ -48,6 +49,8 @@ type Config struct {
 	MaxAge time.Duration
 	// Now is the clock the broker must use to stamp actions and to apply MaxAge.
 	Now func() time.Time
+	// MaxSnapshotBytes is the most bytes of state a snapshot may hold.
+	MaxSnapshotBytes int
 }
 
 // waitTimeout bounds every wait for an event, so that a broken backend fails a test
@@ -89,6 +92,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 		{"conflicting_id_refuses_whole_batch", testConflictRefusesBatch},
 		{"repeated_id_within_batch", testRepeatedIDInBatch},
 		{"id_accepted_again_after_trim", testIDAcceptedAfterTrim},
+		{"retry_refused_past_dedupe_window", testRetryPastDedupeWindow},
 		// subscription.go
 		{"exclude_own", testExcludeOwn},
 		{"slow_consumer_cut_off", testSlowConsumer},
@@ -104,6 +108,16 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 		{"close_ends_open_subscriptions", testCloseEndsSubscriptions},
 		{"close_during_publish", testCloseDuringPublish},
 		{"subscription_close", testSubscriptionClose},
+		// snapshot.go
+		{"snapshot_put_and_get", testSnapshotPutGet},
+		{"snapshot_refusals_change_nothing", testSnapshotRefusals},
+		{"snapshot_size_limit", testSnapshotSizeLimit},
+		{"snapshot_replaces_replay_from_zero", testSnapshotFromZero},
+		{"snapshot_replaces_reset", testSnapshotReplacesReset},
+		{"snapshot_with_racing_publishers", testSnapshotRacingPublishers},
+		{"snapshot_holds_history_against_age", testSnapshotHoldsHistory},
+		{"snapshot_concurrent_puts_keep_newest", testSnapshotConcurrentPuts},
+		{"snapshot_delete", testSnapshotDelete},
 		// property.go
 		{"property_resume", testPropertyResume},
 		{"property_resume_with_trimming", testPropertyResumeTrimming},
@@ -114,6 +128,16 @@ func Run(t *testing.T, newBroker func(t *testing.T, cfg Config) broker.Broker) {
 			tt.run(t, s)
 		})
 	}
+}
+
+// actionOf returns e's action, decoded; one that does not decode shows as an action of
+// type "UNDECODABLE: <why>", which every check of the suite then refuses.
+func actionOf(e *broker.Entry) *actionsyncv1.Action {
+	a, err := e.Decode()
+	if err != nil {
+		return &actionsyncv1.Action{Type: "UNDECODABLE: " + err.Error()}
+	}
+	return a
 }
 
 // suite carries the backend's constructor to the subtests.
@@ -263,8 +287,8 @@ func readHistory(t *testing.T, b broker.Broker, channel string, afterSeq uint64)
 			if e.Seq() <= after {
 				return nil, 0, fmt.Errorf("History(%q, after %d): got seq %d after seq %d", channel, afterSeq, e.Seq(), after)
 			}
-			if e.Action.GetChannel() != channel {
-				return nil, 0, fmt.Errorf("History(%q): seq %d has channel %q", channel, e.Seq(), e.Action.GetChannel())
+			if e.Channel() != channel {
+				return nil, 0, fmt.Errorf("History(%q): seq %d has channel %q", channel, e.Seq(), e.Channel())
 			}
 			after = e.Seq()
 			all = append(all, e)

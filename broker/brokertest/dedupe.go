@@ -62,8 +62,8 @@ func testDuplicateSameBody(t *testing.T, s suite) {
 	if len(entries) != 2 || head != next.Seq {
 		t.Errorf("history: got seqs %v and head %d, want [%d %d] and head %d", seqsOf(entries), head, first.Seq, next.Seq, next.Seq)
 	}
-	if len(entries) > 0 && entries[0].Action.GetClientId() != "c1" {
-		t.Errorf("history: the duplicate replaced the original: client id %q", entries[0].Action.GetClientId())
+	if len(entries) > 0 && entries[0].ClientID() != "c1" {
+		t.Errorf("history: the duplicate replaced the original: client id %q", entries[0].ClientID())
 	}
 	// A duplicate is recognised in a batch with new actions, which still get seqs.
 	acks := publish(t, b, ch, action("c1", "z"), original(), action("c1", "y"))
@@ -179,7 +179,7 @@ func testRepeatedIDInBatch(t *testing.T, s suite) {
 	entries, _ := history(t, b, ch, 0)
 	var ids []string
 	for _, e := range entries {
-		ids = append(ids, e.Action.GetId())
+		ids = append(ids, e.ID())
 	}
 	if got, want := fmt.Sprint(ids), "[a b c d marker]"; got != want {
 		t.Errorf("history ids: got %s, want %s", got, want)
@@ -225,5 +225,35 @@ func testIDAcceptedAfterTrim(t *testing.T, s suite) {
 			// And it is the one recognised from now on.
 			checkAck(t, publish(t, b, ch, resend())[0], "x", again.Seq, true)
 		})
+	}
+}
+
+// testRetryPastDedupeWindow checks broker.SentAfter at the edge of history: a retry
+// first sent after seq K is published (or recognised as a duplicate) while history
+// reaches back to K+1, and refused with ErrDedupeWindow, publishing nothing, once it
+// does not, or in another epoch.
+func testRetryPastDedupeWindow(t *testing.T, s suite) {
+	b := s.open(t, Config{HistorySize: 4})
+	const ch = "retry-window"
+	seqs := publishN(t, b, ch, "writer", "w", 6) // history keeps 3..6: trimmed 2
+	epoch := epochOf(t, b, ch)
+	retry := func(id string, after uint64, epoch string) error {
+		_, err := b.Publish(t.Context(), ch, []*actionsyncv1.Action{action("writer", id)}, broker.SentAfter(after, epoch))
+		return err
+	}
+	if err := retry("w-3", seqs[1], epoch); err != nil { // after 2: history has 3.., the id is known
+		t.Errorf("retry sent after %d, history after 2: %v", seqs[1], err)
+	}
+	if err := retry("w-1", seqs[0], epoch); !errors.Is(err, broker.ErrDedupeWindow) {
+		t.Errorf("retry sent after %d, history after 2: got %v, want ErrDedupeWindow", seqs[0], err)
+	}
+	if err := retry("fresh", seqs[5], "other-epoch"); !errors.Is(err, broker.ErrDedupeWindow) {
+		t.Errorf("retry sent in another epoch: got %v, want ErrDedupeWindow", err)
+	}
+	if _, head := history(t, b, ch, seqs[5]); head != seqs[5] {
+		t.Fatalf("refused retries published something: head %d, want %d", head, seqs[5])
+	}
+	if err := retry("fresh", seqs[5], epoch); err != nil {
+		t.Errorf("retry sent at the head: %v", err)
 	}
 }

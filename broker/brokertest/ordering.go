@@ -127,8 +127,8 @@ func testRacingPublishers(t *testing.T, s suite) {
 		t.Errorf("history seqs differ from acked seqs (%d vs %d)", len(got), len(wantSeqs))
 	}
 	for _, e := range entries {
-		if id := acked[e.Seq()]; e.Action.GetId() != id {
-			t.Errorf("history seq %d: got id %q, acked for %q", e.Seq(), e.Action.GetId(), id)
+		if id := acked[e.Seq()]; e.ID() != id {
+			t.Errorf("history seq %d: got id %q, acked for %q", e.Seq(), e.ID(), id)
 		}
 	}
 	for _, r := range readers {

@@ -470,7 +470,7 @@ func (ps *propSubscriber) verify(t *testing.T, b broker.Broker, ch string, tr *t
 // checkEntry checks that e is, field by field, the action acked at its seq on ch.
 func checkEntry(e *broker.Entry, ch string, tr *truth) error {
 	rec, ok := tr.records[ch][e.Seq()]
-	a := e.Action
+	a := actionOf(e)
 	switch {
 	case !ok:
 		return fmt.Errorf("seq %d was never acked", e.Seq())

@@ -84,7 +84,7 @@ func testChannelsIndependent(t *testing.T, s suite) {
 			t.Errorf("%s: got head %d, want %d", ch, head, last[ch])
 		}
 		for _, e := range entries {
-			if e.Action.GetChannel() != ch {
+			if e.Channel() != ch {
 				t.Errorf("%s: history holds %s", ch, describe(broker.Event{Entry: e}))
 			}
 		}
@@ -111,14 +111,14 @@ func testPublishSetsFields(t *testing.T, s suite) {
 
 	checkAck(t, publish(t, b, ch, a)[0], "id-1", 1, false)
 	got := expectEntry(t, live, ch, 1)
-	if diff := cmp.Diff(want, got.Action, protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(want, actionOf(got), protocmp.Transform()); diff != "" {
 		t.Errorf("delivered action (-want +got):\n%s", diff)
 	}
 	entries, _ := history(t, b, ch, 0)
 	if len(entries) != 1 {
 		t.Fatalf("history: got %d entries, want 1", len(entries))
 	}
-	if diff := cmp.Diff(want, entries[0].Action, protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(want, actionOf(entries[0]), protocmp.Transform()); diff != "" {
 		t.Errorf("history action (-want +got):\n%s", diff)
 	}
 	if got.Seq() != 1 {
@@ -131,16 +131,16 @@ func testPublishSetsFields(t *testing.T, s suite) {
 	batch := []*actionsyncv1.Action{action("client-7", "id-2"), action("client-7", "id-3")}
 	for i, ack := range publish(t, b, ch, batch...) {
 		e := expectEntry(t, live, ch, ack.Seq)
-		if got, want := e.Action.GetTime().AsTime(), clock.Now(); !got.Equal(want) {
+		if got, want := e.Time(), clock.Now(); !got.Equal(want) {
 			t.Errorf("batch action %d: got time %v, want %v", i, got, want)
 		}
-		if got := e.Action.GetId(); got != batch[i].GetId() {
+		if got := e.ID(); got != batch[i].GetId() {
 			t.Errorf("batch action %d: got id %q, want %q", i, got, batch[i].GetId())
 		}
 	}
 }
 
-// testEntryEncodings checks that Entry.Proto and Entry.JSON decode to Entry.Action, for
+// testEntryEncodings checks that Entry.Proto and Entry.JSON decode to actionOf(Entry), for
 // entries read from History, from a replay and from the live stream.
 func testEntryEncodings(t *testing.T, s suite) {
 	b := s.open(t, Config{})
@@ -183,23 +183,28 @@ func testEntryEncodings(t *testing.T, s suite) {
 			{"replay", expectEntry(t, replay, ch, ack.Seq)},
 		} {
 			checkEncodings(t, fmt.Sprintf("%s entry %d", src.name, i), src.e)
-			if diff := cmp.Diff(entries[i].Action, src.e.Action, protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(actionOf(entries[i]), actionOf(src.e), protocmp.Transform()); diff != "" {
 				t.Errorf("%s entry %d differs from history (-history +%s):\n%s", src.name, i, src.name, diff)
 			}
 		}
 	}
 }
 
-// checkEncodings fails the test unless e.Proto and e.JSON decode to e.Action.
+// checkEncodings fails the test unless e.Proto decodes, e's fields are the decoded
+// action's, and a JSONCache gives the same action in JSON, the same bytes twice.
 func checkEncodings(t *testing.T, what string, e *broker.Entry) {
 	t.Helper()
 	var fromProto actionsyncv1.Action
 	if err := proto.Unmarshal(e.Proto, &fromProto); err != nil {
 		t.Errorf("%s: Proto does not decode: %v", what, err)
-	} else if diff := cmp.Diff(e.Action, &fromProto, protocmp.Transform()); diff != "" {
-		t.Errorf("%s: Proto decodes to a different action (-Action +Proto):\n%s", what, diff)
+		return
 	}
-	js, err := e.JSON()
+	if e.Seq() != fromProto.GetSeq() || e.ID() != fromProto.GetId() || e.ClientID() != fromProto.GetClientId() ||
+		!e.Time().Equal(fromProto.GetTime().AsTime()) {
+		t.Errorf("%s: entry fields seq %d id %q client %q time %v, its encoding says %v", what, e.Seq(), e.ID(), e.ClientID(), e.Time(), &fromProto)
+	}
+	cache := broker.NewJSONCache(0)
+	js, err := cache.JSON(e)
 	if err != nil {
 		t.Errorf("%s: JSON: %v", what, err)
 		return
@@ -207,10 +212,10 @@ func checkEncodings(t *testing.T, what string, e *broker.Entry) {
 	var fromJSON actionsyncv1.Action
 	if err := protojson.Unmarshal(js, &fromJSON); err != nil {
 		t.Errorf("%s: JSON %s does not decode: %v", what, js, err)
-	} else if diff := cmp.Diff(e.Action, &fromJSON, protocmp.Transform()); diff != "" {
-		t.Errorf("%s: JSON decodes to a different action (-Action +JSON):\n%s", what, diff)
+	} else if diff := cmp.Diff(&fromProto, &fromJSON, protocmp.Transform()); diff != "" {
+		t.Errorf("%s: JSON decodes to a different action (-Proto +JSON):\n%s", what, diff)
 	}
-	if again, err := e.JSON(); err != nil || string(again) != string(js) {
+	if again, err := cache.JSON(e); err != nil || string(again) != string(js) {
 		t.Errorf("%s: second JSON call: got %s, %v, want %s", what, again, err, js)
 	}
 }

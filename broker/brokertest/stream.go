@@ -94,7 +94,7 @@ func describe(ev broker.Event) string {
 	case ev.Entry != nil && ev.Control != nil:
 		return "event with both entry and control"
 	case ev.Entry != nil:
-		return fmt.Sprintf("entry %s#%d (id %q, client %q)", ev.Entry.Action.GetChannel(), ev.Entry.Seq(), ev.Entry.Action.GetId(), ev.Entry.Action.GetClientId())
+		return fmt.Sprintf("entry %s#%d (id %q, client %q)", ev.Entry.Channel(), ev.Entry.Seq(), ev.Entry.ID(), ev.Entry.ClientID())
 	case ev.Control != nil:
 		return fmt.Sprintf("%s %s@%d", kindName(ev.Control.Kind), ev.Control.Channel, ev.Control.Seq)
 	default:
@@ -109,6 +109,8 @@ func kindName(k broker.ControlKind) string {
 		return "reset"
 	case broker.ControlReady:
 		return "ready"
+	case broker.ControlSnapshot:
+		return "snapshot"
 	default:
 		return fmt.Sprintf("control(%d)", k)
 	}
@@ -117,7 +119,7 @@ func kindName(k broker.ControlKind) string {
 // channelOf returns the channel an event belongs to.
 func channelOf(ev broker.Event) string {
 	if ev.Entry != nil {
-		return ev.Entry.Action.GetChannel()
+		return ev.Entry.Channel()
 	}
 	if ev.Control != nil {
 		return ev.Control.Channel
@@ -170,7 +172,7 @@ func mustNext(t *testing.T, s *stream) broker.Event {
 func expectEntry(t *testing.T, s *stream, channel string, seq uint64) *broker.Entry {
 	t.Helper()
 	ev := mustNext(t, s)
-	if ev.Entry == nil || ev.Entry.Seq() != seq || ev.Entry.Action.GetChannel() != channel {
+	if ev.Entry == nil || ev.Entry.Seq() != seq || ev.Entry.Channel() != channel {
 		t.Fatalf("got %s, want entry %s#%d", describe(ev), channel, seq)
 	}
 	return ev.Entry
@@ -226,7 +228,7 @@ func readUntil(s *stream, endID string) ([]broker.Event, error) {
 			return events, fmt.Errorf("after %d events (end seen: %v, ready seen: %v): %w", len(events), ended, ready, err)
 		}
 		events = append(events, ev)
-		ended = ended || ev.Entry != nil && ev.Entry.Action.GetId() == endID
+		ended = ended || ev.Entry != nil && ev.Entry.ID() == endID
 		ready = ready || ev.Control != nil && ev.Control.Kind == broker.ControlReady
 	}
 	return events, nil
@@ -298,7 +300,7 @@ func checkSeam(events []broker.Event, after uint64, live bool, want []*broker.En
 			if got, w := ev.Entry.Seq(), want[i].Seq(); got != w {
 				return fmt.Errorf("event %d: got %s, want seq %d (a gap or a duplicate)", n, describe(ev), w)
 			}
-			if got, w := ev.Entry.Action.GetId(), want[i].Action.GetId(); got != w {
+			if got, w := ev.Entry.ID(), want[i].ID(); got != w {
 				return fmt.Errorf("event %d: got %s, want id %q", n, describe(ev), w)
 			}
 			pos = ev.Entry.Seq()

@@ -181,7 +181,7 @@ func testAddSeveralChannels(t *testing.T, s suite) {
 			t.Fatalf("got %s, from a channel not followed", describe(ev))
 		}
 		got[ch] = append(got[ch], ev)
-		if ev.Entry != nil && ev.Entry.Action.GetId() == "end" {
+		if ev.Entry != nil && ev.Entry.ID() == "end" {
 			ended[ch] = true
 		}
 		if ev.Control != nil && ev.Control.Kind == broker.ControlReady {

@@ -92,8 +92,8 @@ func testHistoryTrimmedByAge(t *testing.T, s suite) {
 	for _, s := range []*stream{st, replay, atHead} {
 		expectEntry(t, s, ch, again.Seq)
 	}
-	if e := historyOnly(t, b, ch, head, again.Seq); !e.Action.GetTime().AsTime().Equal(clock.Now()) {
-		t.Errorf("new action: got time %v, want %v", e.Action.GetTime().AsTime(), clock.Now())
+	if e := historyOnly(t, b, ch, head, again.Seq); !e.Time().Equal(clock.Now()) {
+		t.Errorf("new action: got time %v, want %v", e.Time(), clock.Now())
 	}
 }
 

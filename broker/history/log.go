@@ -18,16 +18,37 @@ import (
 
 // Log is one channel's history: entries with contiguous seqs, oldest first.
 type Log struct {
-	ring    ring
-	head    uint64                   // last seq appended; 0: none yet
-	trimmed uint64                   // highest seq dropped from the log; 0: none
-	byID    map[string]*broker.Entry // dedupe index over the kept entries
+	ring     ring
+	head     uint64                   // last seq appended; 0: none yet
+	trimmed  uint64                   // highest seq dropped from the log; 0: none
+	hold     uint64                   // TrimBefore keeps entries after this seq; 0: none
+	byID     map[string]*broker.Entry // dedupe index over the kept entries
+	bytes    int                      // Size of the kept entries
+	maxBytes int                      // 0: no byte bound
+	onDrop   func(*broker.Entry)
+}
+
+// Options bound a Log.
+type Options struct {
+	// Size is the most entries kept (required).
+	Size int
+	// MaxBytes is the most bytes (broker.Entry.Size) kept; the oldest entries go first,
+	// but the newest is always kept. 0: no byte bound.
+	MaxBytes int
+	// OnDrop, if set, is called with each entry the log drops, under the owner's lock.
+	OnDrop func(*broker.Entry)
 }
 
 // NewLog returns an empty log that keeps at most size entries.
-func NewLog(size int) *Log {
-	return &Log{ring: newRing(size), byID: make(map[string]*broker.Entry)}
+func NewLog(size int) *Log { return NewLogWith(Options{Size: size}) }
+
+// NewLogWith returns an empty log bounded by opts.
+func NewLogWith(opts Options) *Log {
+	return &Log{ring: newRing(opts.Size), byID: make(map[string]*broker.Entry), maxBytes: opts.MaxBytes, onDrop: opts.OnDrop}
 }
+
+// Bytes returns the size of the kept entries (broker.Entry.Size).
+func (l *Log) Bytes() int { return l.bytes }
 
 // Head returns the last seq appended (0 for none). Trimming does not change it.
 func (l *Log) Head() uint64 { return l.head }
@@ -57,14 +78,37 @@ func (l *Log) Append(e *broker.Entry) error {
 	if old := l.ring.push(e); old != nil {
 		l.drop(old)
 	}
+	l.bytes += e.Size()
+	for l.maxBytes > 0 && l.bytes > l.maxBytes && l.ring.len() > 1 {
+		l.drop(l.ring.popOldest())
+	}
 	l.head = e.Seq()
-	l.byID[e.Action.GetId()] = e
+	l.byID[e.ID()] = e
 	return nil
 }
 
-// TrimBefore drops entries stamped before cutoff.
+// TrimThrough drops the entries with seq <= seq (whatever Hold says) and returns the
+// bytes freed.
+func (l *Log) TrimThrough(seq uint64) int {
+	freed := 0
+	for e := l.ring.oldest(); e != nil && e.Seq() <= seq; e = l.ring.oldest() {
+		freed += e.Size()
+		l.drop(l.ring.popOldest())
+	}
+	return freed
+}
+
+// Hold makes TrimBefore keep the entries after seq, whatever their age: the channel
+// holds a snapshot at seq, and clients rebuild from it with the entries after it. Only
+// the size limit drops those. Hold(0) lifts it.
+func (l *Log) Hold(seq uint64) { l.hold = seq }
+
+// TrimBefore drops entries stamped before cutoff, except those after the Hold seq.
 func (l *Log) TrimBefore(cutoff time.Time) {
-	for e := l.ring.oldest(); e != nil && e.Action.GetTime().AsTime().Before(cutoff); e = l.ring.oldest() {
+	for e := l.ring.oldest(); e != nil && e.Time().Before(cutoff); e = l.ring.oldest() {
+		if l.hold != 0 && e.Seq() > l.hold {
+			return
+		}
 		l.drop(l.ring.popOldest())
 	}
 }
@@ -72,8 +116,13 @@ func (l *Log) TrimBefore(cutoff time.Time) {
 // drop forgets an entry that left the ring.
 func (l *Log) drop(e *broker.Entry) {
 	l.trimmed = e.Seq()
-	if l.byID[e.Action.GetId()] == e {
-		delete(l.byID, e.Action.GetId())
+	l.bytes -= e.Size()
+	e.MarkDropped()
+	if l.onDrop != nil {
+		l.onDrop(e)
+	}
+	if l.byID[e.ID()] == e {
+		delete(l.byID, e.ID())
 	}
 }
 
@@ -122,7 +171,12 @@ func (l *Log) Plan(actions []*actionsyncv1.Action) (acks []broker.Ack, dupOf []i
 	acks = make([]broker.Ack, len(actions))
 	for i, a := range actions {
 		if prev := l.byID[a.GetId()]; prev != nil {
-			if !SameBody(prev.Action, a) {
+			// Decoded here only: a repeated id is rare, and entries keep no decoded action.
+			kept, err := prev.Decode()
+			if err != nil {
+				return nil, nil, err
+			}
+			if !SameBody(kept, a) {
 				return nil, nil, fmt.Errorf("actions[%d].id: %q is seq %d: %w", i, a.GetId(), prev.Seq(), broker.ErrConflict)
 			}
 			acks[i] = broker.Ack{ID: a.GetId(), Seq: prev.Seq(), Duplicate: true}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/actionsync/actionsync/broker"
@@ -18,7 +19,12 @@ var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // entry returns an entry with seq, id and a time seq seconds after t0.
 func entry(seq uint64, id string) *broker.Entry {
-	return &broker.Entry{Action: &actionsyncv1.Action{Type: "T", Id: id, Seq: seq, Time: timestamppb.New(t0.Add(time.Duration(seq) * time.Second))}}
+	a := &actionsyncv1.Action{Type: "T", Id: id, Seq: seq, Time: timestamppb.New(t0.Add(time.Duration(seq) * time.Second))}
+	encoded, err := proto.Marshal(a)
+	if err != nil {
+		panic(err)
+	}
+	return broker.NewEntry(a, encoded)
 }
 
 func seqs(es []*broker.Entry) []uint64 {
@@ -125,5 +131,36 @@ func TestLog_Plan(t *testing.T) {
 	inBatch.Type = "U"
 	if _, _, err := l.Plan([]*actionsyncv1.Action{same("x"), inBatch}); !errors.Is(err, broker.ErrConflict) {
 		t.Errorf("Plan with a conflict inside the batch: got %v, want %v", err, broker.ErrConflict)
+	}
+}
+
+func TestLog_HoldKeepsEntriesAfterSnapshot(t *testing.T) {
+	t.Parallel()
+	l := history.NewLog(4)
+	for seq := uint64(1); seq <= 6; seq++ {
+		if err := l.Append(entry(seq, fmt.Sprint("id-", seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Kept: 3..6, stamped t0+3s..t0+6s. A snapshot at 4 holds 5 and 6 against age.
+	l.Hold(4)
+	l.TrimBefore(t0.Add(time.Hour))
+	if got := seqs(l.After(l.Trimmed(), 10, nil)); l.Trimmed() != 4 || !slices.Equal(got, []uint64{5, 6}) {
+		t.Fatalf("held at 4, everything old: trimmed %d kept %v, want 4 [5 6]", l.Trimmed(), got)
+	}
+	// The size limit still applies after the hold.
+	for seq := uint64(7); seq <= 10; seq++ {
+		if err := l.Append(entry(seq, fmt.Sprint("id-", seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.Trimmed() != 6 || l.Len() != 4 {
+		t.Fatalf("held at 4, 10 appended to a log of 4: trimmed %d len %d, want 6 4", l.Trimmed(), l.Len())
+	}
+	// Lifting the hold lets age trim everything.
+	l.Hold(0)
+	l.TrimBefore(t0.Add(time.Hour))
+	if l.Len() != 0 || l.Trimmed() != 10 {
+		t.Fatalf("hold lifted, everything old: len %d trimmed %d, want 0 10", l.Len(), l.Trimmed())
 	}
 }

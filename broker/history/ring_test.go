@@ -11,7 +11,7 @@ import (
 
 // entry returns a distinct entry for seq.
 func entry(seq uint64) *broker.Entry {
-	return &broker.Entry{Action: &actionsyncv1.Action{Seq: seq}}
+	return broker.NewEntry(&actionsyncv1.Action{Seq: seq}, nil)
 }
 
 // historyModel is the reference the ring buffer is checked against: a plain slice,

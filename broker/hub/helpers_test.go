@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"strings"
 	"sync"
 	"testing"
@@ -94,7 +95,7 @@ func (f *fakeSource) store(channel, clientID string, n int) {
 	for range n {
 		seq := uint64(len(f.entries[channel]) + 1)
 		a := &actionsyncv1.Action{Channel: channel, Seq: seq, Id: fmt.Sprintf("id-%d", seq), ClientId: clientID}
-		f.entries[channel] = append(f.entries[channel], &broker.Entry{Action: a})
+		f.entries[channel] = append(f.entries[channel], broker.NewEntry(a, mustMarshal(a)))
 	}
 }
 
@@ -217,7 +218,7 @@ func summary(events []broker.Event) string {
 		var w, channel string
 		switch {
 		case ev.Entry != nil:
-			w, channel = fmt.Sprint(ev.Entry.Seq()), ev.Entry.Action.GetChannel()
+			w, channel = fmt.Sprint(ev.Entry.Seq()), ev.Entry.Channel()
 		case ev.Control.Kind == broker.ControlReady:
 			w, channel = fmt.Sprintf("ready@%d", ev.Control.Seq), ev.Control.Channel
 		default:
@@ -250,4 +251,13 @@ func wantEnd(t *testing.T, sub broker.Subscription, target error) {
 	if len(events) != 0 || !errors.Is(err, target) {
 		t.Fatalf("Poll: got %q, %v; want nothing and %v", summary(events), err, target)
 	}
+}
+
+// mustMarshal encodes a.
+func mustMarshal(a *actionsyncv1.Action) []byte {
+	b, err := proto.Marshal(a)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/actionsync/actionsync/broker"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
 // DefaultQueueSize is the default of Options.QueueSize.
@@ -55,6 +56,9 @@ type View struct {
 	Trimmed uint64
 	// Epoch names the channel's history; seqs are comparable only within one epoch.
 	Epoch string
+	// Snapshot is the channel's snapshot (nil: none), in this epoch. It must not be
+	// modified.
+	Snapshot *actionsyncv1.Snapshot
 }
 
 // Options configures a Hub. The zero value of each field means its default.

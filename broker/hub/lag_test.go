@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -76,6 +77,7 @@ type lagChannel struct {
 	mu        sync.Mutex
 	log       *history.Log
 	topic     *hub.Topic
+	snap      *actionsyncv1.Snapshot
 	floor     uint64 // the topic's floor: it gets the entries after it
 	delivered uint64 // last seq the delivery goroutine handled
 	closed    bool
@@ -140,7 +142,7 @@ func (b *lagBroker) trim(ch *lagChannel) {
 
 // Publish implements broker.Broker: it stores and queues the delivery, without waiting
 // for it.
-func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action) ([]broker.Ack, error) {
+func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action, opts ...broker.PublishOption) ([]broker.Ack, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -159,6 +161,9 @@ func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actions
 		return nil, broker.ErrClosed
 	}
 	b.trim(ch)
+	if err := broker.NewPublishOptions(opts).CheckSentAfter(name, ch.log.Trimmed(), ch.epoch); err != nil {
+		return nil, err
+	}
 	acks, dupOf, err := ch.log.Plan(actions)
 	if err != nil {
 		return nil, err
@@ -172,7 +177,7 @@ func (b *lagBroker) Publish(ctx context.Context, name string, actions []*actions
 			continue
 		}
 		a.Seq = ch.log.Head() + 1
-		e := &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i], a.Seq)}
+		e := broker.NewEntry(a, broker.AppendSeq(encoded[i], a.Seq))
 		if err := ch.log.Append(e); err != nil {
 			return nil, err
 		}
@@ -341,5 +346,63 @@ func (b *lagBroker) Read(_ context.Context, name string, after uint64, limit int
 			b.stats.ahead.Add(1)
 		}
 	}
-	return dst, hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch}, nil
+	return dst, hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch, Snapshot: ch.snap}, nil
+}
+
+// PutSnapshot implements broker.Broker.
+func (b *lagBroker) PutSnapshot(ctx context.Context, snap *actionsyncv1.Snapshot) error {
+	ch, err := b.channel(snap.GetChannel(), false)
+	if err != nil {
+		return err
+	}
+	maxBytes := cmp.Or(b.cfg.MaxSnapshotBytes, broker.DefaultMaxSnapshotBytes)
+	if ch == nil {
+		return broker.CheckSnapshot(snap, broker.ChannelView{}, maxBytes)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	b.trim(ch)
+	if err := broker.CheckSnapshot(snap, broker.ChannelView{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch, Snapshot: ch.snap}, maxBytes); err != nil {
+		return err
+	}
+	snap.Time = timestamppb.New(b.cfg.Now())
+	ch.snap = snap
+	ch.log.Hold(snap.GetSeq())
+	return nil
+}
+
+// Snapshot implements broker.Broker.
+func (b *lagBroker) Snapshot(ctx context.Context, name string) (*actionsyncv1.Snapshot, error) {
+	ch, err := b.channel(name, false)
+	if err != nil {
+		return nil, err
+	}
+	if ch != nil {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		if ch.snap != nil {
+			return ch.snap, nil
+		}
+	}
+	return nil, fmt.Errorf("channel %q: %w", name, broker.ErrNoSnapshot)
+}
+
+// DeleteSnapshot implements broker.Broker.
+func (b *lagBroker) DeleteSnapshot(ctx context.Context, name string, seq uint64) (uint64, error) {
+	ch, err := b.channel(name, false)
+	if err != nil {
+		return 0, err
+	}
+	if ch == nil {
+		return 0, broker.CheckDelete(name, nil, seq)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := broker.CheckDelete(name, ch.snap, seq); err != nil {
+		return 0, err
+	}
+	deleted := ch.snap.GetSeq()
+	ch.snap = nil
+	ch.log.Hold(0)
+	return deleted, nil
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/actionsync/actionsync/broker"
+	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
 // subscription is the hub's broker.Subscription.
@@ -37,8 +38,9 @@ type subscription struct {
 
 // cursor is a replaying channel's position: the last seq handed to the subscriber.
 type cursor struct {
-	t     *Topic
-	after uint64
+	t         *Topic
+	after     uint64
+	snapshots bool // the position takes snapshots in place of resets
 }
 
 var _ broker.Subscription = (*subscription)(nil)
@@ -71,7 +73,7 @@ func (s *subscription) push(es []*broker.Entry) bool {
 	n := len(es)
 	if s.opts.ExcludeOwn {
 		for _, e := range es {
-			if e.Action.GetClientId() == s.opts.ClientID {
+			if e.ClientID() == s.opts.ClientID {
 				n--
 			}
 		}
@@ -87,7 +89,7 @@ func (s *subscription) push(es []*broker.Entry) bool {
 		return false
 	}
 	for _, e := range es {
-		if n < len(es) && e.Action.GetClientId() == s.opts.ClientID {
+		if n < len(es) && e.ClientID() == s.opts.ClientID {
 			continue // ExcludeOwn
 		}
 		s.pending = append(s.pending, broker.Event{Entry: e})
@@ -150,13 +152,13 @@ func (s *subscription) Add(ctx context.Context, name string, pos broker.Position
 		return err
 	}
 	s.topics = append(s.topics, t)
-	c := &cursor{t: t, after: pos.AfterSeq}
+	c := &cursor{t: t, after: pos.AfterSeq, snapshots: pos.Snapshots}
 	switch {
 	case pos.Live:
 		c.after = max(view.Head, t.last)
-	case pos.AfterSeq > view.Head || pos.AfterSeq < view.Trimmed || pos.Epoch != "" && pos.Epoch != view.Epoch:
-		s.pending = append(s.pending, broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: name, Seq: view.Head, Epoch: view.Epoch}})
-		c.after = view.Head
+	case pos.AfterSeq > view.Head || pos.AfterSeq < view.Trimmed || pos.Epoch != "" && pos.Epoch != view.Epoch,
+		pos.AfterSeq == 0 && c.snapshotIn(view) != nil:
+		s.pending = append(s.pending, c.restart(view))
 	}
 	if c.after >= view.Head && c.after >= t.last {
 		s.pending = append(s.pending, s.join(c, view.Epoch))
@@ -167,6 +169,28 @@ func (s *subscription) Add(ctx context.Context, name string, pos broker.Position
 	t.mu.Unlock()
 	s.signal()
 	return nil
+}
+
+// snapshotIn returns the snapshot of view that c can start from: one c takes (its
+// position asked for snapshots) and that history continues. nil if none.
+func (c *cursor) snapshotIn(view View) *actionsyncv1.Snapshot {
+	snap := view.Snapshot
+	if !c.snapshots || snap == nil || snap.GetSeq() < view.Trimmed || snap.GetSeq() > view.Head || snap.GetEpoch() != view.Epoch {
+		return nil
+	}
+	return snap
+}
+
+// restart moves c to where its channel starts over when its position cannot be resumed
+// (or, with a snapshot, need not be replayed from 0) and returns the control that says
+// so: the channel's snapshot when c can take it, else a reset at the head.
+func (c *cursor) restart(view View) broker.Event {
+	if snap := c.snapshotIn(view); snap != nil {
+		c.after = snap.GetSeq()
+		return broker.Event{Control: &broker.Control{Kind: broker.ControlSnapshot, Channel: c.t.name, Seq: snap.GetSeq(), Epoch: view.Epoch, Snapshot: snap}}
+	}
+	c.after = view.Head
+	return broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: c.t.name, Seq: view.Head, Epoch: view.Epoch}}
 }
 
 // open acquires the channel's topic and reads the channel's view.
@@ -270,13 +294,13 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) ([]brok
 	before := c.after
 	if c.after < view.Trimmed {
 		// Publishers overtook the replay and history moved past it.
-		buf = append(buf, broker.Event{Control: &broker.Control{Kind: broker.ControlReset, Channel: t.name, Seq: view.Head, Epoch: view.Epoch}})
-		c.after, entries = view.Head, nil
+		buf = append(buf, c.restart(view))
+		entries = nil
 	}
 	n := 0
 	for _, e := range entries {
 		c.after = e.Seq()
-		if s.opts.ExcludeOwn && e.Action.GetClientId() == s.opts.ClientID {
+		if s.opts.ExcludeOwn && e.ClientID() == s.opts.ClientID {
 			continue
 		}
 		buf = append(buf, broker.Event{Entry: e})

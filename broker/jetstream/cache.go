@@ -39,10 +39,11 @@ type channel struct {
 	epoch      string // the stream's epoch when the channel was loaded
 	stale      bool   // the stream was lost after the channel was loaded
 	log        *history.Log
-	lastStream uint64     // stream sequence of the last message applied; 0: none
-	loading    bool       // the first load is under way: the feed buffers
-	buffered   []feedMsg  // what the feed saw while loading
-	topic      *hub.Topic // the channel's fan-out while it has subscribers
+	snap       *actionsyncv1.Snapshot // the channel's snapshot as last read; nil: none
+	lastStream uint64                 // stream sequence of the last message applied; 0: none
+	loading    bool                   // the first load is under way: the feed buffers
+	buffered   []feedMsg              // what the feed saw while loading
+	topic      *hub.Topic             // the channel's fan-out while it has subscribers
 	// undelivered holds entries appended to the log and not yet handed to the topic:
 	// the feed gathers the messages it has in hand before delivering them in one go.
 	undelivered []*broker.Entry
@@ -80,7 +81,7 @@ func (b *Broker) use(ctx context.Context, name string) (*channel, error) {
 			subject: b.opts.SubjectPrefix + "." + encodeToken(name),
 			loaded:  make(chan struct{}),
 			epoch:   b.Epoch(),
-			log:     history.NewLog(b.opts.HistorySize),
+			log:     b.newLog(),
 			loading: true,
 		}
 		b.channels[name] = ch
@@ -187,6 +188,9 @@ func (b *Broker) Channels() int {
 // load reads the channel's messages from the stream into its cache, then applies what
 // the feed buffered meanwhile.
 func (b *Broker) load(ctx context.Context, ch *channel) error {
+	if err := b.loadSnapshot(ctx, ch); err != nil {
+		return err
+	}
 	msgs, err := b.readSubject(ctx, ch.subject, 0)
 	if err != nil {
 		return err
@@ -289,7 +293,7 @@ func (b *Broker) applyLocked(ch *channel, m feedMsg, hold bool) error {
 		ch.lastStream = m.streamSeq
 		return nil
 	}
-	e := &broker.Entry{Action: a, Proto: m.data}
+	e := broker.NewEntry(a, m.data)
 	return b.appendLocked(ch, []*broker.Entry{e}, m.streamSeq, hold)
 }
 
@@ -309,7 +313,8 @@ func (b *Broker) appendLocked(ch *channel, entries []*broker.Entry, lastStream u
 		case e.Seq() > head+1:
 			if head != 0 || ch.log.Len() != 0 || ch.lastStream != 0 {
 				b.log.Warn("channel cache missed trimmed messages; subscribers resume", slog.String("channel", ch.name), slog.Uint64("head", head), slog.Uint64("seq", e.Seq()))
-				ch.log = history.NewLog(b.opts.HistorySize)
+				ch.log = b.newLog()
+				ch.log.Hold(ch.snap.GetSeq())
 				clear(ch.undelivered)
 				ch.undelivered = ch.undelivered[:0]
 				if ch.topic != nil {
@@ -411,4 +416,9 @@ func (b *Broker) unavailable(what string, err error) error {
 		b.checkStream() // nobody stores the subject: the stream may be gone
 	}
 	return fmt.Errorf("%s: %v: %w", what, err, broker.ErrUnavailable)
+}
+
+// newLog returns an empty cache of a channel's history, bounded as the options say.
+func (b *Broker) newLog() *history.Log {
+	return history.NewLogWith(history.Options{Size: b.opts.HistorySize, MaxBytes: b.opts.MaxChannelHistoryBytes})
 }

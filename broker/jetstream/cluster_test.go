@@ -134,8 +134,8 @@ func TestBroker_ClusterNodeLoss(t *testing.T) {
 		t.Fatalf("history: %d entries, want %d", len(h), total)
 	}
 	for i, e := range h {
-		if want := fmt.Sprintf("a%d", i); e.Action.GetId() != want || e.Seq() != acked[i] {
-			t.Fatalf("history[%d]: id %q seq %d, want id %q acked seq %d", i, e.Action.GetId(), e.Seq(), want, acked[i])
+		if want := fmt.Sprintf("a%d", i); e.ID() != want || e.Seq() != acked[i] {
+			t.Fatalf("history[%d]: id %q seq %d, want id %q acked seq %d", i, e.ID(), e.Seq(), want, acked[i])
 		}
 	}
 }

@@ -48,6 +48,8 @@ const (
 	DefaultMaxChannels    = 100_000
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultCacheIdle      = time.Minute
+	// DefaultMaxChannelHistoryBytes bounds a node's cache of one channel's history.
+	DefaultMaxChannelHistoryBytes = 64 << 20
 )
 
 // Options configures a Broker. The zero value of each field means its default.
@@ -77,6 +79,14 @@ type Options struct {
 	CacheIdle time.Duration
 	// PublishTimeout bounds one publish to JetStream (default 5s).
 	PublishTimeout time.Duration
+	// MaxChannelHistoryBytes bounds a node's cache of one channel's history in bytes
+	// (default 64 MiB; negative: no bound): past it the cache drops the channel's
+	// oldest actions (clients resuming behind them get a reset or the snapshot).
+	MaxChannelHistoryBytes int
+	// MaxSnapshotBytes is the most bytes of state a channel's snapshot may hold
+	// (default broker.DefaultMaxSnapshotBytes, 1 MiB), capped at what the NATS
+	// connection's max payload leaves room for.
+	MaxSnapshotBytes int
 	// OnStatus, if set, is called with false when the connection to NATS is lost and
 	// with true when it is back (health checks follow it).
 	OnStatus func(available bool)
@@ -111,6 +121,15 @@ func (o Options) withDefaults() Options {
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = DefaultPublishTimeout
 	}
+	if o.MaxChannelHistoryBytes == 0 {
+		o.MaxChannelHistoryBytes = DefaultMaxChannelHistoryBytes
+	}
+	if o.MaxChannelHistoryBytes < 0 {
+		o.MaxChannelHistoryBytes = 0 // history.Log: no byte bound
+	}
+	if o.MaxSnapshotBytes <= 0 {
+		o.MaxSnapshotBytes = broker.DefaultMaxSnapshotBytes
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -127,9 +146,11 @@ type Broker struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	epoch  atomic.Pointer[string]
-	hub    *hub.Hub
-	log    *slog.Logger
+	// snapshots is the snapshot stream (snapshot.go).
+	snapshots jetstream.Stream
+	epoch     atomic.Pointer[string]
+	hub       *hub.Hub
+	log       *slog.Logger
 
 	feed jetstream.ConsumeContext // owned by watchStream after New
 	// The feed goroutine's own state: channels with entries to deliver, and how many
@@ -187,7 +208,12 @@ func New(ctx context.Context, nc *nats.Conn, opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream %q info: %w", opts.Stream, err)
 	}
+	snapshots, err := js.CreateOrUpdateStream(ctx, snapshotStreamConfig(opts))
+	if err != nil {
+		return nil, fmt.Errorf("create stream %q: %w", snapshotStreamConfig(opts).Name, err)
+	}
 	b := &Broker{
+		snapshots: snapshots,
 		opts:      opts,
 		nc:        nc,
 		js:        js,
@@ -349,8 +375,11 @@ func (b *Broker) renewIfLost() error {
 		case <-time.After(streamRecreateDelay):
 		}
 		// The stream handle addresses the stream by name: it serves the new one too.
+		// The snapshot stream may have gone with it (a lost JetStream store).
 		if _, err = b.js.CreateOrUpdateStream(ctx, streamConfig(b.opts)); err == nil {
-			info, err = b.stream.Info(ctx)
+			if _, err = b.js.CreateOrUpdateStream(ctx, snapshotStreamConfig(b.opts)); err == nil {
+				info, err = b.stream.Info(ctx)
+			}
 		}
 	}
 	if err != nil {

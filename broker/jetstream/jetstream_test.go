@@ -56,6 +56,8 @@ func TestBroker_Conformance(t *testing.T) {
 			QueueSize:     cfg.QueueSize,
 			MaxAge:        cfg.MaxAge,
 			Now:           cfg.Now,
+
+			MaxSnapshotBytes: cfg.MaxSnapshotBytes,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -223,8 +223,8 @@ func TestBroker_NodesShareOneOrder(t *testing.T) {
 	for i, n := range nodes {
 		h := allHistory(t, n, ch)
 		for k, e := range h {
-			if e.Seq() != uint64(k+1) || e.Action.GetId() != acked[e.Seq()] {
-				t.Fatalf("node %d history[%d]: seq %d id %q, want seq %d id %q", i, k, e.Seq(), e.Action.GetId(), k+1, acked[uint64(k+1)])
+			if e.Seq() != uint64(k+1) || e.ID() != acked[e.Seq()] {
+				t.Fatalf("node %d history[%d]: seq %d id %q, want seq %d id %q", i, k, e.Seq(), e.ID(), k+1, acked[uint64(k+1)])
 			}
 		}
 		if uint64(len(h)) != total {
@@ -341,7 +341,7 @@ func TestBroker_BatchCutHalfway(t *testing.T) {
 	}
 	var ids []string
 	for _, e := range allHistory(t, healthy, ch) {
-		ids = append(ids, e.Action.GetId())
+		ids = append(ids, e.ID())
 	}
 	if !slices.Equal(ids, []string{"before", "after"}) {
 		t.Errorf("history: got ids %v, want [before after]", ids)
@@ -504,7 +504,7 @@ func TestBroker_ConnectionLoss(t *testing.T) {
 	if err != nil || acks[0].Seq != 2 {
 		t.Fatalf("Publish after reconnect: %+v, %v; want seq 2", acks, err)
 	}
-	if h := allHistory(t, b, ch); len(h) != 2 || h[0].Action.GetId() != "kept" {
+	if h := allHistory(t, b, ch); len(h) != 2 || h[0].ID() != "kept" {
 		t.Errorf("history after reconnect: %d entries, want kept and after", len(h))
 	}
 
@@ -662,8 +662,8 @@ func TestBroker_LoadLongChannel(t *testing.T) {
 		t.Fatalf("loading node: %d entries, want %d", len(got), len(want))
 	}
 	for i := range got {
-		if got[i].Seq() != want[i].Seq() || got[i].Action.GetId() != want[i].Action.GetId() {
-			t.Fatalf("entry %d: seq %d id %q, want seq %d id %q", i, got[i].Seq(), got[i].Action.GetId(), want[i].Seq(), want[i].Action.GetId())
+		if got[i].Seq() != want[i].Seq() || got[i].ID() != want[i].ID() {
+			t.Fatalf("entry %d: seq %d id %q, want seq %d id %q", i, got[i].Seq(), got[i].ID(), want[i].Seq(), want[i].ID())
 		}
 	}
 	if _, _, err := b.History(t.Context(), ch, total-2500-1, 10); !errors.Is(err, broker.ErrTrimmed) {

@@ -32,7 +32,8 @@ const (
 // published as one atomic batch that JetStream stores only if the channel's last
 // message is still the one this node knows; otherwise the node reads what it missed
 // (which may make some actions duplicates) and tries again.
-func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action) ([]broker.Ack, error) {
+func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action, opts ...broker.PublishOption) ([]broker.Ack, error) {
+	o := broker.NewPublishOptions(opts)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -62,6 +63,10 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			return nil, fmt.Errorf("channel %q: stream lost: %w", name, broker.ErrUnavailable)
 		}
 		b.trimLocked(ch)
+		if err := o.CheckSentAfter(name, ch.log.Trimmed(), ch.epoch); err != nil {
+			ch.mu.Unlock()
+			return nil, err
+		}
 		acks, dupOf, err := ch.log.Plan(actions)
 		head, expect := ch.log.Head(), ch.lastStream
 		ch.mu.Unlock()
@@ -76,7 +81,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			a.Seq = head + uint64(len(entries)) + 1
 			// A copy of the encoding per attempt: an earlier attempt's bytes may be
 			// in NATS's buffers still.
-			entries = append(entries, &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i][:len(encoded[i]):len(encoded[i])], a.Seq)})
+			entries = append(entries, broker.NewEntry(a, broker.AppendSeq(encoded[i][:len(encoded[i]):len(encoded[i])], a.Seq)))
 			acks[i] = broker.Ack{ID: a.GetId(), Seq: a.Seq}
 		}
 		for i := range acks {

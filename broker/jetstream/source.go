@@ -99,7 +99,12 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 		return dst, hub.View{}, fmt.Errorf("channel %q: read before open: %w", name, broker.ErrClosed)
 	}
 	if limit == 0 {
+		// A subscription starts: catch up with the stream, and with snapshots written
+		// or deleted on other nodes.
 		if err := b.refresh(ctx, ch); err != nil {
+			return dst, hub.View{}, err
+		}
+		if err := b.loadSnapshot(ctx, ch); err != nil {
 			return dst, hub.View{}, err
 		}
 	}
@@ -109,5 +114,5 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 	if ch.stale {
 		return dst, hub.View{}, fmt.Errorf("channel %q: stream lost: %w", name, broker.ErrUnavailable)
 	}
-	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch}, nil
+	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch, Snapshot: ch.snap}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,10 @@ const (
 	DefaultMaxAge      = 24 * time.Hour
 	DefaultQueueSize   = 1_024
 	DefaultMaxChannels = 100_000
+	// DefaultMaxHistoryBytes bounds all history: sized for a server with 1 GiB of memory.
+	DefaultMaxHistoryBytes = 512 << 20
+	// DefaultMaxChannelHistoryBytes bounds one channel's history.
+	DefaultMaxChannelHistoryBytes = 64 << 20
 )
 
 // Options configures a Broker. The zero value of each field means its default.
@@ -43,8 +48,21 @@ type Options struct {
 	// subscriber whose queue would overflow is cut off with broker.ErrSlowConsumer.
 	QueueSize int
 	// MaxChannels is the most channels the broker holds (default 100,000); creating one
-	// more fails with broker.ErrTooManyChannels. Channels are kept for the process's life.
+	// more, when no channel is idle enough to evict, fails with
+	// broker.ErrTooManyChannels. A channel is idle when it has no subscriber, nothing
+	// in history within its window and no snapshot; idle channels are evicted every
+	// minute, and at once when the limit is reached.
 	MaxChannels int
+	// MaxHistoryBytes bounds the history of every channel together, in bytes
+	// (broker.Entry.Size; default 512 MiB; negative: no bound): past it the oldest
+	// history of any channel is dropped first.
+	MaxHistoryBytes int64
+	// MaxChannelHistoryBytes bounds one channel's history in bytes (default 64 MiB;
+	// negative: no bound): past it the channel's oldest actions are dropped.
+	MaxChannelHistoryBytes int
+	// MaxSnapshotBytes is the most bytes of state a channel's snapshot may hold
+	// (default broker.DefaultMaxSnapshotBytes, 1 MiB).
+	MaxSnapshotBytes int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
 }
@@ -62,6 +80,21 @@ func (o Options) withDefaults() Options {
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = DefaultMaxChannels
 	}
+	if o.MaxHistoryBytes == 0 {
+		o.MaxHistoryBytes = DefaultMaxHistoryBytes
+	}
+	if o.MaxHistoryBytes < 0 {
+		o.MaxHistoryBytes = math.MaxInt64
+	}
+	if o.MaxChannelHistoryBytes == 0 {
+		o.MaxChannelHistoryBytes = DefaultMaxChannelHistoryBytes
+	}
+	if o.MaxChannelHistoryBytes < 0 {
+		o.MaxChannelHistoryBytes = 0 // history.Log: no byte bound
+	}
+	if o.MaxSnapshotBytes <= 0 {
+		o.MaxSnapshotBytes = broker.DefaultMaxSnapshotBytes
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -76,7 +109,10 @@ type Broker struct {
 	// Channels are sharded by name so that unrelated channels do not contend on one lock.
 	shards   [channelShards]shard
 	nChannel atomic.Int64 // channels in all shards, for MaxChannels
+	budget   budget       // the history byte budget across channels
 	closed   atomic.Bool
+	done     chan struct{} // closed by Close: stops sweep
+	swept    chan struct{} // closed when sweep has returned
 }
 
 // channelShards is the number of shards of the channel map.
@@ -95,11 +131,13 @@ var (
 
 // New returns an in-memory broker.
 func New(opts Options) *Broker {
-	b := &Broker{opts: opts.withDefaults()}
+	b := &Broker{opts: opts.withDefaults(), done: make(chan struct{}), swept: make(chan struct{})}
+	b.budget.max = b.opts.MaxHistoryBytes
 	for i := range b.shards {
 		b.shards[i].channels = make(map[string]*channel)
 	}
 	b.hub = hub.New(source{b}, hub.Options{QueueSize: b.opts.QueueSize})
+	go b.sweep()
 	return b
 }
 
@@ -117,10 +155,12 @@ type channel struct {
 	name  string
 	epoch string // random per channel incarnation: a restarted broker starts new epochs
 
-	mu     sync.Mutex
-	log    *history.Log
-	topic  *hub.Topic // the channel's fan-out while it has subscribers
-	closed bool       // set by Broker.Close
+	mu      sync.Mutex
+	log     *history.Log
+	snap    *actionsyncv1.Snapshot // the channel's snapshot; nil: none
+	topic   *hub.Topic             // the channel's fan-out while it has subscribers
+	closed  bool                   // set by Broker.Close
+	evicted bool                   // dropped from the map by evictIdle: look it up again
 }
 
 // channel returns the named channel, creating it if create is set (nil if not found).
@@ -146,11 +186,87 @@ func (b *Broker) channel(name string, create bool) (*channel, error) {
 	}
 	if n := b.nChannel.Add(1); n > int64(b.opts.MaxChannels) {
 		b.nChannel.Add(-1)
-		return nil, fmt.Errorf("create channel %q: %d channels exist: %w", name, n-1, broker.ErrTooManyChannels)
+		// The limit counts live channels: make room by evicting idle ones first. That
+		// takes every shard's lock, so this shard's is released meanwhile.
+		sh.mu.Unlock()
+		evicted := b.evictIdle(b.opts.Now())
+		sh.mu.Lock()
+		if evicted == 0 {
+			return nil, fmt.Errorf("create channel %q: %d channels in use: %w", name, n-1, broker.ErrTooManyChannels)
+		}
+		if ch = sh.channels[name]; ch != nil {
+			return ch, nil
+		}
+		if b.nChannel.Add(1) > int64(b.opts.MaxChannels) {
+			b.nChannel.Add(-1)
+			return nil, fmt.Errorf("create channel %q: %d channels in use: %w", name, n-1, broker.ErrTooManyChannels)
+		}
 	}
-	ch = &channel{name: name, epoch: newEpoch(), log: history.NewLog(b.opts.HistorySize)}
+	ch = &channel{name: name, epoch: newEpoch(), log: history.NewLogWith(history.Options{
+		Size: b.opts.HistorySize, MaxBytes: b.opts.MaxChannelHistoryBytes, OnDrop: b.budget.dropped,
+	})}
 	sh.channels[name] = ch
 	return ch, nil
+}
+
+// lock returns the named channel with its mutex held, creating it if create is set
+// (nil, unlocked, if not found). A channel evicted between the lookup and the lock is
+// looked up again: whoever holds a live channel's lock can use it.
+func (b *Broker) lock(name string, create bool) (*channel, error) {
+	for {
+		ch, err := b.channel(name, create)
+		if err != nil || ch == nil {
+			return nil, err
+		}
+		ch.mu.Lock()
+		if !ch.evicted {
+			return ch, nil
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// evictIdle drops the channels nobody needs: no subscriber on this broker, nothing left
+// in history within its window (count and age), and no snapshot. Its head seq goes with
+// it: a client that resumes it later gets a reset (the channel is created again, with a
+// new epoch). It returns how many it dropped.
+func (b *Broker) evictIdle(now time.Time) int {
+	n := 0
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for name, ch := range sh.channels {
+			ch.mu.Lock()
+			b.trim(ch, now)
+			if ch.topic == nil && ch.log.Len() == 0 && ch.snap == nil && !ch.closed {
+				ch.evicted = true
+				delete(sh.channels, name)
+				b.nChannel.Add(-1)
+				n++
+			}
+			ch.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// sweepInterval is how often the broker evicts idle channels.
+const sweepInterval = time.Minute
+
+// sweep evicts idle channels every sweepInterval until Close.
+func (b *Broker) sweep() {
+	defer close(b.swept)
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+			b.evictIdle(b.opts.Now())
+		}
+	}
 }
 
 // newEpoch returns a random channel epoch: 16 hex digits.
@@ -168,13 +284,13 @@ func (b *Broker) trim(ch *channel, now time.Time) {
 }
 
 // Publish implements broker.Broker.
-func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action) ([]broker.Ack, error) {
+func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsyncv1.Action, opts ...broker.PublishOption) ([]broker.Ack, error) {
+	o := broker.NewPublishOptions(opts)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ch, err := b.channel(name, true)
-	if err != nil {
-		return nil, err
+	if b.closed.Load() {
+		return nil, broker.ErrClosed
 	}
 	now := b.opts.Now()
 	ts := timestamppb.New(now)
@@ -184,12 +300,30 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 		return nil, err
 	}
 
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
+	ch, err := b.lock(name, true)
+	if err != nil {
+		return nil, err
+	}
+	acks, err := b.publishLocked(ch, actions, encoded, now, o)
+	ch.mu.Unlock()
+	// Over the history byte budget: the oldest history of any channel goes, with no
+	// channel lock held.
+	if b.budget.total.Load() > b.budget.max {
+		b.enforceBudget()
+	}
+	return acks, err
+}
+
+// publishLocked is Publish under ch's lock.
+func (b *Broker) publishLocked(ch *channel, actions []*actionsyncv1.Action, encoded [][]byte, now time.Time, o broker.PublishOptions) ([]broker.Ack, error) {
+	name := ch.name
 	if ch.closed {
 		return nil, broker.ErrClosed
 	}
 	b.trim(ch, now)
+	if err := o.CheckSentAfter(name, ch.log.Trimmed(), ch.epoch); err != nil {
+		return nil, err
+	}
 	// Check every id first, so that a conflict refuses the whole batch.
 	acks, dupOf, err := ch.log.Plan(actions)
 	if err != nil {
@@ -205,10 +339,11 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 			continue
 		}
 		a.Seq = ch.log.Head() + 1
-		e := &broker.Entry{Action: a, Proto: broker.AppendSeq(encoded[i], a.Seq)}
+		e := broker.NewEntry(a, broker.AppendSeq(encoded[i], a.Seq))
 		if err := ch.log.Append(e); err != nil {
 			return nil, err // cannot happen: the seq follows the head
 		}
+		b.budget.add(ch, e)
 		acks[i] = broker.Ack{ID: a.GetId(), Seq: a.Seq}
 		fresh = append(fresh, e)
 	}
@@ -224,7 +359,7 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	ch, err := b.channel(name, false)
+	ch, err := b.lock(name, false)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -234,7 +369,6 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 		}
 		return nil, 0, nil
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	b.trim(ch, b.opts.Now())
 	entries, head, err := ch.log.Page(afterSeq, limit)
@@ -257,6 +391,8 @@ func (b *Broker) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
+	close(b.done)
+	<-b.swept
 	var channels []*channel
 	for i := range b.shards {
 		sh := &b.shards[i]
@@ -283,11 +419,10 @@ type source struct{ b *Broker }
 
 // Open implements hub.Source: it creates the channel if needed.
 func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, error) {
-	ch, err := s.b.channel(name, true)
+	ch, err := s.b.lock(name, true)
 	if err != nil {
 		return 0, err
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return 0, broker.ErrClosed
@@ -298,11 +433,10 @@ func (s source) Open(ctx context.Context, name string, t *hub.Topic) (uint64, er
 
 // Release implements hub.Source.
 func (s source) Release(name string, t *hub.Topic) {
-	ch, _ := s.b.channel(name, false)
+	ch, _ := s.b.lock(name, false)
 	if ch == nil {
 		return
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.topic == t {
 		ch.topic = nil
@@ -311,18 +445,20 @@ func (s source) Release(name string, t *hub.Topic) {
 
 // Read implements hub.Source.
 func (s source) Read(ctx context.Context, name string, after uint64, limit int, dst []*broker.Entry) ([]*broker.Entry, hub.View, error) {
-	ch, err := s.b.channel(name, false)
+	ch, err := s.b.lock(name, false)
 	if err != nil {
 		return dst, hub.View{}, err
 	}
 	if ch == nil {
 		return dst, hub.View{}, fmt.Errorf("channel %q: read before open: %w", name, broker.ErrClosed)
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.closed {
 		return dst, hub.View{}, broker.ErrClosed
 	}
 	s.b.trim(ch, s.b.opts.Now())
-	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch}, nil
+	return ch.log.After(after, limit, dst), hub.View{Head: ch.log.Head(), Trimmed: ch.log.Trimmed(), Epoch: ch.epoch, Snapshot: ch.snap}, nil
 }
+
+// Channels returns how many channels the broker holds.
+func (b *Broker) Channels() int { return int(b.nChannel.Load()) }

@@ -74,8 +74,11 @@ func (b *bench) newHTTPClient(maxIdle int) *http.Client {
 
 // clientOptions are the Connect options of every client: the protocol, gzip offered
 // only with --gzip (connect-go clients offer it by default), and codec if not nil.
-func (b *bench) clientOptions(codec connect.Codec) []connect.ClientOption {
+func (b *bench) clientOptions(codec connect.Codec, clientID string) []connect.ClientOption {
 	var opts []connect.ClientOption
+	if b.cfg.tokenSecret != nil {
+		opts = append(opts, connect.WithInterceptors(bearer(b.mintToken(clientID))))
+	}
 	if codec != nil {
 		opts = append(opts, connect.WithCodec(codec))
 	}
@@ -90,7 +93,7 @@ func (b *bench) clientOptions(codec connect.Codec) []connect.ClientOption {
 
 // newPublisher returns the client that dispatches, on connections of its own.
 func (b *bench) newPublisher() actionsyncv1connect.SyncServiceClient {
-	return actionsyncv1connect.NewSyncServiceClient(b.newHTTPClient(max(b.cfg.window, b.cfg.maxInflight)), b.cfg.url, b.clientOptions(nil)...)
+	return actionsyncv1connect.NewSyncServiceClient(b.newHTTPClient(max(b.cfg.window, b.cfg.maxInflight)), b.cfg.url, b.clientOptions(nil, "bench-pub")...)
 }
 
 // dispatch publishes the i-th action, stamped with the current time, and returns its
@@ -301,7 +304,7 @@ func (b *bench) connectSubs(ctx context.Context, subs *subscribers, count int, s
 // ctx) for its ready message.
 func (b *bench) subscribe(ctx, streamCtx context.Context, hc *http.Client, baseURL string, id int, sk sink) (*subscriber, error) {
 	codec := &subCodec{lite: b.cfg.decode == "lite"}
-	client := actionsyncv1connect.NewSyncServiceClient(hc, baseURL, b.clientOptions(codec)...)
+	client := actionsyncv1connect.NewSyncServiceClient(hc, baseURL, b.clientOptions(codec, fmt.Sprintf("sub-%d", id))...)
 	// Each stream has its own context, so that a failed start ends only its own.
 	streamCtx, cancel := context.WithCancel(streamCtx)
 	stream, err := client.Subscribe(streamCtx, connect.NewRequest(&actionsyncv1.SubscribeRequest{

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ const (
 // config is the parsed command line.
 type config struct {
 	url          string
+	tokenSecret  []byte   // --token-secret-file: mint a token per client; nil: no auth
 	subURLs      []string // base URLs the subscribers are spread over, round-robin; [url] by default
 	label        string   // copied into the result line: which server or backend was measured
 	mode         string
@@ -108,12 +111,20 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.publish, "publish", "dispatch", "tput: dispatch (a unary Dispatch per action) or sync (every action a dispatch message on one Sync stream, like a socket; needs h2)")
 	fs.Var(seconds{&c.timeout}, "timeout", "hard limit for the phase (default: 240s + warmup + duration)")
 	fs.Var(seconds{&c.rssTimeout}, "rss-timeout", "idle: longest wait for the server's RSS to stop moving before a reading")
+	tokenFile := fs.String("token-secret-file", "", "send each client a token minted with this HS256 secret (the server's --auth-hs256-secret-file); the server should run with --dispatch-rate 0 and --max-streams-per-identity 0")
 	fs.StringVar(&c.dir, "dir", "", "summary: directory of a bench/run.sh run; compare: of a bench/backends.sh run")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *tokenFile != "" {
+		secret, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return c, fmt.Errorf("--token-secret-file: %w", err)
+		}
+		c.tokenSecret = bytes.TrimSuffix(bytes.TrimSuffix(secret, []byte("\n")), []byte("\r"))
 	}
 	if c.timeout == 0 {
 		c.timeout = 240*time.Second + c.warmup + c.duration

@@ -78,8 +78,12 @@ func newBroker(ctx context.Context, cfg config, logger *slog.Logger, onStatus fu
 		b := memory.New(memory.Options{
 			HistorySize: cfg.storage.historySize,
 			MaxAge:      noLimitAsNegative(cfg.storage.maxAge),
-			QueueSize:   cfg.storage.queueSize,
-			MaxChannels: cfg.storage.maxChannels,
+
+			MaxSnapshotBytes:       cfg.storage.maxSnapshotBytes,
+			MaxHistoryBytes:        int64(cfg.storage.maxHistoryBytes),
+			MaxChannelHistoryBytes: cfg.storage.maxChannelHistoryBytes,
+			QueueSize:              cfg.storage.queueSize,
+			MaxChannels:            cfg.storage.maxChannels,
 		})
 		return b, b.Close, nil
 	}
@@ -137,16 +141,19 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 	ctx, cancel := context.WithTimeout(ctx, natsStartTimeout)
 	defer cancel()
 	opts := jetstream.Options{
-		Stream:         cfg.nats.stream,
-		SubjectPrefix:  cfg.nats.subjectPrefix,
-		Replicas:       cfg.nats.replicas,
-		HistorySize:    cfg.storage.historySize,
-		MaxAge:         noLimitAsNegative(cfg.storage.maxAge),
-		QueueSize:      cfg.storage.queueSize,
-		MaxChannels:    cfg.storage.maxChannels,
-		PublishTimeout: cfg.nats.publishTimeout,
-		OnStatus:       onStatus,
-		Logger:         logger,
+		Stream:        cfg.nats.stream,
+		SubjectPrefix: cfg.nats.subjectPrefix,
+		Replicas:      cfg.nats.replicas,
+		HistorySize:   cfg.storage.historySize,
+		MaxAge:        noLimitAsNegative(cfg.storage.maxAge),
+
+		MaxSnapshotBytes:       cfg.storage.maxSnapshotBytes,
+		MaxChannelHistoryBytes: cfg.storage.maxChannelHistoryBytes,
+		QueueSize:              cfg.storage.queueSize,
+		MaxChannels:            cfg.storage.maxChannels,
+		PublishTimeout:         cfg.nats.publishTimeout,
+		OnStatus:               onStatus,
+		Logger:                 logger,
 	}
 	// A JetStream cluster that starts with us may not have elected its meta leader
 	// yet: try again until the start-up deadline.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ type config struct {
 	logLevel        slog.Level
 	shutdownTimeout time.Duration
 	debugAddr       string // "": no debug listener
+	conn            connConfig
+	auth            authConfig
+	adminAddr       string // "": no admin listener
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
@@ -52,6 +56,11 @@ type storageConfig struct {
 	maxAge      time.Duration // 0: no age limit
 	queueSize   int           // actions queued per subscriber
 	maxChannels int
+	// maxSnapshotBytes is the most bytes of state a channel's snapshot may hold.
+	maxSnapshotBytes int
+	// maxHistoryBytes bounds all channels' history (in-memory broker);
+	// maxChannelHistoryBytes one channel's (every broker; a node's cache on JetStream).
+	maxHistoryBytes, maxChannelHistoryBytes int
 }
 
 // backend is the broker backend a server runs on.
@@ -93,7 +102,11 @@ type setting struct {
 }
 
 // settings lists every serve flag, in usage order.
-var settings = []setting{
+// settings are every setting of serve, as the usage lists them.
+var settings = slices.Concat(serverSettings, connSettings, authSettings)
+
+// serverSettings are the settings of the server itself, its storage and its limits.
+var serverSettings = []setting{
 	{flag: "addr", env: "ACTIONSYNC_ADDR", def: "localhost:8080", arg: "HOST:PORT",
 		help: "address to listen on; port 0 picks a free port",
 		apply: func(c *config, v string) error {
@@ -188,8 +201,17 @@ var settings = []setting{
 		help:  "actions kept per channel; also the dedupe window",
 		apply: intAtLeast(1, func(c *config) *int { return &c.storage.historySize })},
 	{flag: "history-max-age", env: "ACTIONSYNC_HISTORY_MAX_AGE", def: "24h", arg: "DURATION",
-		help:  "drop actions older than this from history; 0: no age limit",
+		help:  "drop actions older than this from history; 0: no age limit. Never drops the actions after a channel's snapshot",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.storage.maxAge = d })},
+	{flag: "history-max-bytes", env: "ACTIONSYNC_HISTORY_MAX_BYTES", def: "512MiB", arg: "BYTES",
+		help:  "in memory: the history of all channels together; past it the oldest history of any channel is dropped first (clients behind it get a reset or the snapshot)",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxHistoryBytes })},
+	{flag: "history-channel-max-bytes", env: "ACTIONSYNC_HISTORY_CHANNEL_MAX_BYTES", def: "64MiB", arg: "BYTES",
+		help:  "one channel's history in memory (on JetStream: a node's cache of it); past it the channel's oldest actions are dropped",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxChannelHistoryBytes })},
+	{flag: "max-snapshot-bytes", env: "ACTIONSYNC_MAX_SNAPSHOT_BYTES", def: "1048576", arg: "BYTES",
+		help:  "largest snapshot state a client may store for a channel (PutSnapshot); with --broker nats, capped below the NATS max payload",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.storage.maxSnapshotBytes })},
 	{flag: "queue-size", env: "ACTIONSYNC_QUEUE_SIZE", def: "1024", arg: "N",
 		help:  "actions queued per subscriber before it is cut off as too slow",
 		apply: intAtLeast(1, func(c *config) *int { return &c.storage.queueSize })},
@@ -211,6 +233,9 @@ var settings = []setting{
 	{flag: "max-history-limit", env: "ACTIONSYNC_MAX_HISTORY_LIMIT", def: "1000", arg: "N",
 		help:  "largest History limit",
 		apply: intAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxHistoryLimit })},
+	{flag: "max-history-page-bytes", env: "ACTIONSYNC_MAX_HISTORY_PAGE_BYTES", def: "4MiB", arg: "BYTES",
+		help:  "a History page stops growing past this many bytes of actions (its first action is always sent); the client reads on",
+		apply: bytesAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxHistoryBytes })},
 	{flag: "max-read-bytes", env: "ACTIONSYNC_MAX_READ_BYTES", def: "8MiB", arg: "BYTES",
 		help:  "largest request message read; KiB, MiB, GiB suffixes",
 		apply: bytesAtLeast(1, func(c *config) *int { return &c.service.Limits.MaxReadBytes })},
@@ -311,6 +336,16 @@ var settings = []setting{
 				return errors.New("want HOST:PORT, e.g. localhost:6060")
 			}
 			c.debugAddr = v
+			return nil
+		}},
+	{flag: "admin-addr", env: "ACTIONSYNC_ADMIN_ADDR", arg: "HOST:PORT",
+		shown: "none: off",
+		help:  "serve the AdminService (DeleteSnapshot) on this separate address; it has no access checks: keep it private, e.g. localhost:9091",
+		apply: func(c *config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want HOST:PORT, e.g. localhost:9091")
+			}
+			c.adminAddr = v
 			return nil
 		}},
 	{flag: "shutdown-timeout", env: "ACTIONSYNC_SHUTDOWN_TIMEOUT", def: "30s", arg: "DURATION",
@@ -420,6 +455,9 @@ func (c *config) finish(given map[string]bool) error {
 			return lookupSetting("allow-file").errorf("%w", err)
 		}
 		rules = list.Rules()
+	}
+	if err := c.finishAuth(); err != nil {
+		return err
 	}
 	if rules = append(rules, c.allowRules...); len(rules) > 0 {
 		list, err := service.NewAllowList(rules...)
@@ -711,6 +749,7 @@ func usage() string {
 
 Usage:
   actionsync serve [flags]   run the server until SIGINT or SIGTERM
+  actionsync token [flags]   print a development token (actionsync token --help)
   actionsync version         print the version (also --version)
   actionsync help            print this help
 

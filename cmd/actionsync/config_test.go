@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/actionsync/actionsync/broker"
 	"github.com/actionsync/actionsync/broker/jetstream"
 	"github.com/actionsync/actionsync/broker/memory"
 	"github.com/actionsync/actionsync/service"
@@ -35,6 +36,7 @@ func TestLoadConfig_defaults(t *testing.T) {
 		{"history-size", c.storage.historySize, memory.DefaultHistorySize},
 		{"queue-size", c.storage.queueSize, memory.DefaultQueueSize},
 		{"max-channels", c.storage.maxChannels, memory.DefaultMaxChannels},
+		{"max-snapshot-bytes", c.storage.maxSnapshotBytes, broker.DefaultMaxSnapshotBytes},
 		{"max-type-bytes", c.service.Limits.MaxTypeBytes, service.DefaultMaxTypeBytes},
 		{"max-payload-bytes", c.service.Limits.MaxPayloadBytes, service.DefaultMaxPayloadBytes},
 		{"max-dispatch-actions", c.service.Limits.MaxDispatchActions, service.DefaultMaxDispatchActions},
@@ -250,6 +252,14 @@ func TestLoadConfig_badValues(t *testing.T) {
 		{"history-max-age", "24", "want a duration >= 0"},
 		{"queue-size", "-5", "want a whole number >= 1"},
 		{"max-channels", "0", "want a whole number >= 1"},
+		{"max-snapshot-bytes", "0", "want a byte count >= 1"},
+		{"admin-addr", "nohost", "want HOST:PORT"},
+		{"dispatch-rate", "-1", "want a number >= 0"},
+		{"dispatch-rate", "fast", "want a number >= 0"},
+		{"dispatch-burst", "0", "want a whole number >= 1"},
+		{"max-streams-per-identity", "-1", "want a whole number >= 0"},
+		{"allow-anonymous", "maybe", "want true or false"},
+		{"auth-stream-grace", "0s", "want a duration > 0"},
 		{"max-type-bytes", "-1", "want a byte count >= 1"},
 		{"max-payload-bytes", "64KB", "want a byte count >= 1"},
 		{"max-payload-bytes", "-1KiB", "want a byte count >= 1"},

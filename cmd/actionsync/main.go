@@ -6,6 +6,7 @@
 // Usage:
 //
 //	actionsync serve [flags]   run the server (flags also read ACTIONSYNC_* variables)
+//	actionsync token [flags]   print a development token (HS256)
 //	actionsync version         print the version
 //	actionsync help            print the usage
 //
@@ -22,6 +23,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 )
 
 // version is the release version, set at build time with
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return serve(ctx, cfg, stderr)
+	case "token":
+		return runToken(rest, stdout, getenv, time.Now())
 	case "version", "-version", "--version":
 		if len(rest) > 0 {
 			return &usageError{err: fmt.Errorf("%s: unexpected argument %q", cmd, rest[0])}

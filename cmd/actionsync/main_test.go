@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
+	if url := os.Getenv(runSubscriberEnv); url != "" {
+		os.Exit(runSubscriber(url))
+	}
 	os.Exit(m.Run())
 }
 

@@ -46,7 +46,7 @@ func serve(ctx context.Context, cfg config, logOut io.Writer) error {
 	case <-ctx.Done():
 		return s.shutdown(cfg.shutdownTimeout)
 	case err := <-s.serveErr:
-		return s.abort(err)
+		return s.abort(fmt.Errorf("serve: %w", err))
 	}
 }
 
@@ -61,8 +61,9 @@ type server struct {
 	endAux          context.CancelFunc // ends reflection and health streams
 	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
 	serveErr        chan error         // what http.Server.Serve returned
-	debug           *http.Server       // pprof on --debug-addr; nil when off
-	debugErr        chan error         // what the debug server's Serve returned
+	sides           []*sideListener    // --debug-addr, --admin-addr: closed at shutdown
+	stopKeys        chan struct{}      // closed at shutdown: stops watchKeys
+	keysDone        chan struct{}      // closed when watchKeys has returned
 }
 
 // listen builds the broker, the service and the HTTP server for cfg, starts listening
@@ -100,7 +101,12 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 		listenersClosed: make(chan struct{}),
 		serveErr:        make(chan error, 1),
 	}
-	s.http = newHTTPServer(newHandler(svc, health.checker, auxCtx, cfg.corsOrigins, cfg.demo), cfg, logger)
+	var demoToken http.Handler
+	if cfg.auth.demoAuth {
+		demoToken = demoTokenHandler(cfg.auth.secret, cfg.auth.verifier, time.Now)
+		logger.Warn("auth: --demo-auth hands a token to anyone who asks at " + demoTokenPath + ": development only")
+	}
+	s.http = newHTTPServer(newHandler(svc, health.checker, auxCtx, cfg.corsOrigins, cfg.demo, demoToken), cfg, logger)
 	// Shutdown runs this once it has closed the listeners.
 	s.http.RegisterOnShutdown(func() { close(s.listenersClosed) })
 	// Read before Serve, which sets TLSConfig for h2c too.
@@ -112,10 +118,34 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 			s.serveErr <- s.http.Serve(ln)
 		}
 	}()
-	if cfg.debugAddr != "" {
-		if err := s.listenDebug(cfg.debugAddr); err != nil {
-			return nil, errors.Join(err, ln.Close(), closeBroker())
+	for _, side := range []struct {
+		addr   string
+		listen func(string) error
+	}{{cfg.debugAddr, s.listenDebug}, {cfg.adminAddr, s.listenAdmin}} {
+		if side.addr == "" {
+			continue
 		}
+		if err := side.listen(side.addr); err != nil {
+			return nil, s.abort(err)
+		}
+	}
+	s.stopKeys, s.keysDone = make(chan struct{}), make(chan struct{})
+	if v := cfg.auth.verifier; v != nil && cfg.auth.keysFile != "" {
+		go func() {
+			defer close(s.keysDone)
+			watchKeys(v, logger, s.stopKeys)
+		}()
+	} else {
+		close(s.keysDone)
+	}
+	switch {
+	case cfg.auth.verifier != nil:
+		logger.Info("auth: bearer tokens required", "hs256", cfg.auth.secretFile != "", "keys_file", cfg.auth.keysFile,
+			"audience", cfg.auth.audience, "issuer", cfg.auth.issuer)
+	case cfg.auth.allowAnonymous:
+		logger.Warn("auth: anonymous access, on any address (--allow-anonymous): anyone who can reach the server may read and write every channel")
+	default:
+		logger.Info("auth: anonymous access, allowed because the server listens on loopback only")
 	}
 	logger.Info("actionsync listening",
 		"addr", ln.Addr().String(),
@@ -129,9 +159,11 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 	return s, nil
 }
 
-// shutdown stops the server gracefully within timeout: health turns NOT_SERVING, the
-// listeners close, Subscribe and Sync streams end with Unavailable (clients reconnect
-// elsewhere and resume), in-flight unary calls finish, and the broker closes last (then
+// shutdown stops the server gracefully within timeout: health turns NOT_SERVING,
+// dispatches stop (UNAVAILABLE) and those under way finish, the listeners close,
+// Subscribe and Sync streams send what is queued and end with Unavailable (clients
+// reconnect elsewhere and resume; connections still stuck after half the timeout are
+// closed), in-flight unary calls finish, and the broker closes last (then
 // its NATS connection and embedded NATS server, if any), so no acknowledged action is
 // lost. It returns an error if anything was cut short.
 func (s *server) shutdown(timeout time.Duration) error {
@@ -143,18 +175,39 @@ func (s *server) shutdown(timeout time.Duration) error {
 	// http.Server.Shutdown closes the listeners, sends HTTP/2 GOAWAY, then waits for
 	// every request to finish, streams included. Streams are told to reconnect only
 	// once this server accepts no new connection, so they cannot come back here.
+	//
+	// Dispatches stop first: from here on they get UNAVAILABLE, so no action is
+	// acknowledged after the streams that would carry it ended.
+	var errs []error
+	if err := s.svc.StopDispatches(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("finish dispatches: %w", err))
+	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	select {
 	case <-s.listenersClosed:
 	case <-ctx.Done():
 	}
-	var errs []error
-	if err := s.svc.Shutdown(ctx); err != nil {
+	// Streams send what is queued for them and end. One whose client stopped reading
+	// (a stopped process, a full socket) cannot: after half the timeout, the connections
+	// are closed, which fails its writes, so a frozen client cannot hold the shutdown.
+	streamsCtx, cancelStreams := context.WithTimeout(ctx, timeout/2)
+	err := s.svc.Shutdown(streamsCtx)
+	cancelStreams()
+	forced := false
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("streams still writing to clients that stopped reading: closing their connections", "after", (timeout / 2).String())
+		forced = true
+		if err := s.http.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close http: %w", err))
+		}
+		err = s.svc.Shutdown(ctx)
+	}
+	if err != nil {
 		errs = append(errs, fmt.Errorf("end streams: %w", err))
 	}
 	s.endAux()
-	if err := <-httpDone; err != nil {
+	if err := <-httpDone; err != nil && !(forced && errors.Is(err, http.ErrServerClosed)) {
 		errs = append(errs, fmt.Errorf("drain http: %w", err))
 		if err := s.http.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close http: %w", err))
@@ -163,14 +216,13 @@ func (s *server) shutdown(timeout time.Duration) error {
 	if err := <-s.serveErr; !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, fmt.Errorf("serve: %w", err))
 	}
-	if s.debug != nil {
-		if err := s.debug.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close debug listener: %w", err))
-		}
-		if err := <-s.debugErr; !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, fmt.Errorf("serve debug: %w", err))
+	for _, side := range s.sides {
+		if err := side.close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
+	close(s.stopKeys)
+	<-s.keysDone
 	// The broker closes last: every dispatch acknowledged above is already in it. An
 	// embedded NATS server shuts down after it, flushing its file store.
 	if err := s.closeBroker(); err != nil {
@@ -232,9 +284,13 @@ func (s *server) abort(err error) error {
 	s.endAux()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	errs := []error{fmt.Errorf("serve: %w", err), s.http.Close(), s.svc.Shutdown(ctx), s.closeBroker()}
-	if s.debug != nil {
-		errs = append(errs, s.debug.Close())
+	if s.stopKeys != nil {
+		close(s.stopKeys)
+		<-s.keysDone
+	}
+	errs := []error{err, s.http.Close(), s.svc.Shutdown(ctx), s.closeBroker()}
+	for _, side := range s.sides {
+		errs = append(errs, side.close())
 	}
 	return errors.Join(errs...)
 }
@@ -243,7 +299,7 @@ func (s *server) abort(err error) error {
 // with withDemo, the demo page at "/" (every other path, so the RPC paths stay more
 // specific), behind CORS when origins are configured. Reflection and health streams
 // end when auxCtx does.
-func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string, withDemo bool) http.Handler {
+func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string, withDemo bool, demoToken http.Handler) http.Handler {
 	endWithAux := func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithCancel(r.Context())
@@ -271,14 +327,18 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 	if withDemo {
 		mux.Handle("/", demo.Handler())
 	}
+	if demoToken != nil {
+		mux.Handle(demoTokenPath, demoToken)
+	}
 	if len(origins) == 0 {
 		return mux
 	}
 	return cors.New(cors.Options{
 		AllowedOrigins: origins,
 		AllowedMethods: connectcors.AllowedMethods(),
-		AllowedHeaders: connectcors.AllowedHeaders(),
-		ExposedHeaders: connectcors.ExposedHeaders(),
+		// Authorization: the bearer token; Retry-After: a rate-limited dispatch's hint.
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), "Retry-After"),
 		MaxAge:         int(corsMaxAge / time.Second),
 	}).Handler(mux)
 }
@@ -288,13 +348,25 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
+	resets := &resetBudget{max: cfg.conn.maxResets, log: logger}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           resets.wrap(withDeadlines(handler, cfg.conn.readTimeout, cfg.conn.writeTimeout)),
+		ConnContext:       resets.connContext,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// Explicit rather than net/http's default (also 250), so it is documented and
+		// configurable: how many requests (streams included) one HTTP/2 connection may
+		// have open at once; the client waits for one to end before it can open more.
+		// A client that stops answering pings (a stopped process, a dead network) is
+		// closed, which frees its streams.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: cfg.conn.maxStreams,
+			SendPingTimeout:      cfg.conn.keepalive,
+			PingTimeout:          cfg.conn.keepaliveTimeout,
+		},
 	}
 	if cfg.tlsCert != nil {
 		protocols.SetHTTP2(true)
@@ -331,23 +403,69 @@ func serverURL(addr net.Addr, tls bool) string {
 	return scheme + "://" + host
 }
 
-// listenDebug serves Go's pprof profiles on addr, a listener of its own so that they are
-// never exposed with the API. GET /debug/pprof/heap?gc=1 also forces a collection, which
-// the benchmarks use before reading the server's memory.
-func (s *server) listenDebug(addr string) error {
+// sideListener is a listener of its own beside the API's (--debug-addr, --admin-addr),
+// so that what it serves is never exposed with the API.
+type sideListener struct {
+	name string
+	srv  *http.Server
+	err  chan error // what Serve returned
+}
+
+// listenSide serves handler on addr (from --flag), over HTTP/1.1 and h2c, and logs
+// "actionsync <what> listener" with the URL of path.
+func (s *server) listenSide(flag, what, addr, path string, handler http.Handler) (*sideListener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on --debug-addr: %w", err)
+		return nil, fmt.Errorf("listen on --%s: %w", flag, err)
 	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	side := &sideListener{
+		name: flag,
+		srv:  &http.Server{Handler: handler, ReadHeaderTimeout: readHeaderTimeout, Protocols: &p},
+		err:  make(chan error, 1),
+	}
+	go func() { side.err <- side.srv.Serve(ln) }()
+	s.sides = append(s.sides, side)
+	s.log.Info("actionsync "+what+" listener", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+path)
+	return side, nil
+}
+
+// close closes the listener and its connections and returns what went wrong.
+func (side *sideListener) close() error {
+	err := side.srv.Close()
+	if serveErr := <-side.err; !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, serveErr)
+	}
+	if err != nil {
+		return fmt.Errorf("close --%s listener: %w", side.name, err)
+	}
+	return nil
+}
+
+// listenDebug serves Go's pprof profiles on addr. GET /debug/pprof/heap?gc=1 also forces
+// a collection, which the benchmarks use before reading the server's memory.
+func (s *server) listenDebug(addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.debug = &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
-	s.debugErr = make(chan error, 1)
-	go func() { s.debugErr <- s.debug.Serve(ln) }()
-	s.log.Info("actionsync debug listener", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/debug/pprof/")
-	return nil
+	_, err := s.listenSide("debug-addr", "debug", addr, "/debug/pprof/", mux)
+	return err
+}
+
+// listenAdmin serves the AdminService (deleting a bad snapshot, ...) on addr, with no
+// access check of its own: keep addr private.
+func (s *server) listenAdmin(addr string) error {
+	mux := http.NewServeMux()
+	mux.Handle(s.svc.Admin().Handler())
+	// Reflection, so that buf curl and grpcurl need no schema. Its streams are short.
+	reflector := grpcreflect.NewStaticReflector(actionsyncv1connect.AdminServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	_, err := s.listenSide("admin-addr", "admin", addr, "", mux)
+	return err
 }

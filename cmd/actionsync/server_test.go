@@ -678,23 +678,27 @@ func TestServerURL(t *testing.T) {
 	}
 }
 
-// The pprof profiles are served only on --debug-addr, never with the API.
-func TestServe_debugAddr(t *testing.T) {
-	t.Parallel()
-	ts := startServer(t, nil, "--debug-addr", "127.0.0.1:0")
-	var debugURL string
+// loggedURL returns the url of the first log record with message msg.
+func loggedURL(t *testing.T, ts *testServer, msg string) string {
+	t.Helper()
 	for _, line := range strings.Split(ts.logs.String(), "\n") {
 		var rec struct {
 			Msg string `json:"msg"`
 			URL string `json:"url"`
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "actionsync debug listener" {
-			debugURL = rec.URL
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			return rec.URL
 		}
 	}
-	if debugURL == "" {
-		t.Fatalf("no debug listener logged:\n%s", ts.logs)
-	}
+	t.Fatalf("no %q logged:\n%s", msg, ts.logs)
+	return ""
+}
+
+// The pprof profiles are served only on --debug-addr, never with the API.
+func TestServe_debugAddr(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, "--debug-addr", "127.0.0.1:0")
+	debugURL := loggedURL(t, ts, "actionsync debug listener")
 	get := func(url string) int {
 		t.Helper()
 		resp, err := httpClient(t, false).Get(url)
@@ -710,5 +714,40 @@ func TestServe_debugAddr(t *testing.T) {
 	}
 	if code := get(ts.url + "/debug/pprof/"); code != http.StatusNotFound {
 		t.Errorf("GET /debug/pprof/ on the API address: %d, want 404", code)
+	}
+}
+
+// The AdminService is served only on --admin-addr, never with the API, and deletes a
+// snapshot a client stored through the API.
+func TestServe_adminAddr(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, nil, "--admin-addr", "127.0.0.1:0")
+	adminURL := loggedURL(t, ts, "actionsync admin listener")
+	ctx := t.Context()
+	client := actionsyncv1connect.NewSyncServiceClient(httpClient(t, true), ts.url)
+	const ch = "board:admin"
+	if _, err := client.Dispatch(ctx, connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: ch, Actions: []*actionsyncv1.Action{{Type: "T"}}})); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := client.Subscribe(ctx, connect.NewRequest(&actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{{Channel: ch, Live: true}}}))
+	if err != nil || !sub.Receive() {
+		t.Fatalf("Subscribe: %v %v", err, sub.Err())
+	}
+	epoch := sub.Msg().GetReady().GetEpoch()
+	_ = sub.Close()
+	if _, err := client.PutSnapshot(ctx, connect.NewRequest(&actionsyncv1.PutSnapshotRequest{Channel: ch, Seq: 1, Epoch: epoch, State: []byte("{}")})); err != nil {
+		t.Fatalf("PutSnapshot: %v", err)
+	}
+	onAPI := actionsyncv1connect.NewAdminServiceClient(httpClient(t, true), ts.url)
+	if _, err := onAPI.DeleteSnapshot(ctx, connect.NewRequest(&actionsyncv1.DeleteSnapshotRequest{Channel: ch})); connect.CodeOf(err) != connect.CodeUnimplemented {
+		t.Errorf("DeleteSnapshot on the API address: got %v, want unimplemented (not served there)", err)
+	}
+	admin := actionsyncv1connect.NewAdminServiceClient(httpClient(t, false), adminURL)
+	res, err := admin.DeleteSnapshot(ctx, connect.NewRequest(&actionsyncv1.DeleteSnapshotRequest{Channel: ch}))
+	if err != nil || res.Msg.GetSeq() != 1 {
+		t.Fatalf("DeleteSnapshot on the admin address: got %v, %v; want seq 1", res, err)
+	}
+	if _, err := client.GetSnapshot(ctx, connect.NewRequest(&actionsyncv1.GetSnapshotRequest{Channel: ch})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("GetSnapshot after the delete: got %v, want not_found", err)
 	}
 }

@@ -32,8 +32,9 @@ type file struct {
 const contentSecurityPolicy = "default-src 'self'; connect-src 'self' http: https:; img-src 'self' data:; " +
 	"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-// Handler returns a handler that serves the demo: index.html at "/", the bundle and the
-// style sheet beside it, and 404 for any other path. It answers GET and HEAD only (405
+// Handler returns a handler that serves the demo: index.html at "/", the bundle, the
+// style sheet and the service worker (the offline app shell) beside it, and 404 for any
+// other path. It answers GET and HEAD only (405
 // otherwise). Every response carries Cache-Control: no-cache and a strong ETag from the
 // content, so browsers revalidate (a 304 when nothing changed) and never run a stale
 // bundle against a newer server. The handler is safe for concurrent use.

@@ -23,6 +23,8 @@ func TestHandler(t *testing.T) {
 		{"index_by_name", http.MethodGet, "/index.html", http.StatusOK, "text/html; charset=utf-8", `<div id="root">`},
 		{"bundle", http.MethodGet, "/app.js", http.StatusOK, "text/javascript; charset=utf-8", "UPDATE_STAGE_TITLE"},
 		{"style", http.MethodGet, "/style.css", http.StatusOK, "text/css; charset=utf-8", ".board"},
+		{"service_worker", http.MethodGet, "/sw.js", http.StatusOK, "text/javascript; charset=utf-8", "actionsync-demo-shell"},
+		{"service_worker_registration", http.MethodGet, "/register-sw.js", http.StatusOK, "text/javascript; charset=utf-8", `register("sw.js")`},
 		{"head", http.MethodHead, "/", http.StatusOK, "text/html; charset=utf-8", ""},
 		{"unknown_path", http.MethodGet, "/nope.js", http.StatusNotFound, "", ""},
 		{"directory_escape", http.MethodGet, "/../embed.go", http.StatusNotFound, "", ""},

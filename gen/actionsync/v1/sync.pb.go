@@ -9,6 +9,7 @@ package actionsyncv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -32,7 +33,18 @@ type DispatchRequest struct {
 	// client_id identifies the sender; it is stamped on every action. Optional; if set,
 	// 1..64 characters of [A-Za-z0-9_.:-]. On Sync, an empty client_id takes the one of
 	// the stream's first subscribe.
-	ClientId      string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientId string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// sent_after_seq makes a retry safe beyond the dedupe window. When a client sends
+	// actions again because it never got the answer, it sets sent_after_seq and sent_epoch
+	// to the channel position it had applied when it first sent them. Ids are deduplicated
+	// only against history: if history no longer reaches back to sent_after_seq+1, or the
+	// channel's epoch is not sent_epoch, the server cannot tell whether the first attempt
+	// was applied, and refuses the whole dispatch with FAILED_PRECONDITION ("dedupe window
+	// passed") instead of risking applying it twice. Checked only when sent_epoch is set.
+	SentAfterSeq uint64 `protobuf:"varint,4,opt,name=sent_after_seq,json=sentAfterSeq,proto3" json:"sent_after_seq,omitempty"`
+	// sent_epoch is the epoch sent_after_seq belongs to (from ready, reset or snapshot).
+	// Empty: no check. At most 64 bytes.
+	SentEpoch     string `protobuf:"bytes,5,opt,name=sent_epoch,json=sentEpoch,proto3" json:"sent_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -84,6 +96,20 @@ func (x *DispatchRequest) GetActions() []*Action {
 func (x *DispatchRequest) GetClientId() string {
 	if x != nil {
 		return x.ClientId
+	}
+	return ""
+}
+
+func (x *DispatchRequest) GetSentAfterSeq() uint64 {
+	if x != nil {
+		return x.SentAfterSeq
+	}
+	return 0
+}
+
+func (x *DispatchRequest) GetSentEpoch() string {
+	if x != nil {
+		return x.SentEpoch
 	}
 	return ""
 }
@@ -289,7 +315,14 @@ type SubscribeRequest struct {
 	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// exclude_own skips actions dispatched with this subscriber's client_id (by default
 	// the sender receives its own actions too, with their seq).
-	ExcludeOwn    bool `protobuf:"varint,3,opt,name=exclude_own,json=excludeOwn,proto3" json:"exclude_own,omitempty"`
+	ExcludeOwn bool `protobuf:"varint,3,opt,name=exclude_own,json=excludeOwn,proto3" json:"exclude_own,omitempty"`
+	// snapshots says the client can rebuild a channel from a snapshot. For a position
+	// that starts from scratch (after_seq 0, not live) or that would get a reset, if the
+	// channel holds a snapshot the history still continues, the server sends the snapshot
+	// instead, then the actions after its seq, ready, and live actions. Without it (or
+	// without a snapshot) positions are served as before. On Sync, it applies to the
+	// positions of the subscribe request that sets it.
+	Snapshots     bool `protobuf:"varint,4,opt,name=snapshots,proto3" json:"snapshots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,8 +378,15 @@ func (x *SubscribeRequest) GetExcludeOwn() bool {
 	return false
 }
 
+func (x *SubscribeRequest) GetSnapshots() bool {
+	if x != nil {
+		return x.Snapshots
+	}
+	return false
+}
+
 // SubscribeResponse is one message of a subscription stream. Exactly one of actions
-// (non-empty), reset, ready and heartbeat is set.
+// (non-empty), reset, ready, heartbeat and snapshot is set.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// actions is a batch of actions, in seq order per channel. Batches hold up to 1,024
@@ -361,7 +401,10 @@ type SubscribeResponse struct {
 	Ready *Ready `protobuf:"bytes,3,opt,name=ready,proto3" json:"ready,omitempty"`
 	// heartbeat is sent on idle streams so that proxies and clients can tell the stream
 	// is alive.
-	Heartbeat     *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// snapshot replaces the client's state for its channel (sent only when the request
+	// asked for snapshots): the stream continues with the actions after snapshot.seq.
+	Snapshot      *Snapshot `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +463,13 @@ func (x *SubscribeResponse) GetReady() *Ready {
 func (x *SubscribeResponse) GetHeartbeat() *Heartbeat {
 	if x != nil {
 		return x.Heartbeat
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
 	}
 	return nil
 }
@@ -693,6 +743,8 @@ type SyncResponse struct {
 	// dispatch_error answers a refused dispatch request (nothing of it was applied); the
 	// stream goes on.
 	DispatchError *DispatchError `protobuf:"bytes,6,opt,name=dispatch_error,json=dispatchError,proto3" json:"dispatch_error,omitempty"`
+	// snapshot is as in SubscribeResponse.snapshot.
+	Snapshot      *Snapshot `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -765,6 +817,13 @@ func (x *SyncResponse) GetDispatched() *DispatchResponse {
 func (x *SyncResponse) GetDispatchError() *DispatchError {
 	if x != nil {
 		return x.DispatchError
+	}
+	return nil
+}
+
+func (x *SyncResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
 	}
 	return nil
 }
@@ -946,15 +1005,360 @@ func (x *HistoryResponse) GetHeadSeq() uint64 {
 	return 0
 }
 
+// Snapshot is a channel's application state as a client built it: the result of applying
+// every action of the channel up to seq, in the channel's epoch. The server never reads
+// state; it checks seq and epoch against the channel and the size against its limit.
+type Snapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel the snapshot belongs to. Set by the server.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// seq is the last action the state includes.
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// epoch is the channel epoch seq belongs to.
+	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// version is the application's tag for the state's schema, e.g. "board/v3", so that a
+	// client can tell a state it cannot read. Up to 64 bytes of UTF-8; may be empty.
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// state is the application state, in any encoding the application chooses (the
+	// Redux middleware writes UTF-8 JSON). At most 1,048,576 bytes by default (the
+	// server's --max-snapshot-bytes).
+	State []byte `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// client_id is the client that wrote the snapshot. Set by the server.
+	ClientId string `protobuf:"bytes,6,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// time is when the server accepted the snapshot. Set by the server.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Snapshot) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *Snapshot) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Snapshot) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Snapshot) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Snapshot) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *Snapshot) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// PutSnapshotRequest stores a snapshot.
+type PutSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel the snapshot belongs to. Required; 1..128 characters of [A-Za-z0-9_.:-] by
+	// default.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// seq is the last action the state includes: 1..the channel's head (OUT_OF_RANGE
+	// beyond it), newer than the snapshot the channel holds (ALREADY_EXISTS otherwise),
+	// and still in history or at its edge (FAILED_PRECONDITION if history no longer
+	// reaches back to seq+1: clients could not rebuild from it).
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// epoch is the channel epoch seq belongs to, as the client saw it in ready, reset or
+	// snapshot. Required; FAILED_PRECONDITION if it is not the channel's epoch.
+	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// version is the application's schema tag: up to 64 bytes of UTF-8; may be empty.
+	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// state is the application state: at most 1,048,576 bytes by default (the server's
+	// --max-snapshot-bytes); may be empty.
+	State []byte `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// client_id identifies the writer. Optional; if set, 1..64 characters of
+	// [A-Za-z0-9_.:-].
+	ClientId      string `protobuf:"bytes,6,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSnapshotRequest) Reset() {
+	*x = PutSnapshotRequest{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSnapshotRequest) ProtoMessage() {}
+
+func (x *PutSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*PutSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PutSnapshotRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *PutSnapshotRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PutSnapshotRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *PutSnapshotRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PutSnapshotRequest) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *PutSnapshotRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+// PutSnapshotResponse acknowledges a stored snapshot.
+type PutSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// snapshot is the stored snapshot without its state (channel, seq, epoch, version,
+	// client_id, time).
+	Snapshot      *Snapshot `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSnapshotResponse) Reset() {
+	*x = PutSnapshotResponse{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSnapshotResponse) ProtoMessage() {}
+
+func (x *PutSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*PutSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PutSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+// GetSnapshotRequest reads a channel's snapshot.
+type GetSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel to read. Required; 1..128 characters of [A-Za-z0-9_.:-] by default.
+	Channel       string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotRequest) Reset() {
+	*x = GetSnapshotRequest{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotRequest) ProtoMessage() {}
+
+func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetSnapshotRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+// GetSnapshotResponse holds a channel's snapshot.
+type GetSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// snapshot is the channel's snapshot.
+	Snapshot      *Snapshot `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotResponse) Reset() {
+	*x = GetSnapshotResponse{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotResponse) ProtoMessage() {}
+
+func (x *GetSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*GetSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
 var File_actionsync_v1_sync_proto protoreflect.FileDescriptor
 
 const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x18actionsync/v1/sync.proto\x12\ractionsync.v1\x1a\x1aactionsync/v1/action.proto\"y\n" +
+	"\x18actionsync/v1/sync.proto\x12\ractionsync.v1\x1a\x1aactionsync/v1/action.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
 	"\x0fDispatchRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12/\n" +
 	"\aactions\x18\x02 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12\x1b\n" +
-	"\tclient_id\x18\x03 \x01(\tR\bclientId\":\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12$\n" +
+	"\x0esent_after_seq\x18\x04 \x01(\x04R\fsentAfterSeq\x12\x1d\n" +
+	"\n" +
+	"sent_epoch\x18\x05 \x01(\tR\tsentEpoch\":\n" +
 	"\x10DispatchResponse\x12&\n" +
 	"\x04acks\x18\x01 \x03(\v2\x12.actionsync.v1.AckR\x04acks\"E\n" +
 	"\x03Ack\x12\x0e\n" +
@@ -965,17 +1369,19 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x12\n" +
 	"\x04live\x18\x03 \x01(\bR\x04live\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\x87\x01\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\xa5\x01\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\tpositions\x18\x01 \x03(\v2\x17.actionsync.v1.PositionR\tpositions\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1f\n" +
 	"\vexclude_own\x18\x03 \x01(\bR\n" +
-	"excludeOwn\"\xd4\x01\n" +
+	"excludeOwn\x12\x1c\n" +
+	"\tsnapshots\x18\x04 \x01(\bR\tsnapshots\"\x89\x02\n" +
 	"\x11SubscribeResponse\x12/\n" +
 	"\aactions\x18\x01 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12*\n" +
 	"\x05reset\x18\x02 \x01(\v2\x14.actionsync.v1.ResetR\x05reset\x12*\n" +
 	"\x05ready\x18\x03 \x01(\v2\x14.actionsync.v1.ReadyR\x05ready\x126\n" +
-	"\theartbeat\x18\x04 \x01(\v2\x18.actionsync.v1.HeartbeatR\theartbeat\"R\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x18.actionsync.v1.HeartbeatR\theartbeat\x123\n" +
+	"\bsnapshot\x18\x05 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\"R\n" +
 	"\x05Reset\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x14\n" +
@@ -988,7 +1394,7 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\vSyncRequest\x12?\n" +
 	"\tsubscribe\x18\x01 \x01(\v2\x1f.actionsync.v1.SubscribeRequestH\x00R\tsubscribe\x12<\n" +
 	"\bdispatch\x18\x02 \x01(\v2\x1e.actionsync.v1.DispatchRequestH\x00R\bdispatchB\t\n" +
-	"\arequest\"\xd5\x02\n" +
+	"\arequest\"\x8a\x03\n" +
 	"\fSyncResponse\x12/\n" +
 	"\aactions\x18\x01 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12*\n" +
 	"\x05reset\x18\x02 \x01(\v2\x14.actionsync.v1.ResetR\x05reset\x12*\n" +
@@ -997,7 +1403,8 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"dispatched\x18\x05 \x01(\v2\x1f.actionsync.v1.DispatchResponseR\n" +
 	"dispatched\x12C\n" +
-	"\x0edispatch_error\x18\x06 \x01(\v2\x1c.actionsync.v1.DispatchErrorR\rdispatchError\"=\n" +
+	"\x0edispatch_error\x18\x06 \x01(\v2\x1c.actionsync.v1.DispatchErrorR\rdispatchError\x123\n" +
+	"\bsnapshot\x18\a \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\"=\n" +
 	"\rDispatchError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"]\n" +
@@ -1007,12 +1414,35 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"]\n" +
 	"\x0fHistoryResponse\x12/\n" +
 	"\aactions\x18\x01 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12\x19\n" +
-	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq2\xc3\x02\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"\xc9\x01\n" +
+	"\bSnapshot\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\fR\x05state\x12\x1b\n" +
+	"\tclient_id\x18\x06 \x01(\tR\bclientId\x12.\n" +
+	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xa3\x01\n" +
+	"\x12PutSnapshotRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\fR\x05state\x12\x1b\n" +
+	"\tclient_id\x18\x06 \x01(\tR\bclientId\"J\n" +
+	"\x13PutSnapshotResponse\x123\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\".\n" +
+	"\x12GetSnapshotRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"J\n" +
+	"\x13GetSnapshotResponse\x123\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot2\xf3\x03\n" +
 	"\vSyncService\x12M\n" +
 	"\bDispatch\x12\x1e.actionsync.v1.DispatchRequest\x1a\x1f.actionsync.v1.DispatchResponse\"\x00\x12R\n" +
 	"\tSubscribe\x12\x1f.actionsync.v1.SubscribeRequest\x1a .actionsync.v1.SubscribeResponse\"\x000\x01\x12E\n" +
 	"\x04Sync\x12\x1a.actionsync.v1.SyncRequest\x1a\x1b.actionsync.v1.SyncResponse\"\x00(\x010\x01\x12J\n" +
-	"\aHistory\x12\x1d.actionsync.v1.HistoryRequest\x1a\x1e.actionsync.v1.HistoryResponse\"\x00B\xb4\x01\n" +
+	"\aHistory\x12\x1d.actionsync.v1.HistoryRequest\x1a\x1e.actionsync.v1.HistoryResponse\"\x00\x12V\n" +
+	"\vPutSnapshot\x12!.actionsync.v1.PutSnapshotRequest\x1a\".actionsync.v1.PutSnapshotResponse\"\x00\x12V\n" +
+	"\vGetSnapshot\x12!.actionsync.v1.GetSnapshotRequest\x1a\".actionsync.v1.GetSnapshotResponse\"\x00B\xb4\x01\n" +
 	"\x11com.actionsync.v1B\tSyncProtoP\x01Z?github.com/actionsync/actionsync/gen/actionsync/v1;actionsyncv1\xa2\x02\x03AXX\xaa\x02\rActionsync.V1\xca\x02\rActionsync\\V1\xe2\x02\x19Actionsync\\V1\\GPBMetadata\xea\x02\x0eActionsync::V1b\x06proto3"
 
 var (
@@ -1027,54 +1457,69 @@ func file_actionsync_v1_sync_proto_rawDescGZIP() []byte {
 	return file_actionsync_v1_sync_proto_rawDescData
 }
 
-var file_actionsync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_actionsync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_actionsync_v1_sync_proto_goTypes = []any{
-	(*DispatchRequest)(nil),   // 0: actionsync.v1.DispatchRequest
-	(*DispatchResponse)(nil),  // 1: actionsync.v1.DispatchResponse
-	(*Ack)(nil),               // 2: actionsync.v1.Ack
-	(*Position)(nil),          // 3: actionsync.v1.Position
-	(*SubscribeRequest)(nil),  // 4: actionsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil), // 5: actionsync.v1.SubscribeResponse
-	(*Reset)(nil),             // 6: actionsync.v1.Reset
-	(*Ready)(nil),             // 7: actionsync.v1.Ready
-	(*Heartbeat)(nil),         // 8: actionsync.v1.Heartbeat
-	(*SyncRequest)(nil),       // 9: actionsync.v1.SyncRequest
-	(*SyncResponse)(nil),      // 10: actionsync.v1.SyncResponse
-	(*DispatchError)(nil),     // 11: actionsync.v1.DispatchError
-	(*HistoryRequest)(nil),    // 12: actionsync.v1.HistoryRequest
-	(*HistoryResponse)(nil),   // 13: actionsync.v1.HistoryResponse
-	(*Action)(nil),            // 14: actionsync.v1.Action
+	(*DispatchRequest)(nil),       // 0: actionsync.v1.DispatchRequest
+	(*DispatchResponse)(nil),      // 1: actionsync.v1.DispatchResponse
+	(*Ack)(nil),                   // 2: actionsync.v1.Ack
+	(*Position)(nil),              // 3: actionsync.v1.Position
+	(*SubscribeRequest)(nil),      // 4: actionsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),     // 5: actionsync.v1.SubscribeResponse
+	(*Reset)(nil),                 // 6: actionsync.v1.Reset
+	(*Ready)(nil),                 // 7: actionsync.v1.Ready
+	(*Heartbeat)(nil),             // 8: actionsync.v1.Heartbeat
+	(*SyncRequest)(nil),           // 9: actionsync.v1.SyncRequest
+	(*SyncResponse)(nil),          // 10: actionsync.v1.SyncResponse
+	(*DispatchError)(nil),         // 11: actionsync.v1.DispatchError
+	(*HistoryRequest)(nil),        // 12: actionsync.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 13: actionsync.v1.HistoryResponse
+	(*Snapshot)(nil),              // 14: actionsync.v1.Snapshot
+	(*PutSnapshotRequest)(nil),    // 15: actionsync.v1.PutSnapshotRequest
+	(*PutSnapshotResponse)(nil),   // 16: actionsync.v1.PutSnapshotResponse
+	(*GetSnapshotRequest)(nil),    // 17: actionsync.v1.GetSnapshotRequest
+	(*GetSnapshotResponse)(nil),   // 18: actionsync.v1.GetSnapshotResponse
+	(*Action)(nil),                // 19: actionsync.v1.Action
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_actionsync_v1_sync_proto_depIdxs = []int32{
-	14, // 0: actionsync.v1.DispatchRequest.actions:type_name -> actionsync.v1.Action
+	19, // 0: actionsync.v1.DispatchRequest.actions:type_name -> actionsync.v1.Action
 	2,  // 1: actionsync.v1.DispatchResponse.acks:type_name -> actionsync.v1.Ack
 	3,  // 2: actionsync.v1.SubscribeRequest.positions:type_name -> actionsync.v1.Position
-	14, // 3: actionsync.v1.SubscribeResponse.actions:type_name -> actionsync.v1.Action
+	19, // 3: actionsync.v1.SubscribeResponse.actions:type_name -> actionsync.v1.Action
 	6,  // 4: actionsync.v1.SubscribeResponse.reset:type_name -> actionsync.v1.Reset
 	7,  // 5: actionsync.v1.SubscribeResponse.ready:type_name -> actionsync.v1.Ready
 	8,  // 6: actionsync.v1.SubscribeResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
-	4,  // 7: actionsync.v1.SyncRequest.subscribe:type_name -> actionsync.v1.SubscribeRequest
-	0,  // 8: actionsync.v1.SyncRequest.dispatch:type_name -> actionsync.v1.DispatchRequest
-	14, // 9: actionsync.v1.SyncResponse.actions:type_name -> actionsync.v1.Action
-	6,  // 10: actionsync.v1.SyncResponse.reset:type_name -> actionsync.v1.Reset
-	7,  // 11: actionsync.v1.SyncResponse.ready:type_name -> actionsync.v1.Ready
-	8,  // 12: actionsync.v1.SyncResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
-	1,  // 13: actionsync.v1.SyncResponse.dispatched:type_name -> actionsync.v1.DispatchResponse
-	11, // 14: actionsync.v1.SyncResponse.dispatch_error:type_name -> actionsync.v1.DispatchError
-	14, // 15: actionsync.v1.HistoryResponse.actions:type_name -> actionsync.v1.Action
-	0,  // 16: actionsync.v1.SyncService.Dispatch:input_type -> actionsync.v1.DispatchRequest
-	4,  // 17: actionsync.v1.SyncService.Subscribe:input_type -> actionsync.v1.SubscribeRequest
-	9,  // 18: actionsync.v1.SyncService.Sync:input_type -> actionsync.v1.SyncRequest
-	12, // 19: actionsync.v1.SyncService.History:input_type -> actionsync.v1.HistoryRequest
-	1,  // 20: actionsync.v1.SyncService.Dispatch:output_type -> actionsync.v1.DispatchResponse
-	5,  // 21: actionsync.v1.SyncService.Subscribe:output_type -> actionsync.v1.SubscribeResponse
-	10, // 22: actionsync.v1.SyncService.Sync:output_type -> actionsync.v1.SyncResponse
-	13, // 23: actionsync.v1.SyncService.History:output_type -> actionsync.v1.HistoryResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 7: actionsync.v1.SubscribeResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	4,  // 8: actionsync.v1.SyncRequest.subscribe:type_name -> actionsync.v1.SubscribeRequest
+	0,  // 9: actionsync.v1.SyncRequest.dispatch:type_name -> actionsync.v1.DispatchRequest
+	19, // 10: actionsync.v1.SyncResponse.actions:type_name -> actionsync.v1.Action
+	6,  // 11: actionsync.v1.SyncResponse.reset:type_name -> actionsync.v1.Reset
+	7,  // 12: actionsync.v1.SyncResponse.ready:type_name -> actionsync.v1.Ready
+	8,  // 13: actionsync.v1.SyncResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
+	1,  // 14: actionsync.v1.SyncResponse.dispatched:type_name -> actionsync.v1.DispatchResponse
+	11, // 15: actionsync.v1.SyncResponse.dispatch_error:type_name -> actionsync.v1.DispatchError
+	14, // 16: actionsync.v1.SyncResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	19, // 17: actionsync.v1.HistoryResponse.actions:type_name -> actionsync.v1.Action
+	20, // 18: actionsync.v1.Snapshot.time:type_name -> google.protobuf.Timestamp
+	14, // 19: actionsync.v1.PutSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	14, // 20: actionsync.v1.GetSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	0,  // 21: actionsync.v1.SyncService.Dispatch:input_type -> actionsync.v1.DispatchRequest
+	4,  // 22: actionsync.v1.SyncService.Subscribe:input_type -> actionsync.v1.SubscribeRequest
+	9,  // 23: actionsync.v1.SyncService.Sync:input_type -> actionsync.v1.SyncRequest
+	12, // 24: actionsync.v1.SyncService.History:input_type -> actionsync.v1.HistoryRequest
+	15, // 25: actionsync.v1.SyncService.PutSnapshot:input_type -> actionsync.v1.PutSnapshotRequest
+	17, // 26: actionsync.v1.SyncService.GetSnapshot:input_type -> actionsync.v1.GetSnapshotRequest
+	1,  // 27: actionsync.v1.SyncService.Dispatch:output_type -> actionsync.v1.DispatchResponse
+	5,  // 28: actionsync.v1.SyncService.Subscribe:output_type -> actionsync.v1.SubscribeResponse
+	10, // 29: actionsync.v1.SyncService.Sync:output_type -> actionsync.v1.SyncResponse
+	13, // 30: actionsync.v1.SyncService.History:output_type -> actionsync.v1.HistoryResponse
+	16, // 31: actionsync.v1.SyncService.PutSnapshot:output_type -> actionsync.v1.PutSnapshotResponse
+	18, // 32: actionsync.v1.SyncService.GetSnapshot:output_type -> actionsync.v1.GetSnapshotResponse
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_actionsync_v1_sync_proto_init() }
@@ -1093,7 +1538,7 @@ func file_actionsync_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actionsync_v1_sync_proto_rawDesc), len(file_actionsync_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

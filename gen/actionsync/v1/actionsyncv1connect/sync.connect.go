@@ -41,6 +41,10 @@ const (
 	SyncServiceSyncProcedure = "/actionsync.v1.SyncService/Sync"
 	// SyncServiceHistoryProcedure is the fully-qualified name of the SyncService's History RPC.
 	SyncServiceHistoryProcedure = "/actionsync.v1.SyncService/History"
+	// SyncServicePutSnapshotProcedure is the fully-qualified name of the SyncService's PutSnapshot RPC.
+	SyncServicePutSnapshotProcedure = "/actionsync.v1.SyncService/PutSnapshot"
+	// SyncServiceGetSnapshotProcedure is the fully-qualified name of the SyncService's GetSnapshot RPC.
+	SyncServiceGetSnapshotProcedure = "/actionsync.v1.SyncService/GetSnapshot"
 )
 
 // SyncServiceClient is a client for the actionsync.v1.SyncService service.
@@ -60,6 +64,13 @@ type SyncServiceClient interface {
 	Sync(context.Context) *connect.BidiStreamForClient[v1.SyncRequest, v1.SyncResponse]
 	// History reads a range of a channel's history after a seq.
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
+	// PutSnapshot stores a client-built snapshot of a channel's application state at a seq,
+	// replacing the channel's snapshot if it is older. Subscribers that start from scratch
+	// (after_seq 0) or from a position the history no longer reaches can then rebuild from
+	// the snapshot and the actions after it, instead of getting a bare reset.
+	PutSnapshot(context.Context, *connect.Request[v1.PutSnapshotRequest]) (*connect.Response[v1.PutSnapshotResponse], error)
+	// GetSnapshot returns a channel's snapshot. NOT_FOUND if the channel holds none.
+	GetSnapshot(context.Context, *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error)
 }
 
 // NewSyncServiceClient constructs a client for the actionsync.v1.SyncService service. By default,
@@ -97,15 +108,29 @@ func NewSyncServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(syncServiceMethods.ByName("History")),
 			connect.WithClientOptions(opts...),
 		),
+		putSnapshot: connect.NewClient[v1.PutSnapshotRequest, v1.PutSnapshotResponse](
+			httpClient,
+			baseURL+SyncServicePutSnapshotProcedure,
+			connect.WithSchema(syncServiceMethods.ByName("PutSnapshot")),
+			connect.WithClientOptions(opts...),
+		),
+		getSnapshot: connect.NewClient[v1.GetSnapshotRequest, v1.GetSnapshotResponse](
+			httpClient,
+			baseURL+SyncServiceGetSnapshotProcedure,
+			connect.WithSchema(syncServiceMethods.ByName("GetSnapshot")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // syncServiceClient implements SyncServiceClient.
 type syncServiceClient struct {
-	dispatch  *connect.Client[v1.DispatchRequest, v1.DispatchResponse]
-	subscribe *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
-	sync      *connect.Client[v1.SyncRequest, v1.SyncResponse]
-	history   *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
+	dispatch    *connect.Client[v1.DispatchRequest, v1.DispatchResponse]
+	subscribe   *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	sync        *connect.Client[v1.SyncRequest, v1.SyncResponse]
+	history     *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
+	putSnapshot *connect.Client[v1.PutSnapshotRequest, v1.PutSnapshotResponse]
+	getSnapshot *connect.Client[v1.GetSnapshotRequest, v1.GetSnapshotResponse]
 }
 
 // Dispatch calls actionsync.v1.SyncService.Dispatch.
@@ -128,6 +153,16 @@ func (c *syncServiceClient) History(ctx context.Context, req *connect.Request[v1
 	return c.history.CallUnary(ctx, req)
 }
 
+// PutSnapshot calls actionsync.v1.SyncService.PutSnapshot.
+func (c *syncServiceClient) PutSnapshot(ctx context.Context, req *connect.Request[v1.PutSnapshotRequest]) (*connect.Response[v1.PutSnapshotResponse], error) {
+	return c.putSnapshot.CallUnary(ctx, req)
+}
+
+// GetSnapshot calls actionsync.v1.SyncService.GetSnapshot.
+func (c *syncServiceClient) GetSnapshot(ctx context.Context, req *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error) {
+	return c.getSnapshot.CallUnary(ctx, req)
+}
+
 // SyncServiceHandler is an implementation of the actionsync.v1.SyncService service.
 type SyncServiceHandler interface {
 	// Dispatch publishes a batch of actions to one channel. The batch is all or nothing:
@@ -145,6 +180,13 @@ type SyncServiceHandler interface {
 	Sync(context.Context, *connect.BidiStream[v1.SyncRequest, v1.SyncResponse]) error
 	// History reads a range of a channel's history after a seq.
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
+	// PutSnapshot stores a client-built snapshot of a channel's application state at a seq,
+	// replacing the channel's snapshot if it is older. Subscribers that start from scratch
+	// (after_seq 0) or from a position the history no longer reaches can then rebuild from
+	// the snapshot and the actions after it, instead of getting a bare reset.
+	PutSnapshot(context.Context, *connect.Request[v1.PutSnapshotRequest]) (*connect.Response[v1.PutSnapshotResponse], error)
+	// GetSnapshot returns a channel's snapshot. NOT_FOUND if the channel holds none.
+	GetSnapshot(context.Context, *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error)
 }
 
 // NewSyncServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -178,6 +220,18 @@ func NewSyncServiceHandler(svc SyncServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(syncServiceMethods.ByName("History")),
 		connect.WithHandlerOptions(opts...),
 	)
+	syncServicePutSnapshotHandler := connect.NewUnaryHandler(
+		SyncServicePutSnapshotProcedure,
+		svc.PutSnapshot,
+		connect.WithSchema(syncServiceMethods.ByName("PutSnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
+	syncServiceGetSnapshotHandler := connect.NewUnaryHandler(
+		SyncServiceGetSnapshotProcedure,
+		svc.GetSnapshot,
+		connect.WithSchema(syncServiceMethods.ByName("GetSnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/actionsync.v1.SyncService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SyncServiceDispatchProcedure:
@@ -188,6 +242,10 @@ func NewSyncServiceHandler(svc SyncServiceHandler, opts ...connect.HandlerOption
 			syncServiceSyncHandler.ServeHTTP(w, r)
 		case SyncServiceHistoryProcedure:
 			syncServiceHistoryHandler.ServeHTTP(w, r)
+		case SyncServicePutSnapshotProcedure:
+			syncServicePutSnapshotHandler.ServeHTTP(w, r)
+		case SyncServiceGetSnapshotProcedure:
+			syncServiceGetSnapshotHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -211,4 +269,12 @@ func (UnimplementedSyncServiceHandler) Sync(context.Context, *connect.BidiStream
 
 func (UnimplementedSyncServiceHandler) History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.History is not implemented"))
+}
+
+func (UnimplementedSyncServiceHandler) PutSnapshot(context.Context, *connect.Request[v1.PutSnapshotRequest]) (*connect.Response[v1.PutSnapshotResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.PutSnapshot is not implemented"))
+}
+
+func (UnimplementedSyncServiceHandler) GetSnapshot(context.Context, *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.GetSnapshot is not implemented"))
 }

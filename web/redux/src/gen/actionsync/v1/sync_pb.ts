@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Action } from "./action_pb";
 import { file_actionsync_v1_action } from "./action_pb";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file actionsync/v1/sync.proto.
  */
 export const file_actionsync_v1_sync: GenFile = /*@__PURE__*/
-  fileDesc("ChhhY3Rpb25zeW5jL3YxL3N5bmMucHJvdG8SDWFjdGlvbnN5bmMudjEiXQoPRGlzcGF0Y2hSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSJgoHYWN0aW9ucxgCIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEhEKCWNsaWVudF9pZBgDIAEoCSI0ChBEaXNwYXRjaFJlc3BvbnNlEiAKBGFja3MYASADKAsyEi5hY3Rpb25zeW5jLnYxLkFjayIxCgNBY2sSCgoCaWQYASABKAkSCwoDc2VxGAIgASgEEhEKCWR1cGxpY2F0ZRgDIAEoCCJLCghQb3NpdGlvbhIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIMCgRsaXZlGAMgASgIEg0KBWVwb2NoGAQgASgJImYKEFN1YnNjcmliZVJlcXVlc3QSKgoJcG9zaXRpb25zGAEgAygLMhcuYWN0aW9uc3luYy52MS5Qb3NpdGlvbhIRCgljbGllbnRfaWQYAiABKAkSEwoLZXhjbHVkZV9vd24YAyABKAgisgEKEVN1YnNjcmliZVJlc3BvbnNlEiYKB2FjdGlvbnMYASADKAsyFS5hY3Rpb25zeW5jLnYxLkFjdGlvbhIjCgVyZXNldBgCIAEoCzIULmFjdGlvbnN5bmMudjEuUmVzZXQSIwoFcmVhZHkYAyABKAsyFC5hY3Rpb25zeW5jLnYxLlJlYWR5EisKCWhlYXJ0YmVhdBgEIAEoCzIYLmFjdGlvbnN5bmMudjEuSGVhcnRiZWF0IjkKBVJlc2V0Eg8KB2NoYW5uZWwYASABKAkSEAoIaGVhZF9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkiOQoFUmVhZHkSDwoHY2hhbm5lbBgBIAEoCRIQCghoZWFkX3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSILCglIZWFydGJlYXQiggEKC1N5bmNSZXF1ZXN0EjQKCXN1YnNjcmliZRgBIAEoCzIfLmFjdGlvbnN5bmMudjEuU3Vic2NyaWJlUmVxdWVzdEgAEjIKCGRpc3BhdGNoGAIgASgLMh4uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlcXVlc3RIAEIJCgdyZXF1ZXN0IpgCCgxTeW5jUmVzcG9uc2USJgoHYWN0aW9ucxgBIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEiMKBXJlc2V0GAIgASgLMhQuYWN0aW9uc3luYy52MS5SZXNldBIjCgVyZWFkeRgDIAEoCzIULmFjdGlvbnN5bmMudjEuUmVhZHkSKwoJaGVhcnRiZWF0GAQgASgLMhguYWN0aW9uc3luYy52MS5IZWFydGJlYXQSMwoKZGlzcGF0Y2hlZBgFIAEoCzIfLmFjdGlvbnN5bmMudjEuRGlzcGF0Y2hSZXNwb25zZRI0Cg5kaXNwYXRjaF9lcnJvchgGIAEoCzIcLmFjdGlvbnN5bmMudjEuRGlzcGF0Y2hFcnJvciIuCg1EaXNwYXRjaEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSJDCg5IaXN0b3J5UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDSJLCg9IaXN0b3J5UmVzcG9uc2USJgoHYWN0aW9ucxgBIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEhAKCGhlYWRfc2VxGAIgASgEMsMCCgtTeW5jU2VydmljZRJNCghEaXNwYXRjaBIeLmFjdGlvbnN5bmMudjEuRGlzcGF0Y2hSZXF1ZXN0Gh8uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlc3BvbnNlIgASUgoJU3Vic2NyaWJlEh8uYWN0aW9uc3luYy52MS5TdWJzY3JpYmVSZXF1ZXN0GiAuYWN0aW9uc3luYy52MS5TdWJzY3JpYmVSZXNwb25zZSIAMAESRQoEU3luYxIaLmFjdGlvbnN5bmMudjEuU3luY1JlcXVlc3QaGy5hY3Rpb25zeW5jLnYxLlN5bmNSZXNwb25zZSIAKAEwARJKCgdIaXN0b3J5Eh0uYWN0aW9uc3luYy52MS5IaXN0b3J5UmVxdWVzdBoeLmFjdGlvbnN5bmMudjEuSGlzdG9yeVJlc3BvbnNlIgBCtAEKEWNvbS5hY3Rpb25zeW5jLnYxQglTeW5jUHJvdG9QAVo/Z2l0aHViLmNvbS9hY3Rpb25zeW5jL2FjdGlvbnN5bmMvZ2VuL2FjdGlvbnN5bmMvdjE7YWN0aW9uc3luY3YxogIDQVhYqgINQWN0aW9uc3luYy5WMcoCDUFjdGlvbnN5bmNcVjHiAhlBY3Rpb25zeW5jXFYxXEdQQk1ldGFkYXRh6gIOQWN0aW9uc3luYzo6VjFiBnByb3RvMw", [file_actionsync_v1_action]);
+  fileDesc("ChhhY3Rpb25zeW5jL3YxL3N5bmMucHJvdG8SDWFjdGlvbnN5bmMudjEiiQEKD0Rpc3BhdGNoUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEiYKB2FjdGlvbnMYAiADKAsyFS5hY3Rpb25zeW5jLnYxLkFjdGlvbhIRCgljbGllbnRfaWQYAyABKAkSFgoOc2VudF9hZnRlcl9zZXEYBCABKAQSEgoKc2VudF9lcG9jaBgFIAEoCSI0ChBEaXNwYXRjaFJlc3BvbnNlEiAKBGFja3MYASADKAsyEi5hY3Rpb25zeW5jLnYxLkFjayIxCgNBY2sSCgoCaWQYASABKAkSCwoDc2VxGAIgASgEEhEKCWR1cGxpY2F0ZRgDIAEoCCJLCghQb3NpdGlvbhIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIMCgRsaXZlGAMgASgIEg0KBWVwb2NoGAQgASgJInkKEFN1YnNjcmliZVJlcXVlc3QSKgoJcG9zaXRpb25zGAEgAygLMhcuYWN0aW9uc3luYy52MS5Qb3NpdGlvbhIRCgljbGllbnRfaWQYAiABKAkSEwoLZXhjbHVkZV9vd24YAyABKAgSEQoJc25hcHNob3RzGAQgASgIIt0BChFTdWJzY3JpYmVSZXNwb25zZRImCgdhY3Rpb25zGAEgAygLMhUuYWN0aW9uc3luYy52MS5BY3Rpb24SIwoFcmVzZXQYAiABKAsyFC5hY3Rpb25zeW5jLnYxLlJlc2V0EiMKBXJlYWR5GAMgASgLMhQuYWN0aW9uc3luYy52MS5SZWFkeRIrCgloZWFydGJlYXQYBCABKAsyGC5hY3Rpb25zeW5jLnYxLkhlYXJ0YmVhdBIpCghzbmFwc2hvdBgFIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3QiOQoFUmVzZXQSDwoHY2hhbm5lbBgBIAEoCRIQCghoZWFkX3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSI5CgVSZWFkeRIPCgdjaGFubmVsGAEgASgJEhAKCGhlYWRfc2VxGAIgASgEEg0KBWVwb2NoGAMgASgJIgsKCUhlYXJ0YmVhdCKCAQoLU3luY1JlcXVlc3QSNAoJc3Vic2NyaWJlGAEgASgLMh8uYWN0aW9uc3luYy52MS5TdWJzY3JpYmVSZXF1ZXN0SAASMgoIZGlzcGF0Y2gYAiABKAsyHi5hY3Rpb25zeW5jLnYxLkRpc3BhdGNoUmVxdWVzdEgAQgkKB3JlcXVlc3QiwwIKDFN5bmNSZXNwb25zZRImCgdhY3Rpb25zGAEgAygLMhUuYWN0aW9uc3luYy52MS5BY3Rpb24SIwoFcmVzZXQYAiABKAsyFC5hY3Rpb25zeW5jLnYxLlJlc2V0EiMKBXJlYWR5GAMgASgLMhQuYWN0aW9uc3luYy52MS5SZWFkeRIrCgloZWFydGJlYXQYBCABKAsyGC5hY3Rpb25zeW5jLnYxLkhlYXJ0YmVhdBIzCgpkaXNwYXRjaGVkGAUgASgLMh8uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlc3BvbnNlEjQKDmRpc3BhdGNoX2Vycm9yGAYgASgLMhwuYWN0aW9uc3luYy52MS5EaXNwYXRjaEVycm9yEikKCHNuYXBzaG90GAcgASgLMhcuYWN0aW9uc3luYy52MS5TbmFwc2hvdCIuCg1EaXNwYXRjaEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSJDCg5IaXN0b3J5UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDSJLCg9IaXN0b3J5UmVzcG9uc2USJgoHYWN0aW9ucxgBIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEhAKCGhlYWRfc2VxGAIgASgEIpQBCghTbmFwc2hvdBIPCgdjaGFubmVsGAEgASgJEgsKA3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEg0KBXN0YXRlGAUgASgMEhEKCWNsaWVudF9pZBgGIAEoCRIoCgR0aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ0ChJQdXRTbmFwc2hvdFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZXBvY2gYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRINCgVzdGF0ZRgFIAEoDBIRCgljbGllbnRfaWQYBiABKAkiQAoTUHV0U25hcHNob3RSZXNwb25zZRIpCghzbmFwc2hvdBgBIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3QiJQoSR2V0U25hcHNob3RSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkiQAoTR2V0U25hcHNob3RSZXNwb25zZRIpCghzbmFwc2hvdBgBIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3Qy8wMKC1N5bmNTZXJ2aWNlEk0KCERpc3BhdGNoEh4uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlcXVlc3QaHy5hY3Rpb25zeW5jLnYxLkRpc3BhdGNoUmVzcG9uc2UiABJSCglTdWJzY3JpYmUSHy5hY3Rpb25zeW5jLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5hY3Rpb25zeW5jLnYxLlN1YnNjcmliZVJlc3BvbnNlIgAwARJFCgRTeW5jEhouYWN0aW9uc3luYy52MS5TeW5jUmVxdWVzdBobLmFjdGlvbnN5bmMudjEuU3luY1Jlc3BvbnNlIgAoATABEkoKB0hpc3RvcnkSHS5hY3Rpb25zeW5jLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uYWN0aW9uc3luYy52MS5IaXN0b3J5UmVzcG9uc2UiABJWCgtQdXRTbmFwc2hvdBIhLmFjdGlvbnN5bmMudjEuUHV0U25hcHNob3RSZXF1ZXN0GiIuYWN0aW9uc3luYy52MS5QdXRTbmFwc2hvdFJlc3BvbnNlIgASVgoLR2V0U25hcHNob3QSIS5hY3Rpb25zeW5jLnYxLkdldFNuYXBzaG90UmVxdWVzdBoiLmFjdGlvbnN5bmMudjEuR2V0U25hcHNob3RSZXNwb25zZSIAQrQBChFjb20uYWN0aW9uc3luYy52MUIJU3luY1Byb3RvUAFaP2dpdGh1Yi5jb20vYWN0aW9uc3luYy9hY3Rpb25zeW5jL2dlbi9hY3Rpb25zeW5jL3YxO2FjdGlvbnN5bmN2MaICA0FYWKoCDUFjdGlvbnN5bmMuVjHKAg1BY3Rpb25zeW5jXFYx4gIZQWN0aW9uc3luY1xWMVxHUEJNZXRhZGF0YeoCDkFjdGlvbnN5bmM6OlYxYgZwcm90bzM", [file_actionsync_v1_action, file_google_protobuf_timestamp]);
 
 /**
  * DispatchRequest publishes actions to one channel.
@@ -43,6 +45,27 @@ export type DispatchRequest = Message<"actionsync.v1.DispatchRequest"> & {
    * @generated from field: string client_id = 3;
    */
   clientId: string;
+
+  /**
+   * sent_after_seq makes a retry safe beyond the dedupe window. When a client sends
+   * actions again because it never got the answer, it sets sent_after_seq and sent_epoch
+   * to the channel position it had applied when it first sent them. Ids are deduplicated
+   * only against history: if history no longer reaches back to sent_after_seq+1, or the
+   * channel's epoch is not sent_epoch, the server cannot tell whether the first attempt
+   * was applied, and refuses the whole dispatch with FAILED_PRECONDITION ("dedupe window
+   * passed") instead of risking applying it twice. Checked only when sent_epoch is set.
+   *
+   * @generated from field: uint64 sent_after_seq = 4;
+   */
+  sentAfterSeq: bigint;
+
+  /**
+   * sent_epoch is the epoch sent_after_seq belongs to (from ready, reset or snapshot).
+   * Empty: no check. At most 64 bytes.
+   *
+   * @generated from field: string sent_epoch = 5;
+   */
+  sentEpoch: string;
 };
 
 /**
@@ -186,6 +209,18 @@ export type SubscribeRequest = Message<"actionsync.v1.SubscribeRequest"> & {
    * @generated from field: bool exclude_own = 3;
    */
   excludeOwn: boolean;
+
+  /**
+   * snapshots says the client can rebuild a channel from a snapshot. For a position
+   * that starts from scratch (after_seq 0, not live) or that would get a reset, if the
+   * channel holds a snapshot the history still continues, the server sends the snapshot
+   * instead, then the actions after its seq, ready, and live actions. Without it (or
+   * without a snapshot) positions are served as before. On Sync, it applies to the
+   * positions of the subscribe request that sets it.
+   *
+   * @generated from field: bool snapshots = 4;
+   */
+  snapshots: boolean;
 };
 
 /**
@@ -197,7 +232,7 @@ export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*
 
 /**
  * SubscribeResponse is one message of a subscription stream. Exactly one of actions
- * (non-empty), reset, ready and heartbeat is set.
+ * (non-empty), reset, ready, heartbeat and snapshot is set.
  *
  * @generated from message actionsync.v1.SubscribeResponse
  */
@@ -234,6 +269,14 @@ export type SubscribeResponse = Message<"actionsync.v1.SubscribeResponse"> & {
    * @generated from field: actionsync.v1.Heartbeat heartbeat = 4;
    */
   heartbeat?: Heartbeat | undefined;
+
+  /**
+   * snapshot replaces the client's state for its channel (sent only when the request
+   * asked for snapshots): the stream continues with the actions after snapshot.seq.
+   *
+   * @generated from field: actionsync.v1.Snapshot snapshot = 5;
+   */
+  snapshot?: Snapshot | undefined;
 };
 
 /**
@@ -414,6 +457,13 @@ export type SyncResponse = Message<"actionsync.v1.SyncResponse"> & {
    * @generated from field: actionsync.v1.DispatchError dispatch_error = 6;
    */
   dispatchError?: DispatchError | undefined;
+
+  /**
+   * snapshot is as in SubscribeResponse.snapshot.
+   *
+   * @generated from field: actionsync.v1.Snapshot snapshot = 7;
+   */
+  snapshot?: Snapshot | undefined;
 };
 
 /**
@@ -518,6 +568,201 @@ export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
   messageDesc(file_actionsync_v1_sync, 13);
 
 /**
+ * Snapshot is a channel's application state as a client built it: the result of applying
+ * every action of the channel up to seq, in the channel's epoch. The server never reads
+ * state; it checks seq and epoch against the channel and the size against its limit.
+ *
+ * @generated from message actionsync.v1.Snapshot
+ */
+export type Snapshot = Message<"actionsync.v1.Snapshot"> & {
+  /**
+   * channel the snapshot belongs to. Set by the server.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * seq is the last action the state includes.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * epoch is the channel epoch seq belongs to.
+   *
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+
+  /**
+   * version is the application's tag for the state's schema, e.g. "board/v3", so that a
+   * client can tell a state it cannot read. Up to 64 bytes of UTF-8; may be empty.
+   *
+   * @generated from field: string version = 4;
+   */
+  version: string;
+
+  /**
+   * state is the application state, in any encoding the application chooses (the
+   * Redux middleware writes UTF-8 JSON). At most 1,048,576 bytes by default (the
+   * server's --max-snapshot-bytes).
+   *
+   * @generated from field: bytes state = 5;
+   */
+  state: Uint8Array;
+
+  /**
+   * client_id is the client that wrote the snapshot. Set by the server.
+   *
+   * @generated from field: string client_id = 6;
+   */
+  clientId: string;
+
+  /**
+   * time is when the server accepted the snapshot. Set by the server.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 7;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message actionsync.v1.Snapshot.
+ * Use `create(SnapshotSchema)` to create a new message.
+ */
+export const SnapshotSchema: GenMessage<Snapshot> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 14);
+
+/**
+ * PutSnapshotRequest stores a snapshot.
+ *
+ * @generated from message actionsync.v1.PutSnapshotRequest
+ */
+export type PutSnapshotRequest = Message<"actionsync.v1.PutSnapshotRequest"> & {
+  /**
+   * channel the snapshot belongs to. Required; 1..128 characters of [A-Za-z0-9_.:-] by
+   * default.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * seq is the last action the state includes: 1..the channel's head (OUT_OF_RANGE
+   * beyond it), newer than the snapshot the channel holds (ALREADY_EXISTS otherwise),
+   * and still in history or at its edge (FAILED_PRECONDITION if history no longer
+   * reaches back to seq+1: clients could not rebuild from it).
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * epoch is the channel epoch seq belongs to, as the client saw it in ready, reset or
+   * snapshot. Required; FAILED_PRECONDITION if it is not the channel's epoch.
+   *
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+
+  /**
+   * version is the application's schema tag: up to 64 bytes of UTF-8; may be empty.
+   *
+   * @generated from field: string version = 4;
+   */
+  version: string;
+
+  /**
+   * state is the application state: at most 1,048,576 bytes by default (the server's
+   * --max-snapshot-bytes); may be empty.
+   *
+   * @generated from field: bytes state = 5;
+   */
+  state: Uint8Array;
+
+  /**
+   * client_id identifies the writer. Optional; if set, 1..64 characters of
+   * [A-Za-z0-9_.:-].
+   *
+   * @generated from field: string client_id = 6;
+   */
+  clientId: string;
+};
+
+/**
+ * Describes the message actionsync.v1.PutSnapshotRequest.
+ * Use `create(PutSnapshotRequestSchema)` to create a new message.
+ */
+export const PutSnapshotRequestSchema: GenMessage<PutSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 15);
+
+/**
+ * PutSnapshotResponse acknowledges a stored snapshot.
+ *
+ * @generated from message actionsync.v1.PutSnapshotResponse
+ */
+export type PutSnapshotResponse = Message<"actionsync.v1.PutSnapshotResponse"> & {
+  /**
+   * snapshot is the stored snapshot without its state (channel, seq, epoch, version,
+   * client_id, time).
+   *
+   * @generated from field: actionsync.v1.Snapshot snapshot = 1;
+   */
+  snapshot?: Snapshot | undefined;
+};
+
+/**
+ * Describes the message actionsync.v1.PutSnapshotResponse.
+ * Use `create(PutSnapshotResponseSchema)` to create a new message.
+ */
+export const PutSnapshotResponseSchema: GenMessage<PutSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 16);
+
+/**
+ * GetSnapshotRequest reads a channel's snapshot.
+ *
+ * @generated from message actionsync.v1.GetSnapshotRequest
+ */
+export type GetSnapshotRequest = Message<"actionsync.v1.GetSnapshotRequest"> & {
+  /**
+   * channel to read. Required; 1..128 characters of [A-Za-z0-9_.:-] by default.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+};
+
+/**
+ * Describes the message actionsync.v1.GetSnapshotRequest.
+ * Use `create(GetSnapshotRequestSchema)` to create a new message.
+ */
+export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 17);
+
+/**
+ * GetSnapshotResponse holds a channel's snapshot.
+ *
+ * @generated from message actionsync.v1.GetSnapshotResponse
+ */
+export type GetSnapshotResponse = Message<"actionsync.v1.GetSnapshotResponse"> & {
+  /**
+   * snapshot is the channel's snapshot.
+   *
+   * @generated from field: actionsync.v1.Snapshot snapshot = 1;
+   */
+  snapshot?: Snapshot | undefined;
+};
+
+/**
+ * Describes the message actionsync.v1.GetSnapshotResponse.
+ * Use `create(GetSnapshotResponseSchema)` to create a new message.
+ */
+export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 18);
+
+/**
  * SyncService relays Redux actions between clients. Every channel has one total order
  * (its seq), a bounded history, and resume after reconnect.
  *
@@ -573,6 +818,29 @@ export const SyncService: GenService<{
     methodKind: "unary";
     input: typeof HistoryRequestSchema;
     output: typeof HistoryResponseSchema;
+  },
+  /**
+   * PutSnapshot stores a client-built snapshot of a channel's application state at a seq,
+   * replacing the channel's snapshot if it is older. Subscribers that start from scratch
+   * (after_seq 0) or from a position the history no longer reaches can then rebuild from
+   * the snapshot and the actions after it, instead of getting a bare reset.
+   *
+   * @generated from rpc actionsync.v1.SyncService.PutSnapshot
+   */
+  putSnapshot: {
+    methodKind: "unary";
+    input: typeof PutSnapshotRequestSchema;
+    output: typeof PutSnapshotResponseSchema;
+  },
+  /**
+   * GetSnapshot returns a channel's snapshot. NOT_FOUND if the channel holds none.
+   *
+   * @generated from rpc actionsync.v1.SyncService.GetSnapshot
+   */
+  getSnapshot: {
+    methodKind: "unary";
+    input: typeof GetSnapshotRequestSchema;
+    output: typeof GetSnapshotResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_actionsync_v1_sync, 0);
