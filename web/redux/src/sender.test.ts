@@ -122,6 +122,19 @@ describe("createSender", () => {
     });
   }
 
+  it("retries_a_rate_limited_dispatch_as_long_as_the_server_gives_a_hint", async () => {
+    // The server's dispatch rate limit: resource_exhausted with Retry-After.
+    const n = limitedRetries + 3;
+    const s = await setup((_, call) => (call < n ? new ConnectError("slow down", Code.ResourceExhausted, { "retry-after": "0.005" }) : undefined));
+    s.sender.setLive(true);
+    s.outbox.add(entry("a"));
+    s.sender.kick();
+    await waitFor("acked", () => s.acked.length === 1);
+    assert.equal(s.fake.calls.length, n + 1);
+    assert.deepEqual(s.rejected, []);
+    await s.sender.close();
+  });
+
   it("waits_as_long_as_a_retry_after_hint_says", async () => {
     const s = await setup((_, call) => (call === 0 ? new ConnectError("busy", Code.ResourceExhausted, { "retry-after": "0.3" }) : undefined));
     const at: number[] = [];

@@ -16,7 +16,9 @@ import { toWire } from "./wire.js";
  *   app's transport gets a new one); retried for ever;
  * - `limited`: `resource_exhausted` (a request too big, a server holding too many
  *   channels) and `internal` (a server bug; also a broken answer from a server that died
- *   mid-request): retried {@link limitedRetries} times, then refused;
+ *   mid-request): retried {@link limitedRetries} times, then refused. Except when the
+ *   server gives a Retry-After hint (its dispatch rate limit): then the server says a
+ *   retry will do, and it is retried after the hint for as long as it gives one;
  * - `refused`: the server judged the actions and refused them (`invalid_argument`,
  *   `permission_denied`, `already_exists`, `failed_precondition`, ...): rolled back.
  */
@@ -143,9 +145,10 @@ export function createSender(o: SenderOptions): Sender {
         if (abort.signal.aborted) return;
         const err = ConnectError.from(e);
         const kind = failureKind(err.code);
-        if (kind === "unreachable" || kind === "retry" || (kind === "limited" && limited < limitedRetries)) {
-          if (kind === "limited") limited++;
-          const delay = Math.max(backoff.next(), retryAfterMs(err));
+        const hintMs = retryAfterMs(err);
+        if (kind === "unreachable" || kind === "retry" || (kind === "limited" && (hintMs > 0 || limited < limitedRetries))) {
+          if (kind === "limited" && hintMs === 0) limited++;
+          const delay = Math.max(backoff.next(), hintMs);
           o.onRetry(err, delay, batch);
           await sleep(delay, abort.signal, (w) => (wake = w));
           wake = undefined;
