@@ -22,7 +22,8 @@ export const boardVersion = "board-1";
  * key per tab, so a reload finds them and a closed tab's are sent by the next tab to start.
  * The confirmed board is persisted too (localStorage, "actionsync:state:<channel>"): a
  * reload shows it at once, even offline, and replays only the actions after it. Only the
- * board is saved (the notices are this window's), and the board reducer restores it.
+ * board is saved (the notices are this window's), and the board reducer restores it,
+ * from storage or from the server's snapshot of the board.
  */
 export function createBoardStore(options: BoardStoreOptions) {
   const sync = createSyncMiddleware({
@@ -30,6 +31,9 @@ export function createBoardStore(options: BoardStoreOptions) {
     channel: options.channel,
     types: syncedTypes,
     persist: { version: boardVersion, select: (s: { board: unknown }) => s.board },
+    // Every 500 actions, the client whose action reached the boundary writes the board as
+    // the channel's snapshot: a new window starts from it instead of the whole history.
+    snapshots: {},
   });
   const store = configureStore({
     reducer: sync.wrapReducer(combineReducers({ board, notices, sync: sync.reducer })),

@@ -13,6 +13,7 @@ import {
   type RebasePayload,
   type RejectedPayload,
   type ReplacePayload,
+  type ReplaceSource,
   type ResetPayload,
   type RestorePayload,
   type StatusPayload,
@@ -23,13 +24,14 @@ import {
 import { initialConnection, sends, statusOf, transition, type Connection, type ConnectionEvent } from "./connection.js";
 import { watchConnectivity } from "./connectivity.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
-import { SyncService, type Ack } from "./gen/actionsync/v1/sync_pb.js";
+import { SyncService, type Ack, type Snapshot } from "./gen/actionsync/v1/sync_pb.js";
 import { createOutbox } from "./outbox.js";
 import { checkOptions, type SyncMiddlewareOptions } from "./options.js";
 import { createPersistence, type Persistence, type Restored } from "./persist.js";
 import { createRebase, type Classified } from "./rebase.js";
 import { randomId } from "./ids.js";
 import { createSender, isNetworkFailure } from "./sender.js";
+import { createSnapshotWriter, decodeSnapshot } from "./snapshot.js";
 import { createStatusReducer } from "./status.js";
 import { startSubscriber, type Subscriber } from "./subscriber.js";
 import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta, withoutMarker } from "./wire.js";
@@ -99,6 +101,11 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   // lastSeq already is in the confirmed state (restored from storage).
   let skipped: [number, number][] = [];
   let resets = 0;
+  // staleState: a reset skipped actions the confirmed state lacks (until a snapshot
+  // replaces it): it must not be written as a snapshot.
+  let staleState = false;
+  // snapshotDue: one of our actions reached a snapshot boundary in the batch being applied.
+  let snapshotDue = false;
 
   let api: { dispatch(action: UnknownAction): unknown } | undefined;
   let closing: Promise<void> | undefined;
@@ -128,10 +135,10 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   let restoring: Restored | null | Promise<Restored | null> = persistence?.load() ?? null;
   const rebase = createRebase({
     classify,
-    replaceWholeState: o.persist?.select === undefined,
+    replaceWholeState: o.codec?.select === undefined,
     initial() {
       if (restoring === null || restoring instanceof Promise) return undefined;
-      const action = replaceAction(restoring);
+      const action = replaceAction(restoring, "storage");
       restoring = null;
       return action;
     },
@@ -146,11 +153,24 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   const reducer = createStatusReducer(channel, isOwnLocal, () => ({ status: shown.status, error: shown.error, resets }));
 
   /** replaceAction builds the actionsync/replace of a restored state; lastSeq and epoch move to it. */
-  function replaceAction(r: Restored): UnknownAction {
+  function replaceAction(r: Restored, source: ReplaceSource): UnknownAction {
     lastSeq = stateSeq = r.seq;
     epoch = r.epoch;
-    const payload: ReplacePayload = { channel, state: r.value, seq: r.seq, epoch: r.epoch, source: "storage" };
+    const payload: ReplacePayload = { channel, state: r.value, seq: r.seq, epoch: r.epoch, source };
     return { type: ActionTypes.replace, payload };
+  }
+
+  const snapshots =
+    o.snapshots && o.codec
+      ? createSnapshotWriter({ client, channel, clientId, codec: o.codec, every: o.snapshots.every, intervalMs: o.snapshots.intervalMs, logger })
+      : undefined;
+
+  /** writeSnapshot writes the confirmed state as the channel's snapshot, if one is due. */
+  function writeSnapshot() {
+    const due = snapshotDue;
+    snapshotDue = false;
+    if (!snapshots || !o.snapshots?.write || staleState || epoch === "" || !snapshots.due(lastSeq, due)) return;
+    snapshots.write(rebase.confirmedState(), lastSeq, epoch);
   }
 
   const sender = createSender({
@@ -251,6 +271,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     }
     if (stateSeq !== lastSeq) publishStatus();
     persistence?.changed();
+    writeSnapshot();
   }
 
   function applyRemote(a: WireAction) {
@@ -259,6 +280,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       logger.warn(`actionsync: ignoring action seq ${a.seq} on ${channel}: not after ${lastSeq}`);
       return;
     }
+    const prevSeq = lastSeq;
     lastSeq = seq;
     if (a.id !== "" && ackConfirmed.delete(a.id)) return;
     const decoded = fromWire(a, channel);
@@ -275,6 +297,8 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     const entry = mine ? outbox.remove(a.id) : undefined;
     // The echo of our own action: a Dispatch whose answer was lost did reach the server.
     if (entry) on({ type: "linkWorks" });
+    // One writer per snapshot boundary: the client whose action reached it.
+    if (entry && snapshots?.reaches(prevSeq, seq)) snapshotDue = true;
     if (dispatchSafely(action)) {
       stateSeq = Math.max(stateSeq, seq);
     } else if (entry && rebase.hasPending(entry.id)) {
@@ -355,21 +379,12 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       idleTimeoutMs: o.idleTimeoutMs,
       position: () => ({ afterSeq: lastSeq, epoch }),
       onActions,
+      snapshots: snapshots !== undefined,
       onReset(headSeq, resetEpoch) {
         logger.warn(`actionsync: the server reset ${channel} to seq ${headSeq} (was at ${lastSeq}); the state is stale`);
-        // In a new epoch (a lost history) every seq up to the head is another action.
-        if (resetEpoch !== epoch) skipped = [];
-        skipped.push([resetEpoch !== epoch ? 1 : lastSeq + 1, headSeq]);
-        lastSeq = stateSeq = headSeq;
-        epoch = resetEpoch;
-        resets++;
-        // The saved state is stale too: a reload must not bring it back.
-        persistence?.forget();
-        // The server may have lost acknowledged actions: send every pending one again.
-        outbox.resendAll();
-        const payload: ResetPayload = { channel, headSeq };
-        dispatchSafely({ type: ActionTypes.reset, payload });
+        resetTo(headSeq, resetEpoch);
       },
+      onSnapshot,
       onReady(_headSeq, readyEpoch) {
         epoch = readyEpoch;
         on({ type: "streamReady" });
@@ -380,6 +395,55 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         on({ type: "streamDown", error: syncError(err) });
       },
     });
+  }
+
+  /** resetTo follows a reset: the stream goes on after headSeq, and the state is stale. */
+  function resetTo(headSeq: number, resetEpoch: string) {
+    // In a new epoch (a lost history) every seq up to the head is another action.
+    if (resetEpoch !== epoch) skipped = [];
+    skipped.push([resetEpoch !== epoch ? 1 : lastSeq + 1, headSeq]);
+    lastSeq = stateSeq = headSeq;
+    epoch = resetEpoch;
+    resets++;
+    staleState = true;
+    // The saved state is stale too: a reload must not bring it back.
+    persistence?.forget();
+    // The server may have lost acknowledged actions: send every pending one again.
+    outbox.resendAll();
+    const payload: ResetPayload = { channel, headSeq };
+    dispatchSafely({ type: ActionTypes.reset, payload });
+  }
+
+  /**
+   * onSnapshot rebuilds the confirmed state from the channel's snapshot (actionsync/replace,
+   * source "snapshot"); the stream goes on after its seq. A snapshot this app cannot read
+   * (another version, bytes that do not deserialize, a reducer that throws on it) is
+   * treated as a reset at its seq.
+   */
+  function onSnapshot(s: Snapshot) {
+    const seq = Number(s.seq);
+    snapshots?.seen(seq);
+    const decoded = decodeSnapshot(s, o.codec!);
+    if (decoded.problem !== undefined) {
+      logger.warn(`actionsync: ignoring the snapshot of ${channel} at seq ${seq}: ${decoded.problem}; treating it as a reset`);
+      resetTo(seq, s.epoch);
+      return;
+    }
+    const at = { seq: lastSeq, epoch };
+    // Everything up to seq is in the snapshot: no reset gap is left, and our actions the
+    // stream will not echo are settled by their (duplicate) acks.
+    skipped = [];
+    outbox.resendAll();
+    if (!dispatchSafely(replaceAction({ value: decoded.value, seq, epoch: s.epoch }, "snapshot"))) {
+      lastSeq = at.seq;
+      epoch = at.epoch;
+      resetTo(seq, s.epoch);
+      return;
+    }
+    staleState = false;
+    persistence?.revive();
+    persistence?.changed();
+    publishStatus();
   }
 
   function wentOffline() {
@@ -414,7 +478,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       if (r !== null && !rebaseUsed) logger.warn("actionsync: the saved state is not restored: persist needs sync.wrapReducer(rootReducer)");
       else if (r !== null) {
         const at = { seq: lastSeq, epoch };
-        if (!dispatchSafely(replaceAction(r))) {
+        if (!dispatchSafely(replaceAction(r, "storage"))) {
           // The reducer threw on the saved state: replay the history instead.
           lastSeq = stateSeq = at.seq;
           epoch = at.epoch;
@@ -498,6 +562,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       const stopping = [sender.close(), subscriber?.close()];
       // A store closed before it started has not loaded its outbox yet: load it now, or
       // the actions dispatched meanwhile would never be saved.
+      stopping.push(snapshots?.close());
       closing = Promise.all(stopping)
         .then(() => persistence?.close())
         .then(() => outbox.load())

@@ -7,6 +7,7 @@ import { defaultConnectivity, type Connectivity } from "./connectivity.js";
 import { randomId } from "./ids.js";
 import { createMemoryStorage, defaultStorage, type Logger, type OutboxStorage, type WebStorage } from "./outbox.js";
 import { createWebStateStorage, stateKey, type PersistOptions, type StateStorage } from "./persist.js";
+import type { SnapshotOptions, StateCodec } from "./snapshot.js";
 
 /** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
 export interface SyncMiddlewareOptions {
@@ -86,6 +87,15 @@ export interface SyncMiddlewareOptions {
    * serialize and deserialize.
    */
   persist?: PersistOptions | null;
+  /**
+   * snapshots subscribes with snapshots: true, so that starting from scratch (or from a
+   * position the history no longer reaches) rebuilds from the channel's snapshot and the
+   * actions after it (applied through `actionsync/replace`, source "snapshot"; a snapshot
+   * of another version is treated as a reset), and writes snapshots of the confirmed
+   * state as UTF-8 JSON every few hundred actions. The version, select, serialize and
+   * deserialize are persist's unless given here. Default: none.
+   */
+  snapshots?: SnapshotOptions | null;
 }
 
 const clientIdPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -105,6 +115,9 @@ export interface CheckedOptions {
   dispatchTimeoutMs: number;
   connectivity: Connectivity | undefined;
   persist: (PersistOptions & { storage: StateStorage }) | undefined;
+  /** codec is the state's version, select and serialization, shared by persist and snapshots. */
+  codec: StateCodec | undefined;
+  snapshots: { every: number; intervalMs: number; write: boolean } | undefined;
 }
 
 /** checkOptions fills in the defaults and throws a TypeError or RangeError naming a bad option. */
@@ -152,13 +165,41 @@ export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     idleTimeoutMs,
     dispatchTimeoutMs,
     connectivity: connectivity === undefined ? defaultConnectivity() : (connectivity ?? undefined),
-    persist: checkPersist(options.persist, channel),
+    ...checkState(options.persist, options.snapshots, channel),
   };
 }
 
-function checkPersist(persist: PersistOptions | null | undefined, channel: string): CheckedOptions["persist"] {
+function checkState(
+  persist: PersistOptions | null | undefined,
+  snapshots: SnapshotOptions | null | undefined,
+  channel: string,
+): Pick<CheckedOptions, "persist" | "codec" | "snapshots"> {
+  if (persist == null && snapshots == null) return { persist: undefined, codec: undefined, snapshots: undefined };
+  // persist and snapshots save the same state: one version, select and serialization.
+  const pick = <K extends "version" | "select" | "serialize" | "deserialize">(k: K) => {
+    const a = persist?.[k];
+    const b = snapshots?.[k];
+    if (a !== undefined && b !== undefined && a !== b) throw new TypeError(`actionsync: persist.${k} and snapshots.${k} differ; give it once`);
+    return (b ?? a) as PersistOptions[K];
+  };
+  const version = pick("version");
+  if (typeof version !== "string" || version === "") {
+    throw new TypeError(`actionsync: ${persist != null ? "persist" : "snapshots"}.version is required: a tag of your state's shape`);
+  }
+  const codec: StateCodec = { version, select: pick("select"), serialize: pick("serialize") ?? JSON.stringify, deserialize: pick("deserialize") ?? JSON.parse };
+  let checkedSnapshots: CheckedOptions["snapshots"];
+  if (snapshots != null) {
+    const every = snapshots.every ?? 500;
+    const intervalMs = snapshots.intervalMs ?? 0;
+    if (!Number.isInteger(every) || every < 0) throw new RangeError(`actionsync: snapshots.every must be an integer >= 0, got ${every}`);
+    if (!(intervalMs >= 0) || !Number.isFinite(intervalMs)) throw new RangeError(`actionsync: snapshots.intervalMs must be >= 0, got ${intervalMs}`);
+    checkedSnapshots = { every, intervalMs, write: snapshots.write ?? true };
+  }
+  return { persist: checkPersist(persist, codec, channel), codec, snapshots: checkedSnapshots };
+}
+
+function checkPersist(persist: PersistOptions | null | undefined, codec: StateCodec, channel: string): CheckedOptions["persist"] {
   if (persist == null) return undefined;
-  if (typeof persist.version !== "string" || persist.version === "") throw new TypeError("actionsync: persist.version is required: a tag of your state's shape");
   if (persist.throttleMs !== undefined && !(persist.throttleMs >= 0)) throw new RangeError("actionsync: persist.throttleMs must be >= 0");
   let storage = persist.storage;
   if (storage === undefined) {
@@ -171,5 +212,5 @@ function checkPersist(persist: PersistOptions | null | undefined, channel: strin
     if (local === undefined) return undefined;
     storage = createWebStateStorage(persist.key ?? stateKey(channel), local);
   }
-  return { ...persist, storage };
+  return { ...persist, ...codec, storage };
 }

@@ -135,6 +135,8 @@ export interface Persistence {
    * reset: the store's state is stale, and a reload must not bring it back).
    */
   forget(): void;
+  /** revive saves again after forget (the state was rebuilt from a server snapshot). */
+  revive(): void;
   /** close saves what changed since the last save; resolves when the saves are done. */
   close(): Promise<void>;
 }
@@ -248,6 +250,9 @@ export function createPersistence(
       clearTimeout(timer);
       timer = undefined;
       enqueue(null);
+    },
+    revive() {
+      forgotten = false;
     },
     close() {
       if (!closed) {

@@ -1,7 +1,7 @@
 // The subscriber: follows the channel with Subscribe, reconnecting and resuming.
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
-import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
+import type { Snapshot, SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import { createBackoff, sleep, type BackoffOptions } from "./backoff.js";
 
 /** SubscriberOptions wires a subscriber to its middleware. */
@@ -17,8 +17,15 @@ export interface SubscriberOptions {
    * channel epoch it belongs to ("": not known), as the last onReady or onReset told.
    */
   position(): { afterSeq: number; epoch: string };
+  /**
+   * snapshots asks the server for the channel's snapshot instead of a replay from 0 or a
+   * reset, when it holds one (onSnapshot).
+   */
+  snapshots: boolean;
   /** onActions is called with each batch of actions, in seq order. */
   onActions(actions: WireAction[]): void;
+  /** onSnapshot is called with the channel's snapshot: the stream goes on after its seq, in its epoch. */
+  onSnapshot(snapshot: Snapshot): void;
   /** onReset is called when the server cannot resume at the position: the stream goes on after headSeq, in epoch. */
   onReset(headSeq: number, epoch: string): void;
   /** onReady is called when the replay is done and the stream is live, in epoch. */
@@ -83,12 +90,13 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
       // from ours.
       const { afterSeq, epoch } = o.position();
       const responses = o.client.subscribe(
-        { positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }], clientId: o.clientId },
+        { positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }], clientId: o.clientId, snapshots: o.snapshots },
         { signal: stream.signal },
       );
       for await (const res of responses) {
         arm();
         if (res.reset) o.onReset(Number(res.reset.headSeq), res.reset.epoch);
+        if (res.snapshot) o.onSnapshot(res.snapshot);
         if (res.actions.length > 0) o.onActions(res.actions);
         if (res.ready) {
           backoff.reset();

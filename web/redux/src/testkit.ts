@@ -88,6 +88,7 @@ export function createLink(baseUrl: string) {
   let lostAckDelayMs = 0;
   let failures: { left: number; code: Code; message?: string; headers?: HeadersInit; when?: (ids: string[]) => boolean } = { left: 0, code: Code.Unknown };
   const dispatched: string[][] = [];
+  const methods: string[] = [];
   const acks: { id: string; seq: bigint; duplicate: boolean }[][] = [];
   // While held, stream messages wait (the subscription lags behind Dispatch).
   let gate: Promise<void> = Promise.resolve();
@@ -96,6 +97,7 @@ export function createLink(baseUrl: string) {
     if (down) throw new ConnectError("test link is down", Code.Unavailable);
     const mine = cut.signal;
     const isDispatch = req.method.name === "Dispatch";
+    methods.push(req.method.name);
     const ids = isDispatch ? (req.message as unknown as { actions: { id: string; type: string }[] }).actions : [];
     if (isDispatch && !req.stream) dispatched.push(ids.map((a) => a.id));
     if (isDispatch && failures.left > 0 && (failures.when?.(ids.map((a) => a.type)) ?? true)) {
@@ -140,6 +142,8 @@ export function createLink(baseUrl: string) {
     transport: createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [interceptor] }),
     /** dispatched lists the action ids of every Dispatch call, in order. */
     dispatched,
+    /** methods lists the method of every call (Subscribe, Dispatch, PutSnapshot, ...), in order. */
+    methods,
     /** acks lists the acks of every answered Dispatch call (lost ones too), in order. */
     acks,
     /** hold makes the streams' messages wait until release(). */
