@@ -1,7 +1,8 @@
 // Randomized convergence: several stores with real middleware instances against one real
 // server, conflicting actions in random interleavings (a strict add the reducer throws on
 // when the item is there, a local-only action that does not commute with pending adds),
-// random network cuts, lost acks and reloads (from the persisted board, or from nothing);
+// random network cuts, lost acks and reloads (from the persisted board, or from nothing:
+// then from the channel's snapshot, which the stores write every few actions);
 // while running every store shows its pending actions on top of the confirmed ones, and
 // at quiescence every store equals every other and the channel's history replayed from
 // scratch. Seeded: REDUX_TEST_SEED=<n> replays the same choices (the
@@ -54,6 +55,8 @@ it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
       maxBatch: 1 + int(8),
       backoff: { initialMs: 5, maxMs: 80 },
       persist: { version: "conv-1", storage: c.saved, select: (s: { board: unknown }) => s.board, throttleMs: int(40) },
+      // Snapshots every few actions: a store that starts from nothing starts from one.
+      snapshots: { every: 5 + int(20) },
     });
     cleanups.push(() => made.close());
     allSeen.push(made.seen);
@@ -222,5 +225,6 @@ it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
   assert.deepEqual(historyIds.filter((id) => !localIds.has(id)), [], `seed ${seed}: history has actions nobody dispatched`);
   // The reducer's throws are logged as errors: they are part of this test; nothing else is.
   assert.deepEqual(logger.errors.filter((e) => !/is already there/.test(e)), [], `seed ${seed}: errors logged`);
-  t.diagnostic(`${rolledBack.size} rolled back, ${logger.errors.length} reducer errors logged`);
+  const fromSnapshots = allSeen.filter((seen) => seen.some((a) => a.type === ActionTypes.replace && (a.payload as { source: string }).source === "snapshot")).length;
+  t.diagnostic(`${rolledBack.size} rolled back, ${logger.errors.length} reducer errors logged, ${fromSnapshots} stores started from a snapshot`);
 });
