@@ -124,11 +124,32 @@ func (b *bench) dispatchBatch(ctx context.Context, pub actionsyncv1connect.SyncS
 
 // dispatchRequest holds actions first..first+k-1.
 func (b *bench) dispatchRequest(first int64, k int, sentAt time.Time) *actionsyncv1.DispatchRequest {
-	req := &actionsyncv1.DispatchRequest{Channel: b.channel, ClientId: "bench-pub", Actions: make([]*actionsyncv1.Action, k)}
+	req := &actionsyncv1.DispatchRequest{Channel: b.channelOf(b.boardOfAction(first)), ClientId: "bench-pub", Actions: make([]*actionsyncv1.Action, k)}
 	for j := range k {
 		req.Actions[j] = b.payloads.action(first+int64(j), sentAt)
 	}
 	return req
+}
+
+// channelOf returns board's channel: the phase's one channel without --boards.
+func (b *bench) channelOf(board int) string {
+	if b.cfg.boards == 0 {
+		return b.channel
+	}
+	return fmt.Sprintf("%s.b%d", b.channel, board)
+}
+
+// boardOfSub is the board subscriber id follows: --n/--boards subscribers each.
+func (b *bench) boardOfSub(id int) int { return id % max(b.cfg.boards, 1) }
+
+// boardOfAction is the board action i goes to: spread as if at random (a fixed hash
+// of i, so that a run can be repeated), as actions land on the boards of a real app.
+func (b *bench) boardOfAction(i int64) int {
+	if b.cfg.boards == 0 {
+		return 0
+	}
+	h := uint64(i) * 0x9E3779B97F4A7C15
+	return int((h >> 32) % uint64(b.cfg.boards))
 }
 
 // ackSeqs checks that acks answer k fresh actions and returns their seqs.
@@ -169,12 +190,13 @@ type sample struct{ sentAt, lat int64 }
 
 // subscriber is one Subscribe stream and what it received.
 type subscriber struct {
-	id     int
-	stream *connect.ServerStreamForClient[actionsyncv1.SubscribeResponse]
-	codec  *subCodec
-	head   uint64 // from ready: the seq before the first live one
-	ctx    context.Context
-	cancel context.CancelFunc
+	id      int
+	channel string
+	stream  *connect.ServerStreamForClient[actionsyncv1.SubscribeResponse]
+	codec   *subCodec
+	head    uint64 // from ready: the seq before the first live one
+	ctx     context.Context
+	cancel  context.CancelFunc
 
 	delivered  atomic.Int64  // new actions received
 	msgs       atomic.Int64  // responses that carried actions
@@ -307,8 +329,9 @@ func (b *bench) subscribe(ctx, streamCtx context.Context, hc *http.Client, baseU
 	client := actionsyncv1connect.NewSyncServiceClient(hc, baseURL, b.clientOptions(codec, fmt.Sprintf("sub-%d", id))...)
 	// Each stream has its own context, so that a failed start ends only its own.
 	streamCtx, cancel := context.WithCancel(streamCtx)
+	channel := b.channelOf(b.boardOfSub(id))
 	stream, err := client.Subscribe(streamCtx, connect.NewRequest(&actionsyncv1.SubscribeRequest{
-		Positions: []*actionsyncv1.Position{{Channel: b.channel, Live: true}},
+		Positions: []*actionsyncv1.Position{{Channel: channel, Live: true}},
 		ClientId:  fmt.Sprintf("sub-%d", id),
 	}))
 	if err != nil {
@@ -330,11 +353,11 @@ func (b *bench) subscribe(ctx, streamCtx context.Context, hc *http.Client, baseU
 		return nil, fmt.Errorf("subscriber %d: no ready: %w", id, ctx.Err())
 	}
 	ready := stream.Msg().GetReady()
-	if ready == nil || ready.GetChannel() != b.channel {
+	if ready == nil || ready.GetChannel() != channel {
 		cancel()
-		return nil, fmt.Errorf("subscriber %d: first response: got %v, want ready for %s", id, stream.Msg(), b.channel)
+		return nil, fmt.Errorf("subscriber %d: first response: got %v, want ready for %s", id, stream.Msg(), channel)
 	}
-	s := &subscriber{id: id, stream: stream, codec: codec, head: ready.GetHeadSeq(), ctx: streamCtx, cancel: cancel, done: make(chan struct{})}
+	s := &subscriber{id: id, channel: channel, stream: stream, codec: codec, head: ready.GetHeadSeq(), ctx: streamCtx, cancel: cancel, done: make(chan struct{})}
 	s.check.start(s.head)
 	s.last.Store(s.head)
 	go s.loop(sk)
@@ -386,9 +409,9 @@ func (s *subscribers) sum(f func(*subscriber) int64) int64 {
 	return t
 }
 
-// waitDelivered waits (bounded) until every subscriber has received up to seq. It
-// returns early if a stream ended.
-func (s *subscribers) waitDelivered(ctx context.Context, seq uint64, timeout time.Duration) bool {
+// waitDelivered waits (bounded) until every subscriber has received up to the highest
+// acked seq of its channel. It returns early if a stream ended.
+func (s *subscribers) waitDelivered(ctx context.Context, maxSeq func(channel string) uint64, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		all := true
@@ -398,7 +421,7 @@ func (s *subscribers) waitDelivered(ctx context.Context, seq uint64, timeout tim
 				return false
 			default:
 			}
-			if sub.last.Load() < seq {
+			if sub.last.Load() < maxSeq(sub.channel) {
 				all = false
 				break
 			}
@@ -446,11 +469,13 @@ func (v verdict) err() error {
 		errViolation, v.violations(), v.lost, v.gaps, v.dups, v.reorders, v.unexpected+v.extra, v.ended, strings.Join(v.notes, "; "))
 }
 
-// judge checks every subscriber after close: each must have received head+1..maxSeq
-// exactly once, in order, and its stream must not have ended before close.
-func (s *subscribers) judge(maxSeq uint64) verdict {
+// judge checks every subscriber after close: each must have received head+1..the
+// highest acked seq of its channel exactly once, in order, and its stream must not have
+// ended before close.
+func (s *subscribers) judge(maxSeqOf func(channel string) uint64) verdict {
 	var v verdict
 	for _, sub := range s.list {
+		maxSeq := maxSeqOf(sub.channel)
 		lost, extra := sub.check.lost(sub.head, maxSeq)
 		v.lost += lost
 		v.extra += extra

@@ -25,6 +25,7 @@ const (
 type config struct {
 	url          string
 	tokenSecret  []byte   // --token-secret-file: mint a token per client; nil: no auth
+	boards       int      // lat: spread subscribers and actions over this many channels; 0: one
 	subURLs      []string // base URLs the subscribers are spread over, round-robin; [url] by default
 	label        string   // copied into the result line: which server or backend was measured
 	mode         string
@@ -111,6 +112,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.publish, "publish", "dispatch", "tput: dispatch (a unary Dispatch per action) or sync (every action a dispatch message on one Sync stream, like a socket; needs h2)")
 	fs.Var(seconds{&c.timeout}, "timeout", "hard limit for the phase (default: 240s + warmup + duration)")
 	fs.Var(seconds{&c.rssTimeout}, "rss-timeout", "idle: longest wait for the server's RSS to stop moving before a reading")
+	fs.IntVar(&c.boards, "boards", 0, "lat: many small boards: this many channels, --n/--boards subscribers on each, every action to a random one (0: one channel)")
 	tokenFile := fs.String("token-secret-file", "", "send each client a token minted with this HS256 secret (the server's --auth-hs256-secret-file); the server should run with --dispatch-rate 0 and --max-streams-per-identity 0")
 	fs.StringVar(&c.dir, "dir", "", "summary: directory of a bench/run.sh run; compare: of a bench/backends.sh run")
 	if err := fs.Parse(args); err != nil {
@@ -254,6 +256,8 @@ func (c config) validate() error {
 		return fmt.Errorf("--n: got %d, want >= 1", c.n)
 	case c.conns < 0:
 		return fmt.Errorf("--conns: got %d, want >= 0", c.conns)
+	case c.boards < 0 || c.boards > 0 && (c.mode != "lat" || c.n%c.boards != 0):
+		return fmt.Errorf("--boards: got %d, want 0, or (with --mode lat) a divisor of --n %d", c.boards, c.n)
 	case c.conns > 0 && c.protocol == protoConnectH1:
 		return errors.New("--conns: HTTP/1.1 cannot share a connection between streams")
 	case c.window < 1:

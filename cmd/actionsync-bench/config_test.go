@@ -102,3 +102,22 @@ func TestConfig_subURL(t *testing.T) {
 		}
 	})
 }
+
+func TestConfig_boards(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--mode", "lat", "--n", "4000", "--boards", "1000"}, true},
+		{[]string{"--mode", "lat", "--n", "10"}, true},
+		{[]string{"--mode", "lat", "--n", "10", "--boards", "3"}, false},
+		{[]string{"--mode", "tput", "--n", "10", "--boards", "2"}, false},
+		{[]string{"--mode", "lat", "--n", "10", "--boards", "-1"}, false},
+	} {
+		_, err := parseConfig(tc.args, &bytes.Buffer{})
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: got %v, want ok %v", tc.args, err, tc.ok)
+		}
+	}
+}

@@ -64,7 +64,7 @@ func (b *bench) runIdle(ctx context.Context) (*result, error) {
 	r.set(per[:len(per)-1], r.get(last))
 	heartbeats := subs.sum(func(s *subscriber) int64 { return s.heartbeats.Load() })
 	closeErr := subs.close()
-	v := subs.judge(0)
+	v := subs.judge(func(string) uint64 { return 0 })
 	r.set("heartbeats", heartbeats)
 	v.set(r)
 	return r, b.phaseErr(ctx, &publisher{}, v, closeErr, 0)

@@ -82,7 +82,11 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 				p.fail(err)
 				continue
 			}
-			p.ack(seq)
+			if cfg.boards > 0 {
+				p.ackOn(b.channelOf(b.boardOfAction(j.i)), seq)
+			} else {
+				p.ack(seq)
+			}
 			if in {
 				ackedMeasured.Add(1)
 				mine = append(mine, int64(time.Since(sentAt)))
@@ -125,7 +129,7 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 		c = [2]cpuSnap{takeCPUSnap(cfg.serverPIDs), takeCPUSnap(cfg.serverPIDs)}
 	}
 
-	maxSeq := p.maxSeq.Load()
+	maxSeq := p.maxSeqOf()
 	subs.waitDelivered(ctx, maxSeq, drainTimeout)
 	closeErr := subs.close()
 	v := subs.judge(maxSeq)
@@ -143,7 +147,8 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 	slices.Sort(lats)
 	slices.Sort(ackLats)
 	wall := t1.Sub(t0).Seconds()
-	windowLost := measured.Load()*int64(cfg.n) - int64(len(lats))
+	// Each action reaches the subscribers of its board: all n, or n/boards.
+	windowLost := measured.Load()*int64(cfg.n/max(cfg.boards, 1)) - int64(len(lats))
 	if windowLost > 0 && uint64(windowLost) > v.lost {
 		v.lost = uint64(windowLost)
 	}
@@ -153,6 +158,7 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 		set("mode", "lat").
 		set("n", cfg.n).
 		set("rate", cfg.rate).
+		set("boards", cfg.boards).
 		set("payload_bytes", cfg.payloadBytes).
 		set("duration_s", round3(wall)).
 		set("actions_measured", measured.Load()).

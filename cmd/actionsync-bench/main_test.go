@@ -200,6 +200,27 @@ func TestRun_lat(t *testing.T) {
 	}
 }
 
+// TestRun_boards: --boards spreads the subscribers and the actions over channels; each
+// action reaches only its board's subscribers, each of which gets its board's actions
+// exactly once, in order.
+func TestRun_boards(t *testing.T) {
+	t.Parallel()
+	url := startServer(t)
+	const n, boards, rate = 12, 4, 400
+	m := runPhase(t, url, "--mode", "lat", "--n", fmt.Sprint(n), "--boards", fmt.Sprint(boards), "--rate", fmt.Sprint(rate), "--duration", "500ms", "--warmup", "100ms")
+	wantZero(t, m, deliveryChecks...)
+	if got := number(t, m, "boards"); got != boards {
+		t.Errorf("boards: got %v, want %d", got, boards)
+	}
+	measured, samples := number(t, m, "actions_measured"), number(t, m, "samples")
+	if measured < rate*0.5/2 || samples != measured*n/boards {
+		t.Errorf("got %v samples of %v measured actions, want actions x %d subscribers per board", samples, measured, n/boards)
+	}
+	if total := number(t, m, "deliveries_total"); total != number(t, m, "actions")*n/boards {
+		t.Errorf("got %v deliveries of %v actions, want actions x %d", total, m["actions"], n/boards)
+	}
+}
+
 func TestRun_idle(t *testing.T) {
 	t.Parallel()
 	url := startServer(t)

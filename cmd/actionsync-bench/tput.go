@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,7 @@ type publisher struct {
 	maxSeq            atomic.Uint64
 	mu                sync.Mutex
 	firstErrs         []string
+	boardMax          map[string]uint64 // with --boards: the highest seq acked per channel; guarded by mu
 }
 
 func (p *publisher) ack(seq uint64) {
@@ -101,6 +103,30 @@ func (p *publisher) ack(seq uint64) {
 			return
 		}
 	}
+}
+
+// ackOn records seq acked on channel (--boards).
+func (p *publisher) ackOn(channel string, seq uint64) {
+	p.ack(seq)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.boardMax == nil {
+		p.boardMax = map[string]uint64{}
+	}
+	p.boardMax[channel] = max(p.boardMax[channel], seq)
+}
+
+// maxSeqOf returns the function that gives a channel's highest acked seq: the one
+// channel's, or each board's.
+func (p *publisher) maxSeqOf() func(channel string) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.boardMax == nil {
+		m := p.maxSeq.Load()
+		return func(string) uint64 { return m }
+	}
+	boards := maps.Clone(p.boardMax)
+	return func(ch string) uint64 { return boards[ch] }
 }
 
 func (p *publisher) fail(err error) {
@@ -172,7 +198,7 @@ func (b *bench) runTput(ctx context.Context) (*result, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	undrained := cfg.window - len(comp.tokens)
-	maxSeq := p.maxSeq.Load()
+	maxSeq := p.maxSeqOf()
 	subs.waitDelivered(ctx, maxSeq, drainTimeout)
 	total := subs.sum(delivered)
 	heartbeats := subs.sum(func(s *subscriber) int64 { return s.heartbeats.Load() })
