@@ -113,6 +113,21 @@ export interface PendingEntry {
   id: string;
   /** action is the local action as it was applied: JSON data. */
   action: SyncedAction<LocalMeta>;
+  /**
+   * sentAfter is the channel position this client had applied when it first sent the
+   * action in the channel's current epoch (absent: never sent). Every later send of the
+   * action names it (the Dispatch request's sent_after_seq and sent_epoch), so that the
+   * server refuses the resend ("dedupe window passed") rather than apply the action twice
+   * once its history no longer reaches back there. A position of another epoch (a server
+   * that lost its history) counts as never sent: see the README's *Delivery*.
+   */
+  sentAfter?: SentPosition;
+}
+
+/** SentPosition is a channel position: everything up to seq, in epoch, was applied. */
+export interface SentPosition {
+  seq: number;
+  epoch: string;
 }
 
 /** StatusPayload is the payload of `actionsync/status`; absent fields keep their value. */

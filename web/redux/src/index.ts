@@ -15,6 +15,7 @@ export type {
   ReplacePayload,
   ReplaceSource,
   ResetPayload,
+  SentPosition,
   StatusPayload,
   SyncError,
   SyncStatusState,

@@ -297,6 +297,9 @@ describe("createSyncMiddleware", () => {
     assert.equal(link.dispatched.length, 3, "two lost acks, then one answered");
     assert.deepEqual(link.dispatched[1], link.dispatched[0]);
     assert.deepEqual(link.dispatched[2], link.dispatched[0]);
+    const epoch = link.sentAfter[1][1];
+    assert.notEqual(epoch, "");
+    assert.deepEqual(link.sentAfter, [[0, ""], [0, epoch], [0, epoch]], "resends name where the actions were first sent");
     assert.deepEqual(link.acks.map((b) => b.map((x) => [Number(x.seq), x.duplicate])), [
       [[1, false], [2, false]],
       [[1, true], [2, true]],

@@ -181,6 +181,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     maxBatch: o.maxBatch,
     backoff: o.backoff,
     timeoutMs: o.dispatchTimeoutMs,
+    position: () => ({ seq: lastSeq, epoch }),
     onAcks,
     onRejected,
     onRetry(err, delayMs, batch) {
@@ -327,21 +328,45 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         logger.warn(`actionsync: ack ${i} names id ${ack.id}, sent ${entry.id}`);
         return;
       }
-      outbox.markAcked(entry.id);
       const seq = Number(ack.seq);
+      outbox.markAcked(entry.id, seq);
       // An ack at or before the last seq applied whose echo has not come: it will never
-      // be echoed. Either a reset skipped it (the server still had the id, before the
-      // head it reset to): the ack confirms it, and it is applied; or it is in the state
-      // restored from storage (saved after its echo, while the outbox still had it, or
-      // an outbox adopted from a closed tab): it is settled, not applied twice.
-      if (seq <= lastSeq && outbox.has(entry.id)) {
-        outbox.remove(entry.id);
-        ackConfirmed.add(entry.id);
-        if (ackConfirmed.size > 1000) ackConfirmed.delete(ackConfirmed.values().next().value!);
-        if (skipped.some(([from, to]) => seq >= from && seq <= to)) dispatchSafely(confirmedFromEntry(entry, seq, clientId, channel));
-        else dispatchSafely({ type: ActionTypes.confirmed, payload: { channel, id: entry.id, seq } satisfies ConfirmedPayload });
-      }
+      // be echoed (the server still had the id, so it answered a duplicate).
+      if (seq <= lastSeq && outbox.has(entry.id)) confirmByAck(entry, seq);
     });
+  }
+
+  /**
+   * confirmByAck confirms a pending action acknowledged at seq, at or before the last seq
+   * applied, whose echo will never come. Either a reset skipped it: the ack confirms it,
+   * and it is applied; or it is in the confirmed state already (restored from storage,
+   * saved after its echo while the outbox still had it; an outbox adopted from a closed
+   * tab; a snapshot): it is settled, not applied twice.
+   */
+  function confirmByAck(entry: PendingEntry, seq: number) {
+    outbox.remove(entry.id);
+    ackConfirmed.add(entry.id);
+    if (ackConfirmed.size > 1000) ackConfirmed.delete(ackConfirmed.values().next().value!);
+    if (skipped.some(([from, to]) => seq >= from && seq <= to)) dispatchSafely(confirmedFromEntry(entry, seq, clientId, channel));
+    else dispatchSafely({ type: ActionTypes.confirmed, payload: { channel, id: entry.id, seq } satisfies ConfirmedPayload });
+  }
+
+  /**
+   * afterJump settles the outbox after the stream jumped to seq (a reset or a snapshot).
+   * In the same epoch nothing acknowledged was lost: an action acknowledged up to seq is
+   * confirmed by its ack (confirmByAck), one acknowledged after seq will be echoed by the
+   * stream; re-sending them could not be deduplicated once history has moved on. In
+   * another epoch the server lost its history, acknowledged actions included: every
+   * pending action is sent again (counted as never sent in the new epoch, see
+   * Outbox.markSent).
+   */
+  function afterJump(seq: number, sameEpoch: boolean) {
+    if (!sameEpoch) {
+      outbox.resendAll();
+      return;
+    }
+    const acked = outbox.acked().sort((a, b) => a.seq - b.seq);
+    for (const { entry, seq: at } of acked) if (at <= seq) confirmByAck(entry, at);
   }
 
   /** reportDrops rolls back (outbox, status, actionsync/rejected) the pending actions the rebase dropped. */
@@ -399,17 +424,17 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
 
   /** resetTo follows a reset: the stream goes on after headSeq, and the state is stale. */
   function resetTo(headSeq: number, resetEpoch: string) {
+    const sameEpoch = resetEpoch === epoch;
     // In a new epoch (a lost history) every seq up to the head is another action.
-    if (resetEpoch !== epoch) skipped = [];
-    skipped.push([resetEpoch !== epoch ? 1 : lastSeq + 1, headSeq]);
+    if (!sameEpoch) skipped = [];
+    skipped.push([sameEpoch ? lastSeq + 1 : 1, headSeq]);
     lastSeq = stateSeq = headSeq;
     epoch = resetEpoch;
     resets++;
     staleState = true;
     // The saved state is stale too: a reload must not bring it back.
     persistence?.forget();
-    // The server may have lost acknowledged actions: send every pending one again.
-    outbox.resendAll();
+    afterJump(headSeq, sameEpoch);
     const payload: ResetPayload = { channel, headSeq };
     dispatchSafely({ type: ActionTypes.reset, payload });
   }
@@ -430,16 +455,17 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       return;
     }
     const at = { seq: lastSeq, epoch };
-    // Everything up to seq is in the snapshot: no reset gap is left, and our actions the
-    // stream will not echo are settled by their (duplicate) acks.
-    skipped = [];
-    outbox.resendAll();
     if (!dispatchSafely(replaceAction({ value: decoded.value, seq, epoch: s.epoch }, "snapshot"))) {
       lastSeq = at.seq;
       epoch = at.epoch;
       resetTo(seq, s.epoch);
       return;
     }
+    // Everything up to seq is in the snapshot: no reset gap is left. Our actions the
+    // stream will not echo are settled by their acks (those not acknowledged yet, by the
+    // duplicate acks of their resends).
+    skipped = [];
+    afterJump(seq, s.epoch === at.epoch);
     staleState = false;
     persistence?.revive();
     persistence?.changed();

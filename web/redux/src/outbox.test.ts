@@ -18,17 +18,41 @@ describe("createOutbox", () => {
     await ob.load();
     ["a", "b", "c", "d"].forEach((id) => ob.add(entry(id)));
     assert.deepEqual(ids(ob.unsent(2)), ["a", "b"]);
-    ob.markAcked("a");
-    ob.markAcked("b");
+    ob.markAcked("a", 7);
+    ob.markAcked("b", 8);
     assert.deepEqual(ids(ob.unsent(10)), ["c", "d"]);
+    assert.deepEqual(ob.acked().map((x) => [x.entry.id, x.seq]), [["a", 7], ["b", 8]]);
     assert.equal(ob.size, 4);
     assert.equal(ob.remove("a")?.id, "a");
     assert.equal(ob.remove("a"), undefined);
     assert.equal(ob.has("b"), true);
     ob.resendAll();
     assert.deepEqual(ids(ob.unsent(10)), ["b", "c", "d"]);
-    ob.markAcked("zzz"); // unknown ids are ignored
+    assert.deepEqual(ob.acked(), []);
+    ob.markAcked("zzz", 1); // unknown ids are ignored
     assert.deepEqual(ids(ob.entries()), ["b", "c", "d"]);
+  });
+
+  it("records_where_an_entry_was_first_sent_and_persists_it", async () => {
+    const storage = createMemoryStorage([entry("old")]);
+    const ob = createOutbox(storage, recordingLogger());
+    await ob.load();
+    ob.add(entry("new"));
+    const before = ob.get("old")!;
+    ob.markSent(["old", "new"], { seq: 4, epoch: "e1" });
+    assert.deepEqual(ob.get("old")!.sentAfter, { seq: 4, epoch: "e1" });
+    assert.equal(before.sentAfter, undefined, "entries are replaced, not mutated");
+    // Only the first send in an epoch counts.
+    ob.markSent(["old"], { seq: 9, epoch: "e1" });
+    assert.deepEqual(ob.get("old")!.sentAfter, { seq: 4, epoch: "e1" });
+    await ob.flush();
+    assert.deepEqual((await storage.load()).map((e) => [e.id, e.sentAfter]), [["old", { seq: 4, epoch: "e1" }], ["new", { seq: 4, epoch: "e1" }]]);
+    // In another epoch (the history of e1 is lost), the entry counts as never sent.
+    ob.markSent(["new"], { seq: 0, epoch: "e2" });
+    assert.deepEqual(ob.get("new")!.sentAfter, { seq: 0, epoch: "e2" });
+    const reloaded = createOutbox(storage, recordingLogger());
+    await ob.flush();
+    assert.deepEqual((await reloaded.load()).map((e) => e.sentAfter), [{ seq: 4, epoch: "e1" }, { seq: 0, epoch: "e2" }]);
   });
 
   it("restores_stored_entries_before_new_ones", async () => {

@@ -1,5 +1,5 @@
 // The outbox: local actions not yet confirmed by the server, in dispatch order, persisted.
-import type { PendingEntry } from "./actions.js";
+import type { PendingEntry, SentPosition } from "./actions.js";
 import { createTabStorage, type EnumerableStorage, type LockManagerLike } from "./tabstorage.js";
 import { isPendingEntry } from "./wire.js";
 
@@ -101,8 +101,15 @@ export interface Outbox {
   get(id: string): PendingEntry | undefined;
   /** unsent returns up to max entries, oldest first, that have not been acknowledged. */
   unsent(max: number): PendingEntry[];
-  /** markAcked records that the server acknowledged an entry (it is kept until confirmed). */
-  markAcked(id: string): void;
+  /**
+   * markSent records, for each of these entries that has no position in at's epoch (never
+   * sent, or only in a lost epoch), that it is first sent at at (its sentAfter), and saves.
+   */
+  markSent(ids: readonly string[], at: SentPosition): void;
+  /** markAcked records that the server acknowledged an entry at seq (it is kept until confirmed). */
+  markAcked(id: string, seq: number): void;
+  /** acked returns the acknowledged entries with their seqs, in outbox order. */
+  acked(): { entry: PendingEntry; seq: number }[];
   /** resendAll marks every entry unacknowledged again (after a reset). */
   resendAll(): void;
   /** entries returns the entries in order. */
@@ -123,7 +130,8 @@ export type Logger = Pick<Console, "warn" | "error">;
  */
 export function createOutbox(storage: OutboxStorage, logger: Logger): Outbox {
   let list: PendingEntry[] = [];
-  const acked = new Set<string>();
+  // acked: the seq each acknowledged entry was given.
+  const acked = new Map<string, number>();
   let loaded = false;
   let loading: Promise<PendingEntry[]> | undefined;
   let saving: Promise<void> = Promise.resolve();
@@ -203,8 +211,27 @@ export function createOutbox(storage: OutboxStorage, logger: Logger): Outbox {
       }
       return out;
     },
-    markAcked(id) {
-      if (list.some((e) => e.id === id)) acked.add(id);
+    markSent(ids, at) {
+      let changed = false;
+      for (const id of ids) {
+        const i = list.findIndex((e) => e.id === id);
+        if (i < 0 || list[i].sentAfter?.epoch === at.epoch) continue;
+        // Entries are replaced, never mutated: the caller may hold the old ones.
+        list[i] = { ...list[i], sentAfter: { seq: at.seq, epoch: at.epoch } };
+        changed = true;
+      }
+      if (changed) persist();
+    },
+    markAcked(id, seq) {
+      if (list.some((e) => e.id === id)) acked.set(id, seq);
+    },
+    acked() {
+      const out: { entry: PendingEntry; seq: number }[] = [];
+      for (const entry of list) {
+        const seq = acked.get(entry.id);
+        if (seq !== undefined) out.push({ entry, seq });
+      }
+      return out;
     },
     resendAll() {
       acked.clear();

@@ -4,7 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { PendingEntry } from "./actions.js";
 import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import { createMemoryStorage, createOutbox } from "./outbox.js";
-import { createSender, failureKind, isNetworkFailure, limitedRetries } from "./sender.js";
+import { createSender, failureKind, firstSent, isNetworkFailure, limitedRetries } from "./sender.js";
 import { waitFor } from "./testkit.js";
 
 const entry = (id: string): PendingEntry => ({ id, action: { type: "T", payload: id, meta: { actionsync: { id, local: true } } } });
@@ -13,12 +13,15 @@ const silent = { warn() {}, error() {} };
 /** fakeClient answers Dispatch calls with answer(ids, callNumber) and records them. */
 function fakeClient(answer: (ids: string[], call: number) => Error | undefined) {
   const calls: string[][] = [];
+  // sentAfter: the sent_after_seq and sent_epoch of every call ("" epoch: none).
+  const sentAfter: [number, string][] = [];
   let inFlight = 0;
   let maxInFlight = 0;
   const client = {
-    async dispatch(req: { actions: { id?: string }[] }) {
+    async dispatch(req: { actions: { id?: string }[]; sentAfterSeq?: bigint; sentEpoch?: string }) {
       const ids = req.actions.map((a) => a.id!);
       calls.push(ids);
+      sentAfter.push([Number(req.sentAfterSeq ?? 0n), req.sentEpoch ?? ""]);
       maxInFlight = Math.max(maxInFlight, ++inFlight);
       await new Promise((r) => setTimeout(r, 1));
       inFlight--;
@@ -27,10 +30,15 @@ function fakeClient(answer: (ids: string[], call: number) => Error | undefined) 
       return { acks: ids.map((id, i) => ({ id, seq: BigInt(100 + i), duplicate: false })) };
     },
   } as unknown as Client<typeof SyncService>;
-  return { client, calls, maxInFlight: () => maxInFlight };
+  return { client, calls, sentAfter, maxInFlight: () => maxInFlight };
 }
 
-async function setup(answer: (ids: string[], call: number) => Error | undefined, maxBatch = 3, backoff = { initialMs: 1, maxMs: 2 }) {
+async function setup(
+  answer: (ids: string[], call: number) => Error | undefined,
+  maxBatch = 3,
+  backoff = { initialMs: 1, maxMs: 2 },
+  position = { seq: 0, epoch: "e1" },
+) {
   const outbox = createOutbox(createMemoryStorage(), silent);
   await outbox.load();
   const fake = fakeClient(answer);
@@ -44,11 +52,12 @@ async function setup(answer: (ids: string[], call: number) => Error | undefined,
     maxBatch,
     backoff,
     timeoutMs: 0,
+    position: () => position,
     onAcks: (batch) => batch.forEach((e) => (acked.push(e.id), outbox.remove(e.id))),
     onRejected: (e, err) => (rejected.push([e.id, err.code]), outbox.remove(e.id)),
     onRetry: () => {},
   });
-  return { outbox, fake, acked, rejected, sender };
+  return { outbox, fake, acked, rejected, sender, position };
 }
 
 describe("createSender", () => {
@@ -83,6 +92,56 @@ describe("createSender", () => {
     await waitFor("acked", () => s.acked.length === 2);
     assert.deepEqual(s.fake.calls, [["a", "b"], ["a", "b"], ["a", "b"]]);
     assert.deepEqual(s.rejected, []);
+    await s.sender.close();
+  });
+
+  it("names_where_a_resent_batch_was_first_sent", async () => {
+    const position = { seq: 4, epoch: "e1" };
+    const s = await setup(
+      (_, call) => {
+        // The client applies more of the channel meanwhile: resends still name seq 4.
+        position.seq = 9;
+        return call < 2 ? new ConnectError("down", Code.Unavailable) : undefined;
+      },
+      3,
+      undefined,
+      position,
+    );
+    s.sender.setLive(true);
+    s.outbox.add(entry("a"));
+    s.outbox.add(entry("b"));
+    s.sender.kick();
+    await waitFor("acked", () => s.acked.length === 2);
+    assert.deepEqual(s.fake.sentAfter, [[0, ""], [4, "e1"], [4, "e1"]], "a first send names nothing, every resend the first send's position");
+    await s.sender.close();
+  });
+
+  it("names_the_earliest_first_send_of_a_batch_and_ignores_other_epochs", () => {
+    const at = (id: string, seq: number, epoch: string): PendingEntry => ({ ...entry(id), sentAfter: { seq, epoch } });
+    assert.equal(firstSent([entry("a"), entry("b")], "e1"), undefined);
+    assert.deepEqual(firstSent([entry("a"), at("b", 7, "e1"), at("c", 3, "e1"), at("d", 1, "e0")], "e1"), { seq: 3, epoch: "e1" });
+    // Sent only in a lost epoch: a first send in this one.
+    assert.equal(firstSent([at("d", 1, "e0")], "e1"), undefined);
+  });
+
+  it("refuses_a_resend_past_the_dedupe_window_alone_and_goes_on", async () => {
+    // The server refuses a batch naming a position its history no longer reaches: the
+    // batch is re-sent one entry at a time, each naming its own first send.
+    const s = await setup(
+      (ids) => (ids.includes("old") ? new ConnectError("dedupe window passed", Code.FailedPrecondition) : undefined),
+      3,
+      undefined,
+      { seq: 20, epoch: "e1" },
+    );
+    s.outbox.add({ ...entry("old"), sentAfter: { seq: 2, epoch: "e1" } }); // restored from storage
+    s.outbox.add(entry("new"));
+    s.sender.setLive(true);
+    await waitFor("settled", () => s.outbox.size === 0);
+    assert.deepEqual(s.fake.calls, [["old", "new"], ["old"], ["new"]]);
+    // "new" was in the refused batch: it may have reached the server, so it names where.
+    assert.deepEqual(s.fake.sentAfter, [[2, "e1"], [2, "e1"], [20, "e1"]]);
+    assert.deepEqual(s.rejected, [["old", Code.FailedPrecondition]]);
+    assert.deepEqual(s.acked, ["new"]);
     await s.sender.close();
   });
 

@@ -2,7 +2,7 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Ack } from "./gen/actionsync/v1/sync_pb.js";
 import type { SyncService } from "./gen/actionsync/v1/sync_pb.js";
-import type { PendingEntry } from "./actions.js";
+import type { PendingEntry, SentPosition } from "./actions.js";
 import { createBackoff, sleep, type BackoffOptions } from "./backoff.js";
 import type { Outbox } from "./outbox.js";
 import { toWire } from "./wire.js";
@@ -21,6 +21,9 @@ import { toWire } from "./wire.js";
  *   retry will do, and it is retried after the hint for as long as it gives one;
  * - `refused`: the server judged the actions and refused them (`invalid_argument`,
  *   `permission_denied`, `already_exists`, `failed_precondition`, ...): rolled back.
+ *   `failed_precondition` "dedupe window passed" is one: a resend whose first send is
+ *   older than the server's history (see {@link firstSent}) may or may not have been
+ *   applied, and the server applied nothing of it.
  */
 export type FailureKind = "unreachable" | "retry" | "limited" | "refused";
 
@@ -73,6 +76,22 @@ export function isNetworkFailure(code: Code): boolean {
   }
 }
 
+/**
+ * firstSent returns where the earliest-sent entry of batch was first sent in epoch, or
+ * undefined when none of them was sent in epoch (a first send: there is nothing the
+ * server could apply twice). One position covers the whole batch: the server refuses it
+ * unless its history reaches back past every entry's first send, and a refused batch is
+ * re-sent one entry at a time, each with its own position.
+ */
+export function firstSent(batch: readonly PendingEntry[], epoch: string): SentPosition | undefined {
+  let first: SentPosition | undefined;
+  for (const e of batch) {
+    const at = e.sentAfter;
+    if (at !== undefined && at.epoch === epoch && (first === undefined || at.seq < first.seq)) first = at;
+  }
+  return first;
+}
+
 /** SenderOptions wires a sender to its outbox and its middleware. */
 export interface SenderOptions {
   client: Client<typeof SyncService>;
@@ -83,6 +102,11 @@ export interface SenderOptions {
   backoff: BackoffOptions;
   /** timeoutMs bounds one Dispatch; 0: none. */
   timeoutMs: number;
+  /**
+   * position is the channel position applied now (the last seq received and its epoch):
+   * where an entry sent for the first time is recorded as sent (Outbox.markSent).
+   */
+  position(): SentPosition;
   /** onAcks is called with a batch and the server's acks, in order. */
   onAcks(batch: PendingEntry[], acks: Ack[]): void;
   /** onRejected is called when the server refused entry alone (or a `limited` failure ran out of retries). */
@@ -111,6 +135,9 @@ export interface Sender {
  * Dispatch, with a single request in flight so that a client's actions keep their order.
  * A failure that is retried (see {@link FailureKind}) retries the same batch (same ids:
  * the server dedupes) after a backoff delay, or the server's Retry-After hint if longer.
+ * Each entry's first send in the channel's epoch is recorded in the outbox (where the
+ * client was: {@link SenderOptions.position}); every later send names it
+ * (sent_after_seq, sent_epoch), so the server refuses a resend it can no longer dedupe.
  * A refused batch of several actions is re-sent one action at a time to find the refused
  * one(s); the others go through. So a refusal never blocks the outbox behind it.
  *
@@ -136,8 +163,18 @@ export function createSender(o: SenderOptions): Sender {
       if (batch.length === 0) return;
       let acks: Ack[];
       try {
+        const at = o.position();
+        const sentAfter = firstSent(batch, at.epoch);
+        // Recorded (and saved) before the request leaves: from now on it may reach the server.
+        if (at.epoch !== "") o.outbox.markSent(batch.map((e) => e.id), at);
         const res = await o.client.dispatch(
-          { channel: o.channel, clientId: o.clientId, actions: batch.map(toWire) },
+          {
+            channel: o.channel,
+            clientId: o.clientId,
+            actions: batch.map(toWire),
+            sentAfterSeq: BigInt(sentAfter?.seq ?? 0),
+            sentEpoch: sentAfter?.epoch ?? "",
+          },
           { signal: abort.signal, timeoutMs: o.timeoutMs > 0 ? o.timeoutMs : undefined },
         );
         acks = res.acks;

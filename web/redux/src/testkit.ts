@@ -88,6 +88,7 @@ export function createLink(baseUrl: string) {
   let lostAckDelayMs = 0;
   let failures: { left: number; code: Code; message?: string; headers?: HeadersInit; when?: (ids: string[]) => boolean } = { left: 0, code: Code.Unknown };
   const dispatched: string[][] = [];
+  const sentAfter: [number, string][] = [];
   const methods: string[] = [];
   const acks: { id: string; seq: bigint; duplicate: boolean }[][] = [];
   // While held, stream messages wait (the subscription lags behind Dispatch).
@@ -99,7 +100,11 @@ export function createLink(baseUrl: string) {
     const isDispatch = req.method.name === "Dispatch";
     methods.push(req.method.name);
     const ids = isDispatch ? (req.message as unknown as { actions: { id: string; type: string }[] }).actions : [];
-    if (isDispatch && !req.stream) dispatched.push(ids.map((a) => a.id));
+    if (isDispatch && !req.stream) {
+      dispatched.push(ids.map((a) => a.id));
+      const m = req.message as unknown as { sentAfterSeq: bigint; sentEpoch: string };
+      sentAfter.push([Number(m.sentAfterSeq), m.sentEpoch]);
+    }
     if (isDispatch && failures.left > 0 && (failures.when?.(ids.map((a) => a.type)) ?? true)) {
       failures.left--;
       throw new ConnectError(failures.message ?? "test link refused the call", failures.code, failures.headers);
@@ -142,6 +147,8 @@ export function createLink(baseUrl: string) {
     transport: createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: [interceptor] }),
     /** dispatched lists the action ids of every Dispatch call, in order. */
     dispatched,
+    /** sentAfter lists the sent_after_seq and sent_epoch of every Dispatch call, in order. */
+    sentAfter,
     /** methods lists the method of every call (Subscribe, Dispatch, PutSnapshot, ...), in order. */
     methods,
     /** acks lists the acks of every answered Dispatch call (lost ones too), in order. */

@@ -140,5 +140,11 @@ describe("isPendingEntry", () => {
     assert.equal(isPendingEntry({ id: "a", action: { type: "T" } }), false);
     assert.equal(isPendingEntry({ id: "", action: { type: "T" } }), false);
     assert.equal(isPendingEntry("x"), false);
+    const a = { type: "T", meta: { actionsync: { id: "a", local: true } } };
+    assert.equal(isPendingEntry({ id: "a", action: a, sentAfter: { seq: 0, epoch: "e1" } }), true);
+    assert.equal(isPendingEntry({ id: "a", action: a, sentAfter: { seq: 12, epoch: "e1" } }), true);
+    for (const sentAfter of [null, {}, { seq: -1, epoch: "e1" }, { seq: 1.5, epoch: "e1" }, { seq: "1", epoch: "e1" }, { seq: 1, epoch: "" }, { seq: 1 }]) {
+      assert.equal(isPendingEntry({ id: "a", action: a, sentAfter }), false, JSON.stringify(sentAfter));
+    }
   });
 });

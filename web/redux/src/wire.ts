@@ -206,7 +206,10 @@ export function isPendingEntry(v: unknown): v is PendingEntry {
   const action = v.action;
   if (!isPlainObject(action) || typeof action.type !== "string" || action.type === "") return false;
   const m = isPlainObject(action.meta) ? action.meta.actionsync : undefined;
-  return isPlainObject(m) && m.local === true && m.id === v.id;
+  if (!(isPlainObject(m) && m.local === true && m.id === v.id)) return false;
+  // A position that cannot be read cannot be sent: the resend could apply the action twice.
+  const at = v.sentAfter;
+  return at === undefined || (isPlainObject(at) && Number.isSafeInteger(at.seq) && (at.seq as number) >= 0 && typeof at.epoch === "string" && at.epoch !== "");
 }
 
 /** localMeta builds the marker of a local action. */
