@@ -175,7 +175,8 @@ export function createSender(o: SenderOptions): Sender {
         if (batch.length === 0) return;
         const at = o.position();
         const sentAfter = firstSent(batch, at.epoch);
-        // Recorded (and saved) before the request leaves: from now on it may reach the server.
+        // Recorded, and its save begun, before the request leaves: from now on the batch
+        // may reach the server.
         if (at.epoch !== "") o.outbox.markSent(batch.map((e) => e.id), at);
         const res = await o.client.dispatch(
           {

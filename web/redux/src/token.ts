@@ -112,6 +112,9 @@ export function createTokenSource(o: TokenSourceOptions): TokenSource {
   let current: { token: string; claims: TokenClaims; refused: boolean } | undefined;
   let fetching: Promise<string> | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // fetchTimeout bounds the getToken call in flight; close() clears it, so that a hanging
+  // getToken does not keep a Node process alive.
+  let fetchTimeout: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
   let warnedSub = false;
 
@@ -120,18 +123,18 @@ export function createTokenSource(o: TokenSourceOptions): TokenSource {
   function fetchToken(): Promise<string> {
     fetching ??= (async () => {
       let token: unknown;
-      let timeout: ReturnType<typeof setTimeout> | undefined;
       try {
         token = await Promise.race([
           o.getToken(),
           new Promise((_, reject) => {
-            timeout = setTimeout(() => reject(new Error(`no token within ${tokenTimeoutMs} ms`)), tokenTimeoutMs);
+            if (!closed) fetchTimeout = setTimeout(() => reject(new Error(`no token within ${tokenTimeoutMs} ms`)), tokenTimeoutMs);
           }),
         ]);
       } catch (err) {
         throw new ConnectError(`getToken failed: ${err instanceof Error ? err.message : String(err)}`, Code.Unauthenticated);
       } finally {
-        clearTimeout(timeout);
+        clearTimeout(fetchTimeout);
+        fetchTimeout = undefined;
         fetching = undefined;
       }
       if (typeof token !== "string" || token === "") throw new ConnectError("getToken resolved with no token: want a non-empty string", Code.Unauthenticated);
@@ -203,6 +206,8 @@ export function createTokenSource(o: TokenSourceOptions): TokenSource {
       closed = true;
       clearTimeout(timer);
       timer = undefined;
+      clearTimeout(fetchTimeout);
+      fetchTimeout = undefined;
     },
   };
 }
