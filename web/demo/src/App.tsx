@@ -14,22 +14,33 @@ import {
   type StageId,
   type Task,
 } from "./board.js";
+import type { DemoUser } from "./auth.js";
 import { dismissRejected, dismissReset } from "./notices.js";
 import type { AppDispatch, RootState } from "./store.js";
 
 const useAppDispatch = useDispatch.withTypes<AppDispatch>();
 const useAppSelector = useSelector.withTypes<RootState>();
 
-/** App is the whole page: header, notices and the board. */
-export function App({ boardName }: { boardName: string }) {
+/** App is the whole page: header, notices and the board; user is who it acts as, if anyone. */
+export function App({ boardName, user = null }: { boardName: string; user?: DemoUser | null }) {
   return (
     <>
       <header className="bar">
         <h1>
           ToDo board <span className="board-name">{boardName}</span>
         </h1>
+        {user && (
+          <span className="user">
+            signed in as <strong data-testid="user-name">{user.name}</strong> <span data-testid="user-role">({user.role})</span>
+          </span>
+        )}
         <SyncStatus />
       </header>
+      {user?.role === "view" && (
+        <div className="notice notice-readonly" role="status" data-testid="read-only-notice">
+          <span>Read-only: {user.name} may view this board but not change it. The server refuses edits, and they are rolled back.</span>
+        </div>
+      )}
       <Notices />
       <Board />
       <footer className="hint">
@@ -52,6 +63,11 @@ function SyncStatus() {
       <span className="seq">
         seq <span data-testid="last-seq">{sync.lastSeq}</span>
       </span>
+      {sync.error?.code === "unauthenticated" && (
+        <span className="auth-problem" data-testid="auth-error">
+          not signed in: {sync.error.message}
+        </span>
+      )}
     </div>
   );
 }

@@ -2,10 +2,14 @@
 //   ?board=NAME  the board to show, synced on channel board:NAME (default: main)
 //   ?api=URL     the actionsync server (default: the page's own origin), so the page
 //                can be served from another origin (the server then needs --cors-origins)
+//   ?user=NAME   sign in as NAME on a server that requires tokens: they come from the
+//                server's /demo-token (actionsync serve --demo-auth true)
+//   ?role=view   with ?user: a read-only user (default edit)
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { Provider } from "react-redux";
 import { App } from "./App.js";
+import { parseUser } from "./auth.js";
 import { createBoardStore } from "./store.js";
 
 /** boardNamePattern keeps board:NAME within the server's default channel pattern. */
@@ -26,12 +30,14 @@ function start(root: HTMLElement) {
   if (!boardNamePattern.test(boardName)) {
     return fail(root, `?board=${boardName} is not a board name: use 1 to 122 of A-Z a-z 0-9 _ . : -`);
   }
+  const user = parseUser(params);
+  if (user !== null && "problem" in user) return fail(root, user.problem);
   document.title = `${boardName} · actionsync ToDo board`;
-  const { store } = createBoardStore({ baseUrl, channel: `board:${boardName}` });
+  const { store } = createBoardStore({ baseUrl, channel: `board:${boardName}`, user });
   createRoot(root).render(
     <StrictMode>
       <Provider store={store}>
-        <App boardName={boardName} />
+        <App boardName={boardName} user={user} />
       </Provider>
     </StrictMode>,
   );

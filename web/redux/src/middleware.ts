@@ -32,6 +32,7 @@ import { createRebase, type Classified } from "./rebase.js";
 import { randomId } from "./ids.js";
 import { createSender, isNetworkFailure } from "./sender.js";
 import { createSnapshotWriter, decodeSnapshot } from "./snapshot.js";
+import { createTokenSource, withToken } from "./token.js";
 import { createStatusReducer } from "./status.js";
 import { startSubscriber, type Subscriber } from "./subscriber.js";
 import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta, withoutMarker } from "./wire.js";
@@ -57,7 +58,10 @@ export interface SyncMiddleware {
   close(): Promise<void>;
   /** channel is the channel this instance syncs. */
   readonly channel: string;
-  /** clientId is the client id this instance sends. */
+  /**
+   * clientId is the client id this instance sends: the clientId option, or with getToken
+   * the current token's sub (or "sub:device"), "" until the first token is at hand.
+   */
   readonly clientId: string;
 }
 
@@ -76,6 +80,8 @@ export interface SyncMiddleware {
  * - follows the device's offline and online events (connectivity): offline at once,
  *   retrying at once when back online;
  * - with persist, saves the confirmed state and restores it at start (actionsync/replace).
+ * - with getToken, sends a bearer token on every call, replaces it before it expires
+ *   (moving the stream to the new one) and when the server refuses it (token.ts).
  *
  * The connection's status is a state machine (connection.ts); this closure is the wiring
  * between it, the subscriber, the sender, the outbox, the persisted state and the store.
@@ -84,8 +90,19 @@ export interface SyncMiddleware {
  */
 export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddleware {
   const o = checkOptions(options);
-  const { channel, clientId, logger } = o;
-  const client = createClient(SyncService, o.transport);
+  const { channel, logger } = o;
+  // With getToken, every call carries the current token; a new token moves the stream to it.
+  const tokens = o.getToken
+    ? createTokenSource({ getToken: o.getToken, device: o.device, logger, backoff: o.backoff, onToken: () => subscriber?.renew() })
+    : undefined;
+  const client = createClient(SyncService, tokens ? withToken(o.transport, tokens) : o.transport);
+  /** clientIdNow is the client id: the option's, or the current token's (sub or sub:device; "" before the first token). */
+  const clientIdNow = () => o.clientId ?? tokens?.clientId() ?? "";
+  /** clientIdFor resolves with the client id to send, once a token is at hand when it comes from the token. */
+  async function clientIdFor(signal: AbortSignal): Promise<string> {
+    if (o.clientId === undefined && tokens) await tokens.get(signal);
+    return clientIdNow();
+  }
   const outbox = createOutbox(o.storage, logger);
   // Actions this instance created: the rebase and status reducers count only these as
   // pending local actions (another instance's, on the same store, are not ours).
@@ -162,7 +179,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
 
   const snapshots =
     o.snapshots && o.codec
-      ? createSnapshotWriter({ client, channel, clientId, codec: o.codec, every: o.snapshots.every, intervalMs: o.snapshots.intervalMs, logger })
+      ? createSnapshotWriter({ client, channel, clientId: clientIdNow, codec: o.codec, every: o.snapshots.every, intervalMs: o.snapshots.intervalMs, logger })
       : undefined;
 
   /** writeSnapshot writes the confirmed state as the channel's snapshot, if one is due. */
@@ -176,7 +193,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   const sender = createSender({
     client,
     channel,
-    clientId,
+    clientId: clientIdFor,
     outbox,
     maxBatch: o.maxBatch,
     backoff: o.backoff,
@@ -347,7 +364,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     outbox.remove(entry.id);
     ackConfirmed.add(entry.id);
     if (ackConfirmed.size > 1000) ackConfirmed.delete(ackConfirmed.values().next().value!);
-    if (skipped.some(([from, to]) => seq >= from && seq <= to)) dispatchSafely(confirmedFromEntry(entry, seq, clientId, channel));
+    if (skipped.some(([from, to]) => seq >= from && seq <= to)) dispatchSafely(confirmedFromEntry(entry, seq, clientIdNow(), channel));
     else dispatchSafely({ type: ActionTypes.confirmed, payload: { channel, id: entry.id, seq } satisfies ConfirmedPayload });
   }
 
@@ -399,7 +416,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     subscriber = startSubscriber({
       client,
       channel,
-      clientId,
+      clientId: clientIdFor,
       backoff: o.backoff,
       idleTimeoutMs: o.idleTimeoutMs,
       position: () => ({ afterSeq: lastSeq, epoch }),
@@ -583,6 +600,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     close() {
       if (closing) return closing;
       on({ type: "close" });
+      tokens?.close();
       unwatch?.();
       unwatch = undefined;
       const stopping = [sender.close(), subscriber?.close()];
@@ -598,7 +616,9 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       return closing;
     },
     channel,
-    clientId,
+    get clientId() {
+      return clientIdNow();
+    },
   };
 }
 

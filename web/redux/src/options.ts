@@ -8,6 +8,7 @@ import { randomId } from "./ids.js";
 import { createMemoryStorage, defaultStorage, type Logger, type OutboxStorage, type WebStorage } from "./outbox.js";
 import { createWebStateStorage, stateKey, type PersistOptions, type StateStorage } from "./persist.js";
 import type { SnapshotOptions, StateCodec } from "./snapshot.js";
+import { devicePattern } from "./token.js";
 
 /** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
 export interface SyncMiddlewareOptions {
@@ -38,9 +39,31 @@ export interface SyncMiddlewareOptions {
   predicate?: (action: UnknownAction) => boolean;
   /**
    * clientId identifies this client to the server, which stamps it on every action it
-   * sends: 1..64 characters of [A-Za-z0-9_.:-]. Default: a random UUID per instance.
+   * sends: 1..64 characters of [A-Za-z0-9_.:-]. With authentication on, the server
+   * accepts only the token's sub or "sub:device". Default: with getToken, the current
+   * token's sub, or "sub:device" with device (known once the first token is at hand);
+   * else a random UUID per instance. The middleware tells its own actions by their action
+   * ids, never by client id: any client id works for confirming them.
    */
   clientId?: string;
+  /**
+   * getToken resolves with a bearer token (a JWT) that the server accepts; it is sent as
+   * `Authorization: Bearer <token>` on every call (Subscribe, Dispatch, PutSnapshot). It
+   * is called at start, again before the token expires (when 10% of its lifetime is left,
+   * at most 30 s before its `exp`, read from the JWT without verifying it; the stream then
+   * reopens with the new token and resumes after the last seq, with no gap), and when the
+   * server answers `unauthenticated` (on the next attempt, after the usual backoff). While
+   * it fails (throws, takes over 30 s), calls fail with `unauthenticated` and the status
+   * shows it. Default: none (no Authorization header).
+   */
+  getToken?: () => Promise<string>;
+  /**
+   * device names this device when the client id comes from the token: the client id is
+   * then "sub:device", so one user's devices can be told apart. 1..15 characters of
+   * [A-Za-z0-9_.-]; only with getToken and without clientId. Default: none (the client
+   * id is the sub).
+   */
+  device?: string;
   /**
    * storage persists the outbox (unconfirmed local actions) across reloads. Default, when
    * globalThis.localStorage exists: localStorage under "actionsync:outbox:<channel>:<tabId>",
@@ -104,7 +127,10 @@ const clientIdPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
 export interface CheckedOptions {
   transport: Transport;
   channel: string;
-  clientId: string;
+  /** clientId is undefined when it comes from the token (getToken without clientId). */
+  clientId: string | undefined;
+  getToken: (() => Promise<string>) | undefined;
+  device: string | undefined;
   types: ReadonlySet<string>;
   predicate?: (action: UnknownAction) => boolean;
   storage: OutboxStorage;
@@ -131,8 +157,17 @@ export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     throw new TypeError("actionsync: types must be an array of strings");
   }
   if (options.predicate !== undefined && typeof options.predicate !== "function") throw new TypeError("actionsync: predicate must be a function");
-  const clientId = options.clientId ?? randomId();
-  if (!clientIdPattern.test(clientId)) throw new TypeError(`actionsync: clientId ${JSON.stringify(clientId)} must match ${clientIdPattern.source}`);
+  const { getToken, device } = options;
+  if (getToken !== undefined && typeof getToken !== "function") throw new TypeError("actionsync: getToken must be a function returning a promise of a token");
+  if (device !== undefined) {
+    if (getToken === undefined || options.clientId !== undefined) throw new TypeError("actionsync: device is for a client id from the token: give it with getToken and without clientId");
+    if (typeof device !== "string" || !devicePattern.test(device)) throw new TypeError(`actionsync: device ${JSON.stringify(device)} must match ${devicePattern.source}`);
+  }
+  // With getToken and no clientId, the client id comes from each token (TokenSource.clientId).
+  const clientId = options.clientId ?? (getToken === undefined ? randomId() : undefined);
+  if (clientId !== undefined && !clientIdPattern.test(clientId)) {
+    throw new TypeError(`actionsync: clientId ${JSON.stringify(clientId)} must match ${clientIdPattern.source}`);
+  }
   let transport = options.transport;
   if (transport === undefined) {
     if (typeof options.baseUrl !== "string" || options.baseUrl === "") throw new TypeError("actionsync: give baseUrl or transport");
@@ -156,6 +191,8 @@ export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     transport,
     channel,
     clientId,
+    getToken,
+    device,
     types: new Set(options.types ?? []),
     predicate: options.predicate,
     storage: options.storage === undefined ? defaultStorage(channel, logger) : options.storage === null ? createMemoryStorage() : options.storage,

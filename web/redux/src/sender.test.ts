@@ -47,7 +47,7 @@ async function setup(
   const sender = createSender({
     client: fake.client,
     channel: "c",
-    clientId: "me",
+    clientId: async () => "me",
     outbox,
     maxBatch,
     backoff,

@@ -12,8 +12,8 @@ import { toWire } from "./wire.js";
  *
  * - `unreachable`: the server was not reached (see {@link isNetworkFailure}); retried until it is;
  * - `retry`: the server did not judge the actions and a retry can succeed: `aborted`, and
- *   `unauthenticated` (refusing queued work because a token expired would lose it: the
- *   app's transport gets a new one); retried for ever;
+ *   `unauthenticated` (refusing queued work because a token expired would lose it: with
+ *   getToken, the retry goes with a fresh token); retried for ever, with backoff;
  * - `limited`: `resource_exhausted` (a request too big, a server holding too many
  *   channels) and `internal` (a server bug; also a broken answer from a server that died
  *   mid-request): retried {@link limitedRetries} times, then refused. Except when the
@@ -96,7 +96,12 @@ export function firstSent(batch: readonly PendingEntry[], epoch: string): SentPo
 export interface SenderOptions {
   client: Client<typeof SyncService>;
   channel: string;
-  clientId: string;
+  /**
+   * clientId resolves with the client id to send, once it is known (with a client id
+   * from the token: once a token is at hand); it rejects with the ConnectError the call
+   * would fail with.
+   */
+  clientId(signal: AbortSignal): Promise<string>;
   outbox: Outbox;
   maxBatch: number;
   backoff: BackoffOptions;
@@ -159,18 +164,24 @@ export function createSender(o: SenderOptions): Sender {
 
   async function loop(): Promise<void> {
     while (live && !abort.signal.aborted) {
-      const batch = o.outbox.unsent(isolating > 0 ? 1 : o.maxBatch);
+      const select = () => o.outbox.unsent(isolating > 0 ? 1 : o.maxBatch);
+      let batch = select();
       if (batch.length === 0) return;
       let acks: Ack[];
       try {
+        const clientId = await o.clientId(abort.signal);
+        // The outbox may have changed while the client id was awaited (an entry rolled back).
+        batch = select();
+        if (batch.length === 0) return;
         const at = o.position();
         const sentAfter = firstSent(batch, at.epoch);
-        // Recorded (and saved) before the request leaves: from now on it may reach the server.
+        // Recorded, and its save begun, before the request leaves: from now on the batch
+        // may reach the server.
         if (at.epoch !== "") o.outbox.markSent(batch.map((e) => e.id), at);
         const res = await o.client.dispatch(
           {
             channel: o.channel,
-            clientId: o.clientId,
+            clientId,
             actions: batch.map(toWire),
             sentAfterSeq: BigInt(sentAfter?.seq ?? 0),
             sentEpoch: sentAfter?.epoch ?? "",

@@ -165,7 +165,7 @@ describe("snapshots", () => {
       },
     } as unknown as Client<typeof SyncService>;
     const logger = captureLogger();
-    const w = createSnapshotWriter({ client, channel: "c", clientId: "me", codec: { version: "v", serialize: JSON.stringify, deserialize: JSON.parse }, every: 10, intervalMs: 0, logger });
+    const w = createSnapshotWriter({ client, channel: "c", clientId: () => "me", codec: { version: "v", serialize: JSON.stringify, deserialize: JSON.parse }, every: 10, intervalMs: 0, logger });
     assert.equal(w.reaches(9, 10), true);
     assert.equal(w.reaches(10, 19), false);
     assert.equal(w.reaches(15, 31), true);

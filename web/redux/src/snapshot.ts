@@ -82,7 +82,8 @@ export interface SnapshotWriter {
 export function createSnapshotWriter(o: {
   client: Client<typeof SyncService>;
   channel: string;
-  clientId: string;
+  /** clientId returns the client id to send. */
+  clientId(): string;
   codec: StateCodec;
   every: number;
   intervalMs: number;
@@ -99,7 +100,7 @@ export function createSnapshotWriter(o: {
   async function put(state: string, seq: number, epoch: string) {
     try {
       await o.client.putSnapshot(
-        { channel: o.channel, seq: BigInt(seq), epoch, version: o.codec.version, state: new TextEncoder().encode(state), clientId: o.clientId },
+        { channel: o.channel, seq: BigInt(seq), epoch, version: o.codec.version, state: new TextEncoder().encode(state), clientId: o.clientId() },
         { signal: abort.signal },
       );
     } catch (e) {

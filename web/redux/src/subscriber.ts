@@ -8,7 +8,12 @@ import { createBackoff, sleep, type BackoffOptions } from "./backoff.js";
 export interface SubscriberOptions {
   client: Client<typeof SyncService>;
   channel: string;
-  clientId: string;
+  /**
+   * clientId resolves with the client id to subscribe with, once it is known (with a
+   * client id from the token: once a token is at hand); it rejects with the ConnectError
+   * the call would fail with.
+   */
+  clientId(signal: AbortSignal): Promise<string>;
   backoff: BackoffOptions;
   /** idleTimeoutMs: reconnect when the stream has been silent that long; 0: never. */
   idleTimeoutMs: number;
@@ -47,6 +52,13 @@ export interface Subscriber {
    * starts at once (the device is back online).
    */
   retryNow(): void;
+  /**
+   * renew ends the current stream, if the server has answered it, and opens a new one at
+   * once, resuming from position(), without reporting it down (onDown): the stream
+   * moves to a new token before the server ends it for the old one's expiry. A stream
+   * not answered yet, and the next attempt after a delay, use the newest token already.
+   */
+  renew(): void;
   /** close aborts the stream and any delay; resolves when the loop has ended. */
   close(): Promise<void>;
 }
@@ -61,19 +73,29 @@ export interface Subscriber {
 export function startSubscriber(o: SubscriberOptions): Subscriber {
   const closing = new AbortController();
   const backoff = createBackoff(o.backoff);
-  // drop ends the attempt in progress (reconnect); wake ends the delay in progress (retryNow).
+  // drop ends the attempt in progress (reconnect); wake ends the delay in progress
+  // (retryNow); renew ends an answered attempt to start another one at once.
   let drop: ((err: ConnectError) => void) | undefined;
   let wake: (() => void) | undefined;
+  let renew: (() => void) | undefined;
 
-  async function attempt(): Promise<ConnectError> {
+  /** attempt runs one stream; it returns why it ended, or "renew" after renew(). */
+  async function attempt(): Promise<ConnectError | "renew"> {
     const stream = new AbortController();
     const stop = () => stream.abort();
     closing.signal.addEventListener("abort", stop);
     let idle: ReturnType<typeof setTimeout> | undefined;
     let idleFired = false;
     let dropped: ConnectError | undefined;
+    let answered = false;
+    let renewed = false;
     drop = (err) => {
       dropped ??= err;
+      stream.abort();
+    };
+    renew = () => {
+      if (!answered || dropped) return;
+      renewed = true;
       stream.abort();
     };
     const arm = () => {
@@ -88,12 +110,14 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
       arm();
       // Resuming with the epoch lets the server tell a lost history (a restarted server)
       // from ours.
+      const clientId = await o.clientId(stream.signal);
       const { afterSeq, epoch } = o.position();
       const responses = o.client.subscribe(
-        { positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }], clientId: o.clientId, snapshots: o.snapshots },
+        { positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }], clientId, snapshots: o.snapshots },
         { signal: stream.signal },
       );
       for await (const res of responses) {
+        answered = true;
         arm();
         if (res.reset) o.onReset(Number(res.reset.headSeq), res.reset.epoch);
         if (res.snapshot) o.onSnapshot(res.snapshot);
@@ -103,13 +127,16 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
           o.onReady(Number(res.ready.headSeq), res.ready.epoch);
         }
       }
+      if (renewed && !dropped) return "renew";
       return dropped ?? new ConnectError("the server ended the stream", Code.Unavailable);
     } catch (e) {
       if (dropped) return dropped;
+      if (renewed) return "renew";
       if (idleFired) return new ConnectError(`no message for ${o.idleTimeoutMs} ms`, Code.DeadlineExceeded);
       return ConnectError.from(e);
     } finally {
       drop = undefined;
+      renew = undefined;
       clearTimeout(idle);
       closing.signal.removeEventListener("abort", stop);
       // Releases the connection whatever ended the loop (a callback may have thrown).
@@ -122,6 +149,7 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
       const err = await attempt();
       // Canceled after close() is the normal end, not a failure.
       if (closing.signal.aborted) return;
+      if (err === "renew") continue;
       const delay = backoff.next();
       o.onDown(err, delay);
       await sleep(delay, closing.signal, (w) => (wake = w));
@@ -137,6 +165,9 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
     retryNow() {
       backoff.reset();
       wake?.();
+    },
+    renew() {
+      renew?.();
     },
     async close() {
       closing.abort();

@@ -284,13 +284,14 @@ export function makeStore(options: Partial<SyncMiddlewareOptions> & Pick<SyncMid
   return { store, sync, seen, close: () => sync.close() };
 }
 
-/** readHistory fetches a channel's whole history with a plain client. */
-export async function readHistory(baseUrl: string, channel: string): Promise<{ actions: WireAction[]; headSeq: number }> {
+/** readHistory fetches a channel's whole history with a plain client (sending token, if given, as a bearer token). */
+export async function readHistory(baseUrl: string, channel: string, token?: string): Promise<{ actions: WireAction[]; headSeq: number }> {
   const client = createClient(SyncService, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
+  const headers = token === undefined ? undefined : { Authorization: `Bearer ${token}` };
   const actions: WireAction[] = [];
   let after = 0n;
   for (;;) {
-    const res = await client.history({ channel, afterSeq: after, limit: 1000 });
+    const res = await client.history({ channel, afterSeq: after, limit: 1000 }, { headers });
     actions.push(...res.actions);
     if (res.actions.length === 0 || res.actions.at(-1)!.seq >= res.headSeq) return { actions, headSeq: Number(res.headSeq) };
     after = res.actions.at(-1)!.seq;
