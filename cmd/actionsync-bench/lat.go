@@ -172,6 +172,13 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 		set("mean_ms", ms(mean(lats))).
 		set("connect_ms", connectMs)
 	cpuFigures(r, c[0], c[1], cfg.serverCPU, cfg.clientCPU)
+	// Deliveries of the actions sent in the window over the server's CPU in the window:
+	// at a fixed rate, what one delivery costs the server (as the peer's boards mode).
+	var perCPU any
+	if c[0].srv >= 0 && c[1].srv > c[0].srv {
+		perCPU = math.Round(float64(len(lats)) / (float64(c[1].srv-c[0].srv) / clkTck))
+	}
+	r.set("srv_deliv_per_cpu_s", perCPU)
 	r.set("offered_rate", cfg.rate).
 		set("achieved_rate", round1(achieved)).
 		set("rate_kept_pct", round1(100*achieved/cfg.rate)).
