@@ -52,6 +52,15 @@ type Broker interface {
 	Close() error
 }
 
+// FanoutWidther is implemented by subscriptions that know how many subscribers share
+// their channels' deliveries (the hub's): a stream writer uses it to size its batching
+// to the fan-out its own channels make, not the whole server's.
+type FanoutWidther interface {
+	// FanoutWidth returns how many subscriptions (this one included) receive the
+	// deliveries of the channels this one follows, summed over them.
+	FanoutWidth() int
+}
+
 // SubscribeOptions configures a subscription.
 type SubscribeOptions struct {
 	// ClientID is the subscriber's client id (may be empty).

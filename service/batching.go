@@ -49,14 +49,22 @@ func (a *activity) active(now time.Time) int64 {
 }
 
 // batchDelay is how long a stream that last sent at lastSend waits, at now, before it
-// sends again: the rest of one fan-out round (active streams × perStream, at most max).
-// Zero when the stream has been quiet for a round or batching is off.
-func (s *Service) batchDelay(now, lastSend time.Time) time.Duration {
+// sends again: the rest of one fan-out round of its channels (streams × perStream, at
+// most max), where streams is the server's active streams or, when width > 0, the
+// subscribers of the stream's own channels if fewer. A stream on a board of 4 waits
+// microseconds, not the round of the server's 4,000 other streams: they are not in its
+// fan-out, and waiting for them only delays it. Zero when the stream has been quiet for
+// a round or batching is off.
+func (s *Service) batchDelay(now, lastSend time.Time, width int) time.Duration {
 	per := s.opts.BatchDelayPerStream
 	if per <= 0 || lastSend.IsZero() {
 		return 0
 	}
-	round := min(s.opts.MaxBatchDelay, time.Duration(s.activity.active(now))*per)
+	streams := s.activity.active(now)
+	if width > 0 {
+		streams = min(streams, int64(width))
+	}
+	round := min(s.opts.MaxBatchDelay, time.Duration(streams)*per)
 	if wait := round - now.Sub(lastSend); wait > 0 {
 		return wait
 	}

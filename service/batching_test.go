@@ -38,14 +38,19 @@ func TestService_batchDelay(t *testing.T) {
 		name     string
 		per, max time.Duration
 		active   int
+		width    int           // subscribers of the stream's channels; 0: unknown
 		since    time.Duration // since the stream's last send; -1: never sent
 		want     time.Duration
 	}{
-		{"never_sent", 30 * time.Microsecond, 50 * time.Millisecond, 100, -1, 0},
-		{"rest_of_round", 30 * time.Microsecond, 50 * time.Millisecond, 100, time.Millisecond, 2 * time.Millisecond},
-		{"round_over", 30 * time.Microsecond, 50 * time.Millisecond, 100, 3 * time.Millisecond, 0},
-		{"capped", 30 * time.Microsecond, 10 * time.Millisecond, 1000, 0, 10 * time.Millisecond},
-		{"off", -1, 50 * time.Millisecond, 1000, 0, 0},
+		{"never_sent", 30 * time.Microsecond, 50 * time.Millisecond, 100, 0, -1, 0},
+		{"rest_of_round", 30 * time.Microsecond, 50 * time.Millisecond, 100, 0, time.Millisecond, 2 * time.Millisecond},
+		{"round_over", 30 * time.Microsecond, 50 * time.Millisecond, 100, 0, 3 * time.Millisecond, 0},
+		{"capped", 30 * time.Microsecond, 10 * time.Millisecond, 1000, 0, 0, 10 * time.Millisecond},
+		{"off", -1, 50 * time.Millisecond, 1000, 0, 0, 0},
+		// A small board among many active streams: its own fan-out sets the round.
+		{"small_board", 30 * time.Microsecond, 50 * time.Millisecond, 4000, 4, 0, 120 * time.Microsecond},
+		// A channel wider than the active streams: the active ones set it, as before.
+		{"wide_channel", 30 * time.Microsecond, 50 * time.Millisecond, 100, 1000, time.Millisecond, 2 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,7 +64,7 @@ func TestService_batchDelay(t *testing.T) {
 			if tt.since >= 0 {
 				lastSend = now.Add(-tt.since)
 			}
-			if got := s.batchDelay(now, lastSend); got != tt.want {
+			if got := s.batchDelay(now, lastSend, tt.width); got != tt.want {
 				t.Errorf("batchDelay: got %v, want %v", got, tt.want)
 			}
 		})

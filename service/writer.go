@@ -151,7 +151,11 @@ func (w *writer) waitForBatch(ctx context.Context) error {
 	if w.more {
 		return nil
 	}
-	d := w.s.batchDelay(time.Now(), w.lastSend)
+	width := 0
+	if fw, ok := w.sub.(broker.FanoutWidther); ok {
+		width = fw.FanoutWidth()
+	}
+	d := w.s.batchDelay(time.Now(), w.lastSend, width)
 	if d <= 0 {
 		return nil
 	}

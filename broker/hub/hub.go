@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
@@ -257,6 +258,8 @@ type Topic struct {
 	last    uint64 // last seq delivered (or the floor)
 	members []member
 	cut     error // set by Cut: nobody joins any more
+	// width is len(members), readable without mu (Subscription.FanoutWidth).
+	width atomic.Int64
 }
 
 // member is a subscription past its replay of the topic's channel.
@@ -294,6 +297,7 @@ func (t *Topic) Deliver(entries []*broker.Entry) {
 	}
 	clear(t.members[len(live):])
 	t.members = live
+	t.width.Store(int64(len(live)))
 }
 
 // Cut ends the subscription of every member with err and drops them, and retires the
@@ -312,6 +316,7 @@ func (t *Topic) Cut(err error) {
 	t.mu.Lock()
 	members := t.members
 	t.members, t.cut = nil, err
+	t.width.Store(0)
 	t.mu.Unlock()
 	for _, m := range members {
 		m.s.end(err)
@@ -324,6 +329,7 @@ func (t *Topic) remove(s *subscription) {
 	defer t.mu.Unlock()
 	if i := slices.IndexFunc(t.members, func(m member) bool { return m.s == s }); i >= 0 {
 		t.members = slices.Delete(t.members, i, i+1)
+		t.width.Store(int64(len(t.members)))
 	}
 }
 

@@ -212,6 +212,7 @@ func (s *subscription) open(ctx context.Context, name string) (*Topic, View, err
 // delivery can slip between the replay and the membership.
 func (s *subscription) join(c *cursor, epoch string) broker.Event {
 	c.t.members = append(c.t.members, member{s: s, skipThrough: c.after})
+	c.t.width.Store(int64(len(c.t.members)))
 	return broker.Event{Control: &broker.Control{Kind: broker.ControlReady, Channel: c.t.name, Seq: c.after, Epoch: epoch}}
 }
 
@@ -319,6 +320,19 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) ([]brok
 		return buf, n, false
 	}
 	return buf, n, true
+}
+
+// FanoutWidth implements broker.FanoutWidther: the members of the topics s follows,
+// itself included.
+func (s *subscription) FanoutWidth() int {
+	s.mu.Lock()
+	topics := s.topics
+	s.mu.Unlock()
+	n := int64(0)
+	for _, t := range topics {
+		n += t.width.Load()
+	}
+	return int(n)
 }
 
 // Close implements broker.Subscription.

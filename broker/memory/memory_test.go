@@ -357,3 +357,37 @@ func TestBroker_HistoryByteBounds(t *testing.T) {
 		}
 	})
 }
+
+// TestBroker_FanoutWidth: a subscription tells how many subscribers share its channels'
+// deliveries, as they join and leave.
+func TestBroker_FanoutWidth(t *testing.T) {
+	t.Parallel()
+	b := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = b.Close() })
+	follow := func(channels ...string) broker.Subscription {
+		sub, err := b.Subscribe(broker.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range channels {
+			if err := sub.Add(t.Context(), ch, broker.Position{Live: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(sub.Close)
+		return sub
+	}
+	width := func(s broker.Subscription) int { return s.(broker.FanoutWidther).FanoutWidth() }
+	a1, a2 := follow("a"), follow("a")
+	ab := follow("a", "b")
+	if got := width(a1); got != 3 {
+		t.Errorf("a follower among 3: width %d, want 3", got)
+	}
+	if got := width(ab); got != 4 {
+		t.Errorf("a and b follower: width %d, want 3 + 1", got)
+	}
+	a2.Close()
+	if got := width(a1); got != 2 {
+		t.Errorf("after one left: width %d, want 2", got)
+	}
+}
