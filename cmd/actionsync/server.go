@@ -349,8 +349,12 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	resets := &resetBudget{max: cfg.conn.maxResets, log: logger}
+	var watch *writeWatch
+	if cfg.conn.writeTimeout > 0 {
+		watch = newWriteWatch(cfg.conn.writeTimeout)
+	}
 	srv := &http.Server{
-		Handler:           resets.wrap(withDeadlines(handler, cfg.conn.readTimeout, cfg.conn.writeTimeout)),
+		Handler:           resets.wrap(withDeadlines(handler, cfg.conn.readTimeout, watch)),
 		ConnContext:       resets.connContext,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -367,6 +371,10 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 			SendPingTimeout:      cfg.conn.keepalive,
 			PingTimeout:          cfg.conn.keepaliveTimeout,
 		},
+	}
+	if watch != nil {
+		// Shutdown closes stuck connections itself (server.shutdown).
+		srv.RegisterOnShutdown(watch.stop)
 	}
 	if cfg.tlsCert != nil {
 		protocols.SetHTTP2(true)
