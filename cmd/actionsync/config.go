@@ -260,7 +260,7 @@ var serverSettings = []setting{
 		help:  "gzip responses at least this large when the client accepts gzip; 0: never (gzip costs more CPU than it saves on streams of small actions)",
 		apply: bytesAtLeast(0, func(c *config) *int { return &c.service.CompressMinBytes })},
 	{flag: "batch-delay-per-stream", env: "ACTIONSYNC_BATCH_DELAY_PER_STREAM", def: "30us", arg: "DURATION",
-		help: "adaptive batching: a stream that sent less than (active streams x this) ago waits out the rest of that round; 0: send at once",
+		help: "adaptive batching: a stream that sent less than (streams in its fan-out x this) ago waits out the rest of that round (its fan-out: the active streams, or its channels' subscribers if fewer); 0: send at once",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) {
 			c.service.BatchDelayPerStream = zeroAs(d, -1) // service: negative means off
 		})},
