@@ -69,25 +69,23 @@ type deadlineWriter struct {
 	started atomic.Int64 // unix ns the current write started; 0: none under way
 }
 
-// mark runs fn as one write.
-func (w *deadlineWriter) mark(fn func()) {
+// Write implements http.ResponseWriter. (No closure: this runs for every response write
+// of every stream, and a closure capturing the results would be allocated each time.)
+func (w *deadlineWriter) Write(p []byte) (int, error) {
 	w.started.Store(time.Now().UnixNano())
-	fn()
+	n, err := w.ResponseWriter.Write(p)
 	w.started.Store(0)
-}
-
-// Write implements http.ResponseWriter.
-func (w *deadlineWriter) Write(p []byte) (n int, err error) {
-	w.mark(func() { n, err = w.ResponseWriter.Write(p) })
 	return n, err
 }
 
 // Flush implements http.Flusher.
-func (w *deadlineWriter) Flush() { w.mark(func() { _ = w.rc.Flush() }) }
+func (w *deadlineWriter) Flush() { _ = w.FlushError() }
 
 // FlushError flushes and reports the error (http.ResponseController uses it).
-func (w *deadlineWriter) FlushError() (err error) {
-	w.mark(func() { err = w.rc.Flush() })
+func (w *deadlineWriter) FlushError() error {
+	w.started.Store(time.Now().UnixNano())
+	err := w.rc.Flush()
+	w.started.Store(0)
 	return err
 }
 
