@@ -22,7 +22,7 @@ var connSettings = []setting{
 		help:  "a unary or Subscribe request must arrive within this (Sync streams excepted); a client that stalls its upload is cut off; 0: no limit",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.conn.readTimeout = d })},
 	{flag: "write-timeout", env: "ACTIONSYNC_WRITE_TIMEOUT", def: "30s", arg: "DURATION",
-		help:  "each response write (a streamed batch included) must finish within this; a client that stopped reading is cut off; 0: no limit",
+		help:  "each response write (a streamed batch included) must finish within this (checked every quarter of it); a client that stopped reading is cut off; 0: no limit",
 		apply: durationAtLeast(0, func(c *config, d time.Duration) { c.conn.writeTimeout = d })},
 	{flag: "max-resets-per-connection", env: "ACTIONSYNC_MAX_RESETS_PER_CONNECTION", def: "200", arg: "N",
 		help:  "requests a client may cancel within a second of starting them, per connection and 10 s; past it the connection is closed (HTTP/2 rapid reset)",
