@@ -83,17 +83,7 @@ func (s *Service) StopDispatches(ctx context.Context) error {
 	s.mu.Lock()
 	s.dispatchesStopped = true
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { // exits when the last dispatch under way does
-		s.dispatches.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitCtx(ctx, &s.dispatches)
 }
 
 // beginWrite registers a Dispatch or PutSnapshot; it fails once StopDispatches was
@@ -121,9 +111,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		close(s.stopping)
 	}
 	s.mu.Unlock()
+	return waitCtx(ctx, &s.streams)
+}
+
+// waitCtx waits for wg, or returns ctx's error first. The waiting goroutine exits when wg
+// is done (the work it counts always ends: streams are told to, dispatches finish).
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})
-	go func() { // exits when the last stream goroutine does
-		s.streams.Wait()
+	go func() {
+		wg.Wait()
 		close(done)
 	}()
 	select {

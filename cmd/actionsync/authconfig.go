@@ -80,25 +80,11 @@ var authSettings = []setting{
 			return nil
 		}},
 	{flag: "demo-auth", env: "ACTIONSYNC_DEMO_AUTH", def: "false", arg: "true|false",
-		help: "development only: hand a token to anyone who asks at /demo-token?user=NAME&role=edit|view (needs --auth-hs256-secret-file and the demo; loopback only unless --allow-anonymous)",
-		apply: func(c *config, v string) error {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return errors.New("want true or false")
-			}
-			c.auth.demoAuth = b
-			return nil
-		}},
+		help:  "development only: hand a token to anyone who asks at /demo-token?user=NAME&role=edit|view (needs --auth-hs256-secret-file and the demo; loopback only unless --allow-anonymous)",
+		apply: setBool(func(c *config) *bool { return &c.auth.demoAuth })},
 	{flag: "allow-anonymous", env: "ACTIONSYNC_ALLOW_ANONYMOUS", def: "false", arg: "true|false",
-		help: "serve without authentication on an address that is not loopback (without it the server refuses to start there unless --auth-* is set)",
-		apply: func(c *config, v string) error {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return errors.New("want true or false")
-			}
-			c.auth.allowAnonymous = b
-			return nil
-		}},
+		help:  "serve without authentication on an address that is not loopback (without it the server refuses to start there unless --auth-* is set)",
+		apply: setBool(func(c *config) *bool { return &c.auth.allowAnonymous })},
 }
 
 // finishAuth builds the token verifier, and refuses anonymous access where anyone on

@@ -272,15 +272,8 @@ var serverSettings = []setting{
 		help:  `comma-separated browser origins allowed, e.g. https://app.example.com; "*": any`,
 		apply: parseOrigins},
 	{flag: "demo", env: "ACTIONSYNC_DEMO", def: "true", arg: "true|false",
-		help: `serve the ToDo board demo page at /; false: / answers 404`,
-		apply: func(c *config, v string) error {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return errors.New("want true or false")
-			}
-			c.demo = b
-			return nil
-		}},
+		help:  `serve the ToDo board demo page at /; false: / answers 404`,
+		apply: setBool(func(c *config) *bool { return &c.demo })},
 	{flag: "allow-file", env: "ACTIONSYNC_ALLOW_FILE", arg: "FILE",
 		shown: "none: every type allowed",
 		help:  `JSON allow-list, e.g. [{"channel": "board:*", "types": ["ADD_TASK"]}]`,
@@ -573,6 +566,18 @@ func readAllowFile(path string) (*service.AllowList, error) {
 // errorf returns a *usageError that names the flag and its variable.
 func (s *setting) errorf(format string, args ...any) error {
 	return &usageError{err: fmt.Errorf("--%s (%s): %w", s.flag, s.env, fmt.Errorf(format, args...))}
+}
+
+// setBool parses true or false (as strconv.ParseBool) into the field dst returns.
+func setBool(dst func(*config) *bool) func(*config, string) error {
+	return func(c *config, v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*dst(c) = b
+		return nil
+	}
 }
 
 // setString returns an apply function that stores the value as it is in dst.
