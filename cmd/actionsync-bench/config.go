@@ -252,8 +252,8 @@ func (c config) validate() error {
 		return fmt.Errorf("--url: %w", err)
 	}
 	switch {
-	case c.n < 1:
-		return fmt.Errorf("--n: got %d, want >= 1", c.n)
+	case c.n < 1 && (c.mode != "lat" || c.n < 0):
+		return fmt.Errorf("--n: got %d, want >= 1 (or 0 with --mode lat: the cost of Dispatch alone)", c.n)
 	case c.conns < 0:
 		return fmt.Errorf("--conns: got %d, want >= 0", c.conns)
 	case c.boards < 0 || c.boards > 0 && (c.mode != "lat" || c.n%c.boards != 0):

@@ -179,6 +179,12 @@ func (b *bench) runLat(ctx context.Context) (*result, error) {
 		perCPU = math.Round(float64(len(lats)) / (float64(c[1].srv-c[0].srv) / clkTck))
 	}
 	r.set("srv_deliv_per_cpu_s", perCPU)
+	// Server CPU per action sent in the window: with --n 0, what one Dispatch costs.
+	var perAction any
+	if c[0].srv >= 0 && c[1].srv > c[0].srv && measured.Load() > 0 {
+		perAction = round1(float64(c[1].srv-c[0].srv) / clkTck * 1e6 / float64(measured.Load()))
+	}
+	r.set("srv_cpu_us_per_action", perAction)
 	r.set("offered_rate", cfg.rate).
 		set("achieved_rate", round1(achieved)).
 		set("rate_kept_pct", round1(100*achieved/cfg.rate)).
