@@ -69,10 +69,14 @@ func (protoCodec) Unmarshal(data []byte, m any) error {
 	if !ok {
 		return fmt.Errorf("proto codec: cannot unmarshal into %T", m)
 	}
-	if _, sync := m.(*actionsyncv1.SyncRequest); sync {
+	switch m := m.(type) {
+	case *actionsyncv1.SyncRequest:
 		if err := checkOneRequest(data); err != nil {
 			return err
 		}
+		return unmarshalSyncRequest(data, m)
+	case *actionsyncv1.DispatchRequest:
+		return unmarshalDispatchRequest(data, m)
 	}
 	return proto.Unmarshal(data, pm)
 }

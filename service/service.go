@@ -195,6 +195,9 @@ func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchReques
 			id = ulid.Make().String()
 		}
 		actions[i] = &actionsyncv1.Action{Type: a.GetType(), Payload: a.GetPayload(), Id: id, ClientId: req.GetClientId(), Meta: a.GetMeta()}
+		if raw := a.ProtoReflect().GetUnknown(); len(raw) > 0 {
+			actions[i].ProtoReflect().SetUnknown(raw) // payload and meta, still encoded
+		}
 	}
 	var opts []broker.PublishOption
 	if req.GetSentEpoch() != "" {

@@ -92,8 +92,13 @@ func (v *validator) action(i int, channel string, a *actionsyncv1.Action) *conne
 	case a.GetTime() != nil:
 		return invalid("actions[%d].time: set by the server; leave it unset", i)
 	}
-	if size := proto.Size(a.GetPayload()) + proto.Size(a.GetMeta()); size > v.limits.MaxPayloadBytes {
+	// The binary codec keeps payload and meta encoded (rawbody.go); JSON decodes them.
+	rawSize, rawField, why := checkRawBody(a.ProtoReflect().GetUnknown())
+	if size := proto.Size(a.GetPayload()) + proto.Size(a.GetMeta()) + rawSize; size > v.limits.MaxPayloadBytes {
 		return invalid("actions[%d].payload: %d bytes with meta, limit %d", i, size, v.limits.MaxPayloadBytes)
+	}
+	if why != "" {
+		return invalid("actions[%d].%s: %s", i, rawField, why)
 	}
 	if a.GetPayload() != nil {
 		if err := jsonValue(a.GetPayload(), 0); err != "" {

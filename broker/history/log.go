@@ -202,7 +202,13 @@ func (l *Log) Plan(actions []*actionsyncv1.Action) (acks []broker.Ack, dupOf []i
 	return acks, dupOf, nil
 }
 
-// SameBody reports whether two actions with the same id carry the same type, payload and meta.
+// SameBody reports whether two actions with the same id carry the same type, payload and
+// meta, whether their bodies are decoded or kept encoded (broker.Body).
 func SameBody(a, b *actionsyncv1.Action) bool {
-	return a.GetType() == b.GetType() && proto.Equal(a.GetPayload(), b.GetPayload()) && proto.Equal(a.GetMeta(), b.GetMeta())
+	if a.GetType() != b.GetType() {
+		return false
+	}
+	pa, ma, errA := broker.Body(a)
+	pb, mb, errB := broker.Body(b)
+	return errA == nil && errB == nil && proto.Equal(pa, pb) && proto.Equal(ma, mb)
 }
