@@ -21,6 +21,7 @@ import (
 
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
+	"github.com/actionsync/actionsync/internal/batchread"
 	"github.com/actionsync/actionsync/service"
 	"github.com/actionsync/actionsync/web/demo"
 )
@@ -115,7 +116,8 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 		if useTLS {
 			s.serveErr <- s.http.ServeTLS(ln, "", "")
 		} else {
-			s.serveErr <- s.http.Serve(ln)
+			// h2c reads every frame with two unbuffered reads: batch them (batchread).
+			s.serveErr <- s.http.Serve(batchread.Listener(ln))
 		}
 	}()
 	for _, side := range []struct {
