@@ -28,6 +28,12 @@
 #     `strace -c -f -e trace=write,writev -p <server pid>` and reports writes_per_delivery
 #   WRITES [""]: strace (= STRACE=1) or perf: count with `perf stat` tracepoints instead,
 #     which barely slows the server and also counts read(2)
+#   BOARDS [1000]  PER_BOARD [4]  BOARDS_RATE [2000]: the many-small-boards phase (boards
+#     channels of PER_BOARD subscribers, each on its own connection; BOARDS_RATE actions/s
+#     over random boards, one per Dispatch) and the dispatch phase (BOARDS_RATE unary
+#     Dispatch calls/s, no subscriber: server CPU per call), on a fresh server; the peer
+#     runs the same boards workload (its bench.js --mode boards, INFLIGHT [64] in flight,
+#     on PEER_BOARDS_PORT [PORT+10])
 #   SKIP_PEER [0]: 1 runs without the peer (else a missing peer is an error)
 #   PEER_DIR [../shared/peers/socketio, from the repository root]
 # Exit code: 0, or 1 if a phase failed (the line is still written, with failed_phases).
@@ -63,6 +69,10 @@ PHASE_TRIES=${PHASE_TRIES:-3}
 PHASE_QUIET_WAIT=${PHASE_QUIET_WAIT:-8}
 FOREIGN_MAX=${FOREIGN_MAX:-20}
 STRACE=${STRACE:-0}
+BOARDS=${BOARDS:-1000}
+PER_BOARD=${PER_BOARD:-4}
+BOARDS_RATE=${BOARDS_RATE:-2000}
+INFLIGHT=${INFLIGHT:-64}
 SKIP_PEER=${SKIP_PEER:-0}
 PEER_DIR=${PEER_DIR:-$ROOT/../shared/peers/socketio}
 
@@ -71,10 +81,10 @@ die() { log "error: $*"; exit 1; }
 
 # ---- check the knobs before spending minutes ----
 . "$ROOT/bench/lib.sh"
-for v in PORT SERVER_CPU CLIENT_CPU WINDOW SHARED_K SHARED_CONNS PAYLOAD_BYTES QUIET_WAIT QUIET_PCT PHASE_TRIES PHASE_QUIET_WAIT FOREIGN_MAX; do
+for v in PORT SERVER_CPU CLIENT_CPU WINDOW BOARDS PER_BOARD INFLIGHT SHARED_K SHARED_CONNS PAYLOAD_BYTES QUIET_WAIT QUIET_PCT PHASE_TRIES PHASE_QUIET_WAIT FOREIGN_MAX; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v: got '${!v}', want an integer"
 done
-for v in DURATION WARMUP RATE; do isnum "${!v}" || die "$v: got '${!v}', want a number"; done
+for v in DURATION WARMUP RATE BOARDS_RATE; do isnum "${!v}" || die "$v: got '${!v}', want a number"; done
 for n in $TPUT_NS $LAT_NS; do [[ $n =~ ^[0-9]+$ ]] || die "TPUT_NS/LAT_NS: got '$n', want integers"; done
 [[ $IDLE_K =~ ^[0-9]+(,[0-9]+)*$ ]] || die "IDLE_K: got '$IDLE_K', want K,K,..."
 LARGEST_N=$(tr ' ' '\n' <<< "$TPUT_NS" | grep . | sort -n | tail -1)
@@ -261,6 +271,15 @@ log "idle-memory server pid $SPID ($SHARED_K subscribers over $SHARED_CONNS conn
 bench "$OUT/ours/idle_shared.json" --mode idle --k "$SHARED_K" --conns "$SHARED_CONNS" --debug-url "http://127.0.0.1:$DEBUG_PORT" || fail_phase idle_shared "exit $?"
 stop_server
 for f in idle idle_shared; do [ -s "$OUT/ours/$f.json" ] || rm -f "$OUT/ours/$f.json"; done
+
+# ---- many small boards, and what one unary Dispatch costs, on a fresh server ----
+if [ "$BOARDS" -gt 0 ]; then
+  start_server
+  log "boards server pid $SPID: $BOARDS boards x $PER_BOARD subscribers, $BOARDS_RATE actions/s"
+  phase dispatch --mode lat --n 0 --rate "$BOARDS_RATE" --duration "$DURATION" --warmup "$WARMUP"
+  phase boards --mode lat --n $(( BOARDS * PER_BOARD )) --boards "$BOARDS" --rate "$BOARDS_RATE" --duration "$DURATION" --warmup "$WARMUP"
+  stop_server
+fi
 log "actionsync phases took $((SECONDS - T_START)) s"
 
 # ---- the Socket.IO peer, same knobs, same cores ----
@@ -279,6 +298,31 @@ else
     fail_phase peer "exit $rc"
     rm -f "$OUT/peer.json"
   fi
+  if [ "$BOARDS" -gt 0 ]; then
+    # The same boards workload on the peer (as bench/boards.sh runs it).
+    if [ ! -f "$TMP/peer/node_modules/socket.io/package.json" ]; then
+      (cd "$TMP/peer" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    fi
+    PEER_PORT=${PEER_BOARDS_PORT:-$(( PORT + 10 ))}
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PEER_PORT") 2>/dev/null || break; sleep 0.1; done
+    (exec 3<>"/dev/tcp/127.0.0.1/$PEER_PORT") 2>/dev/null && die "127.0.0.1:$PEER_PORT (the peer's boards server) is in use; set PEER_BOARDS_PORT"
+    wait_quiet "$PHASE_QUIET_WAIT"
+    (cd "$TMP/peer" && exec taskset -c "$SERVER_CPU" node server.js "$PEER_PORT") > "$OUT/peer-boards-server.log" 2>&1 &
+    SPID=$!
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PEER_PORT") 2>/dev/null && break; sleep 0.1; done
+    rc=0
+    (cd "$TMP/peer" && timeout -k 5 300 taskset -c "$CLIENT_CPU" node bench.js --port "$PEER_PORT" --server-pid "$SPID" \
+      --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --mode boards --channels "$BOARDS" --per-channel "$PER_BOARD" \
+      --rate "$BOARDS_RATE" --inflight "$INFLIGHT" --duration "$DURATION" --warmup "$WARMUP") \
+      > "$OUT/peer_boards.json" 2>> "$OUT/peer.log" || rc=$?
+    stop_server
+    if [ "$rc" != 0 ] || ! grep -q '^{' "$OUT/peer_boards.json"; then
+      fail_phase peer_boards "exit $rc"
+      rm -f "$OUT/peer_boards.json"
+    else
+      log "peer boards: $(cat "$OUT/peer_boards.json")"
+    fi
+  fi
 fi
 
 # ---- the final line ----
@@ -286,9 +330,9 @@ GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- cmd service broker gen go.mod go.sum 2>/dev/null)" ]; then GIT_REV="$GIT_REV+dirty"; fi
 HOST=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -1 | tr -d '"\\')
 GOV=$(go env GOVERSION)
-printf '{"time":"%s","git":"%s","host":"%s, %s CPUs","go":"%s","server":"taskset -c %s env GOMAXPROCS=1 actionsync serve --log-level warn","knobs":{"publish":"%s","batch":%s,"duration":%s,"warmup":%s,"window":%s,"rate":%s,"tput_ns":"%s","lat_ns":"%s","idle_k":"%s","shared_k":%s,"shared_conns":%s,"protocol":"%s","payload_bytes":%s},"pre_busy_cpu_pct":[%s,%s]}\n' \
-  "$STAMP" "$GIT_REV" "$HOST" "$(nproc)" "$GOV" "$SERVER_CPU" "$PUBLISH" "$BATCH" "$DURATION" "$WARMUP" "$WINDOW" "$RATE" "$TPUT_NS" "$LAT_NS" "$IDLE_K" \
-  "$SHARED_K" "$SHARED_CONNS" "$PROTOCOL" "$PAYLOAD_BYTES" "$PRE0" "$PRE1" > "$OUT/meta.json"
+printf '{"time":"%s","git":"%s","host":"%s, %s CPUs","kernel":"%s","go":"%s","server":"taskset -c %s env GOMAXPROCS=1 actionsync serve --log-level warn","knobs":{"publish":"%s","batch":%s,"duration":%s,"warmup":%s,"window":%s,"rate":%s,"tput_ns":"%s","lat_ns":"%s","idle_k":"%s","shared_k":%s,"shared_conns":%s,"protocol":"%s","payload_bytes":%s,"boards":%s,"per_board":%s,"boards_rate":%s},"pre_busy_cpu_pct":[%s,%s]}\n' \
+  "$STAMP" "$GIT_REV" "$HOST" "$(nproc)" "$(uname -r)" "$GOV" "$SERVER_CPU" "$PUBLISH" "$BATCH" "$DURATION" "$WARMUP" "$WINDOW" "$RATE" "$TPUT_NS" "$LAT_NS" "$IDLE_K" \
+  "$SHARED_K" "$SHARED_CONNS" "$PROTOCOL" "$PAYLOAD_BYTES" "$BOARDS" "$PER_BOARD" "$BOARDS_RATE" "$PRE0" "$PRE1" > "$OUT/meta.json"
 "$TMP/actionsync-bench" --mode summary --dir "$OUT" > "$OUT/summary.json"
 cat "$OUT/summary.json"
 cat "$OUT/summary.json" >> "$ROOT/bench/results.jsonl"

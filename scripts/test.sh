@@ -47,6 +47,10 @@ step "broker benchmarks (briefly): fan-out; JetStream: two nodes over 10,000 cha
 go test -run '^$' -bench . -benchtime "${BENCHTIME:-200x}" ./broker/memory/
 go test -run '^$' -bench . -benchtime "${JS_BENCHTIME:-3x}" ./broker/jetstream/
 
+step "performance regression check: ratios of costs measured in the same run (bench/regress)"
+go test -count=1 -v -run '^TestRegression' ./bench/regress/ 2>&1 | grep -E 'ratio|^(---|ok|FAIL|PASS)'
+test "${PIPESTATUS[0]}" = 0
+
 step "smoke test: buf curl against a real server process"
 bash scripts/smoke.sh
 

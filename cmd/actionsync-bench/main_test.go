@@ -379,13 +379,16 @@ func TestSummarize(t *testing.T) {
 	write("meta.json", `{"time":"2026-11-26T22:00:00Z","git":"abc123"}`)
 	write("ours/tput_10.json", `{"mode":"tput","deliveries_per_s":600000,"server_cpu_pct":100,"client_cpu_pct":80,"srv_core_busy_pct":100,"cli_core_busy_pct":81,"srv_deliv_per_cpu_s":600000,"actions_per_msg":7.5}`)
 	write("ours/tput_1000.json", `{"mode":"tput","deliveries_per_s":900000,"server_cpu_pct":100,"srv_deliv_per_cpu_s":900000}`)
-	write("ours/lat_100.json", `{"mode":"lat","p50_ms":0.7,"p99_ms":2.5,"max_ms":5,"lost":0,"rate_kept_pct":100}`)
+	write("ours/lat_100.json", `{"mode":"lat","p50_ms":0.7,"p99_ms":2.5,"max_ms":5,"lost":0,"rate_kept_pct":100,"server_cpu_pct":15,"srv_deliv_per_cpu_s":133333}`)
 	write("ours/lat_1000.json", `{"mode":"lat","p50_ms":20,"p99_ms":70,"max_ms":130,"lost":0,"rate_kept_pct":99.5}`)
 	write("ours/idle.json", `{"mode":"idle","server_rss_kib_0":12000,"server_rss_kib_2000":110000,"kib_per_idle_conn_2000":49,"server_rss_kib_5000":250000,"kib_per_idle_conn_5000":47.6}`)
 	write("ours/idle_shared.json", `{"mode":"idle","conns":50,"server_rss_kib_0":12000,"server_rss_kib_5000":90000,"kib_per_idle_stream_5000":15.6}`)
 	write("ours/writes_1000.json", `{"tool":"perf","writes_per_delivery":0.058,"reads_per_delivery":0.133,"actions_per_msg":37.5}`)
 	write("ours/foreign.txt", "tput_10 3 1\nlat_100 25 3")
-	write("peer.json", `{"peer":"socket.io 4.8.4","tput_10":70000,"srv_deliv_per_cpu_s_10":75000,"tput_1000":80000,"srv_deliv_per_cpu_s_1000":82000,"p99_ms_100":8}`)
+	write("ours/boards.json", `{"mode":"lat","n":4000,"rate":2000,"boards":1000,"p50_ms":0.3,"p99_ms":12.5,"server_cpu_pct":30,"srv_deliv_per_cpu_s":26000,"rate_kept_pct":100,"violations":0,"protocol":"connect-h2"}`)
+	write("ours/dispatch.json", `{"mode":"lat","n":0,"rate":2000,"srv_cpu_us_per_action":55.5,"dispatch_p50_ms":0.1}`)
+	write("peer.json", `{"peer":"socket.io 4.8.4","tput_10":70000,"srv_deliv_per_cpu_s_10":75000,"tput_1000":80000,"srv_deliv_per_cpu_s_1000":82000,"p99_ms_100":8,"srv_cpu_lat_100":20}`)
+	write("peer_boards.json", `{"mode":"boards","deliveries_per_server_cpu_s":40000,"p99_ms":2.5}`)
 
 	var stdout bytes.Buffer
 	if err := run(t.Context(), []string{"--mode", "summary", "--dir", dir}, &stdout, &bytes.Buffer{}); err != nil {
@@ -406,6 +409,10 @@ func TestSummarize(t *testing.T) {
 			Value float64
 			Pass  bool
 		}
+		Targets11 map[string]struct {
+			Value float64
+			Pass  bool
+		} `json:"targets_11"`
 	}
 	if err := json.Unmarshal([]byte(line), &got); err != nil {
 		t.Fatal(err)
@@ -413,6 +420,7 @@ func TestSummarize(t *testing.T) {
 	for k, want := range map[string]any{
 		"core_busy_10": []any{100.0, 81.0}, "p99_ms_1000": 70.0, "kib_per_idle_conn_5000": 47.6,
 		"kib_per_idle_conn_marginal_2000_5000": round3(140000.0 / 3000), "shared_kib_per_idle_stream_5000": 15.6,
+		"boards_srv_deliv_per_cpu_s": 26000.0, "boards_p99_ms": 12.5, "dispatch_us_per_action": 55.5, "srv_deliv_per_cpu_s_lat_100": 133333.0,
 		"shared_conns": 50.0, "writes_per_delivery_1000": 0.058, "reads_per_delivery_1000": 0.133, "writes_tool": "perf", "writes_actions_per_msg_1000": 37.5, "foreign_pct_tries": map[string]any{"tput_10": []any{3.0, 1.0}, "lat_100": []any{25.0, 3.0}},
 	} {
 		if g, _ := json.Marshal(got.Ours[k]); string(g) != mustJSON(t, want) {
@@ -422,7 +430,8 @@ func TestSummarize(t *testing.T) {
 	if got.Peer["peer"] != "socket.io 4.8.4" {
 		t.Errorf("peer: got %v, want the peer's line", got.Peer)
 	}
-	for k, want := range map[string]float64{"tput_10": 8.571, "srv_deliv_per_cpu_s_10": 8, "srv_deliv_per_cpu_s_1000": 10.976, "p99_ms_100": 0.313} {
+	for k, want := range map[string]float64{"tput_10": 8.571, "srv_deliv_per_cpu_s_10": 8, "srv_deliv_per_cpu_s_1000": 10.976, "p99_ms_100": 0.313,
+		"boards_srv_deliv_per_cpu_s": 0.65, "boards_p99_ms": 5, "srv_cpu_lat_100": 0.75} {
 		if got.Ratios[k] != want {
 			t.Errorf("ratios.%s: got %v, want %v", k, got.Ratios[k], want)
 		}
@@ -435,6 +444,15 @@ func TestSummarize(t *testing.T) {
 		tg, ok := got.Targets[k]
 		if !ok || tg.Pass != want {
 			t.Errorf("targets.%s: got %+v (present %v), want pass=%v", k, tg, ok, want)
+		}
+	}
+	for k, want := range map[string]bool{
+		"boards_srv_deliv_per_cpu_s": false, "boards_p99_ms": true, "p99_ms_100": true, "x_peer_srv_cpu_lat_100": true,
+		"p99_ms_1000": false, "dispatch_us_per_action": false, "kib_per_idle_conn": false,
+	} {
+		tg, ok := got.Targets11[k]
+		if !ok || tg.Pass != want {
+			t.Errorf("targets_11.%s: got %+v (present %v), want pass=%v", k, tg, ok, want)
 		}
 	}
 }

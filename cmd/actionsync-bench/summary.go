@@ -18,17 +18,20 @@ import (
 // The layout of a bench/run.sh result directory, as summarize reads it:
 //
 //	meta.json         {"time":…, "git":…, "knobs":{…}, …}: copied first into the line
-//	ours/PHASE.json   one actionsync-bench line per phase: tput_N, lat_N, idle, idle_shared
+//	ours/PHASE.json   one actionsync-bench line per phase: tput_N, lat_N, idle, idle_shared,
+//	                  boards (many small boards) and dispatch (lat with no subscriber)
 //	ours/writes_N.json {"tool":…, "writes_per_delivery":…, …}: from strace or perf (WRITES)
 //	ours/foreign.txt  "PHASE FOREIGN_PCT TRIES" per phase
 //	failed.txt        one failed phase per line (absent: none failed)
 //	peer.json         the Socket.IO peer's final line (absent: peer skipped)
+//	peer_boards.json  the peer's bench.js --mode boards line (absent: skipped)
 const (
-	metaFile    = "meta.json"
-	oursDir     = "ours"
-	peerFile    = "peer.json"
-	foreignFile = "foreign.txt"
-	failedFile  = "failed.txt"
+	metaFile       = "meta.json"
+	oursDir        = "ours"
+	peerFile       = "peer.json"
+	peerBoardsFile = "peer_boards.json"
+	foreignFile    = "foreign.txt"
+	failedFile     = "failed.txt"
 )
 
 // Targets of issue 4, checked by summarize.
@@ -41,6 +44,16 @@ const (
 	targetP99Ms100        = 3         // p99 ms at 200 actions/s to 100 subscribers
 	targetKiBOwnConn      = 40        // KiB per idle subscriber on its own HTTP/2 connection
 	targetKiBShared       = 16        // KiB per idle subscriber sharing connections
+)
+
+// Targets of issue 11 (many small boards, unbatched messages), checked by summarize.
+const (
+	targetBoardsDelivPerCPU = 30_000 // deliveries per server CPU-second, 1,000 boards x 4
+	targetBoardsP99Ms       = 20     // p99 ms, the same
+	targetLat100P99Ms       = 5      // p99 ms at 200 actions/s to 100 subscribers
+	targetLat1000CPUPct     = 70     // server core busy % at 200 actions/s to 1,000
+	targetDispatchUs        = 40     // µs of server CPU per unary Dispatch of one action
+	targetKiBOwnConn11      = 32     // KiB per idle subscriber on its own connection
 )
 
 var phaseName = regexp.MustCompile(`^(tput|lat|writes)_(\d+)$`)
@@ -75,8 +88,22 @@ func summarize(cfg config, stdout io.Writer) error {
 		}
 		out.set("peer", json.RawMessage(bytes.TrimSpace(peerLine)))
 	}
+	peerBoards := newResult()
+	if err := readObject(filepath.Join(dir, peerBoardsFile), peerBoards); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if len(peerBoards.keys) > 0 {
+		out.set("peer_boards", peerBoards)
+		if peer == nil {
+			peer = map[string]any{}
+		}
+		// The peer's figures under our boards_ names, for ratios and targets.
+		peer["boards_srv_deliv_per_cpu_s"] = peerBoards.get("deliveries_per_server_cpu_s")
+		peer["boards_p99_ms"] = peerBoards.get("p99_ms")
+	}
 	out.set("ratios", ratios(ours, peer))
 	out.set("targets", targets(ours, peer))
+	out.set("targets_11", targets11(ours, peer))
 	return writeFinalLine(stdout, dir, out)
 }
 
@@ -136,6 +163,7 @@ func flattenOurs(dir string) (*result, error) {
 			out.set("achieved_rate_"+n, r.get("achieved_rate"))
 			out.set("rate_kept_pct_"+n, r.get("rate_kept_pct"))
 			out.set("dispatch_p99_ms_"+n, r.get("dispatch_p99_ms"))
+			out.set("srv_deliv_per_cpu_s_lat_"+n, r.get("srv_deliv_per_cpu_s"))
 		case m != nil && m[1] == "writes":
 			out.set("writes_per_delivery_"+m[2], r.get("writes_per_delivery"))
 			if v := r.get("reads_per_delivery"); v != nil {
@@ -143,6 +171,21 @@ func flattenOurs(dir string) (*result, error) {
 			}
 			out.set("writes_actions_per_msg_"+m[2], r.get("actions_per_msg"))
 			out.set("writes_tool", r.get("tool"))
+		case name == "boards":
+			out.set("boards", r.get("boards"))
+			out.set("boards_n", r.get("n"))
+			out.set("boards_rate", r.get("rate"))
+			out.set("boards_protocol", r.get("protocol"))
+			out.set("boards_srv_deliv_per_cpu_s", r.get("srv_deliv_per_cpu_s"))
+			out.set("boards_server_cpu_pct", r.get("server_cpu_pct"))
+			out.set("boards_p50_ms", r.get("p50_ms"))
+			out.set("boards_p99_ms", r.get("p99_ms"))
+			out.set("boards_rate_kept_pct", r.get("rate_kept_pct"))
+			out.set("boards_violations", r.get("violations"))
+		case name == "dispatch":
+			out.set("dispatch_rate", r.get("rate"))
+			out.set("dispatch_us_per_action", r.get("srv_cpu_us_per_action"))
+			out.set("dispatch_p50_ms", r.get("dispatch_p50_ms"))
 		case name == "idle" || name == "idle_shared":
 			prefix := ""
 			if name == "idle_shared" {
@@ -205,8 +248,9 @@ func setMarginal(out, r *result, prefix string) {
 	}
 }
 
-// ratios are ours/peer for every figure both have: tput_N, srv_deliv_per_cpu_s_N and
-// the latency percentiles (below 1 is better for those).
+// ratios are ours/peer for every figure both have: tput_N, srv_deliv_per_cpu_s_N, the
+// boards figures, and the latency percentiles and server CPU % at a fixed rate (below 1
+// is better for those).
 func ratios(ours *result, peer map[string]any) *result {
 	out := newResult()
 	if peer == nil {
@@ -214,7 +258,8 @@ func ratios(ours *result, peer map[string]any) *result {
 	}
 	for _, k := range ours.keys {
 		if !(strings.HasPrefix(k, "tput_") || strings.HasPrefix(k, "srv_deliv_per_cpu_s_") ||
-			strings.HasPrefix(k, "p50_ms_") || strings.HasPrefix(k, "p99_ms_") || strings.HasPrefix(k, "max_ms_")) {
+			strings.HasPrefix(k, "p50_ms_") || strings.HasPrefix(k, "p99_ms_") || strings.HasPrefix(k, "max_ms_") ||
+			strings.HasPrefix(k, "srv_cpu_lat_") || strings.HasPrefix(k, "boards_srv_deliv") || k == "boards_p99_ms") {
 			continue
 		}
 		o, ok1 := num(ours.get(k))
@@ -256,6 +301,33 @@ func targets(ours *result, peer map[string]any) *result {
 	check("p99_ms_100", ours.get("p99_ms_100"), "<= 3", atMost(targetP99Ms100))
 	check("kib_per_idle_conn", lastK(ours, "kib_per_idle_conn_"), "<= 40", atMost(targetKiBOwnConn))
 	check("shared_kib_per_idle_stream", lastK(ours, "shared_kib_per_idle_stream_"), "<= 16", atMost(targetKiBShared))
+	return out
+}
+
+// targets11 checks issue 11's targets (unbatched messages, many small boards).
+func targets11(ours *result, peer map[string]any) *result {
+	out := newResult()
+	check := func(name string, v any, want string, pass bool) {
+		if x, ok := num(v); ok {
+			out.set(name, newResult().set("value", x).set("want", want).set("pass", pass))
+		}
+	}
+	val := func(k string) float64 { x, _ := num(ours.get(k)); return x }
+	check("boards_srv_deliv_per_cpu_s", ours.get("boards_srv_deliv_per_cpu_s"), ">= 30000", val("boards_srv_deliv_per_cpu_s") >= targetBoardsDelivPerCPU)
+	check("boards_p99_ms", ours.get("boards_p99_ms"), "<= 20", val("boards_p99_ms") <= targetBoardsP99Ms)
+	check("p99_ms_100", ours.get("p99_ms_100"), "<= 5", val("p99_ms_100") <= targetLat100P99Ms)
+	if p, ok := num(peer["srv_cpu_lat_100"]); ok && p > 0 {
+		// The same workload on both: less CPU is more deliveries per CPU-second.
+		r := round3(val("srv_cpu_lat_100") / p)
+		check("x_peer_srv_cpu_lat_100", r, "<= 1", r <= 1)
+	}
+	check("srv_cpu_lat_1000", ours.get("srv_cpu_lat_1000"), "< 70", val("srv_cpu_lat_1000") < targetLat1000CPUPct)
+	check("rate_kept_pct_1000", ours.get("rate_kept_pct_1000"), ">= 95", val("rate_kept_pct_1000") >= targetRateKeptPct)
+	check("p99_ms_1000", ours.get("p99_ms_1000"), "<= 60", val("p99_ms_1000") <= targetP99Ms1000)
+	check("dispatch_us_per_action", ours.get("dispatch_us_per_action"), "<= 40", val("dispatch_us_per_action") <= targetDispatchUs)
+	k := lastK(ours, "kib_per_idle_conn_")
+	kv, _ := num(k)
+	check("kib_per_idle_conn", k, "<= 32", kv <= targetKiBOwnConn11)
 	return out
 }
 
