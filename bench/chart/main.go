@@ -91,6 +91,10 @@ type runLine struct {
 	Ratios  map[string]float64     `json:"ratios"`
 	Targets map[string]targetCheck `json:"targets"`
 	Failed  []string               `json:"failed_phases"`
+	// Issue 11's targets, merged into Targets under "11:" keys by readLatest.
+	Targets11 map[string]targetCheck `json:"targets_11"`
+	// The peer's boards line, merged into Peer under our boards_ names by readLatest.
+	PeerBoards map[string]any `json:"peer_boards"`
 }
 
 type targetCheck struct {
@@ -125,6 +129,22 @@ func readLatest(path string) (runLine, error) {
 	}
 	if r.Ours == nil {
 		return r, fmt.Errorf("read %s: last line has no \"ours\"", path)
+	}
+	for k, v := range r.Targets11 {
+		if r.Targets == nil {
+			r.Targets = map[string]targetCheck{}
+		}
+		r.Targets["11:"+k] = v
+	}
+	if r.PeerBoards != nil {
+		if r.Peer == nil {
+			r.Peer = map[string]any{}
+		}
+		r.Peer["boards_srv_deliv_per_cpu_s"] = r.PeerBoards["deliveries_per_server_cpu_s"]
+		r.Peer["boards_p99_ms"] = r.PeerBoards["p99_ms"]
+		if u, ok := num(r.PeerBoards, "server_core_util"); ok {
+			r.Peer["boards_server_cpu_pct"] = u * 100
+		}
 	}
 	return r, nil
 }

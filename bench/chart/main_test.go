@@ -176,3 +176,30 @@ func TestNiceScale(t *testing.T) {
 		}
 	}
 }
+
+// TestRun_table_issue11 checks the rows of issue 11's phases: boards beside the peer's
+// boards line, the Dispatch cost, and targets_11.
+func TestRun_table_issue11(t *testing.T) {
+	t.Parallel()
+	line := `{"time":"T","git":"g","knobs":{"boards":1000,"per_board":4,"boards_rate":2000},` +
+		`"ours":{"boards_srv_deliv_per_cpu_s":26000,"boards_p99_ms":12.5,"boards_server_cpu_pct":30.8,"dispatch_us_per_action":75.5,"srv_cpu_lat_100":15},` +
+		`"peer":{"srv_cpu_lat_100":20},"peer_boards":{"deliveries_per_server_cpu_s":40000,"p99_ms":2.5,"server_core_util":0.2},` +
+		`"targets_11":{"boards_srv_deliv_per_cpu_s":{"value":26000,"want":">= 30000","pass":false},"dispatch_us_per_action":{"value":75.5,"want":"<= 40","pass":false},` +
+		`"x_peer_srv_cpu_lat_100":{"value":0.75,"want":"<= 1","pass":true},"kib_per_idle_conn":{"value":49.5,"want":"<= 32","pass":false}}}`
+	var out bytes.Buffer
+	if err := run([]string{"-in", writeHistory(t, line), "-table"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| deliveries per server CPU-second, 1000 boards x 4, 2000 actions/s | 26.0 k | 40.0 k | 0.65× | >= 30000 | **no** |",
+		"| p99 latency, 1000 boards x 4, 2000 actions/s | 12.50 ms | 2.50 ms | 5.00× |  |  |",
+		"| server CPU, 1000 boards x 4, 2000 actions/s | 30.8 % | 20.0 % | 1.54× |  |  |",
+		"| server CPU per unary Dispatch of one action | 75.5 µs | – | – | <= 40 | **no** |",
+		"| server CPU, 200 actions/s to 100 subscribers, times the peer's | 0.75× | – | – | <= 1 | yes |",
+		"| KiB per idle subscriber, own connection, largest K (issue 11) | 49.5 KiB | – | – | <= 32 | **no** |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q\ngot:\n%s", want, out.String())
+		}
+	}
+}

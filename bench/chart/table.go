@@ -54,10 +54,7 @@ func rows(r runLine) []row {
 		out = append(out, row{label: fmt.Sprintf("actions per streamed response while counting, %s subscribers", n), ours: "writes_actions_per_msg_" + n, format: oneDecimal})
 	}
 	for _, n := range counts(r.Ours, "p99_ms_") {
-		rate := "200"
-		if v, ok := r.Knobs["rate"]; ok {
-			rate = fmt.Sprint(v)
-		}
+		rate := rateOf(r)
 		for _, p := range []string{"p50", "p99", "max"} {
 			t := ""
 			if p == "p99" && (n == "100" || n == "1000") {
@@ -72,6 +69,24 @@ func rows(r runLine) []row {
 		out = append(out, row{label: fmt.Sprintf("offered rate kept, %s actions/s to %s subscribers", rate, n), ours: "rate_kept_pct_" + n, format: pct, target: t})
 		out = append(out, row{label: fmt.Sprintf("deliveries lost, %s actions/s to %s subscribers", rate, n), ours: "lat_lost_" + n, peer: "lat_lost_" + n, format: plain})
 	}
+	for _, n := range counts(r.Ours, "srv_cpu_lat_") {
+		t := ""
+		if n == "1000" {
+			t = "11:srv_cpu_lat_1000"
+		}
+		out = append(out, row{label: fmt.Sprintf("server CPU, %s actions/s to %s subscribers", rateOf(r), n), ours: "srv_cpu_lat_" + n, peer: "srv_cpu_lat_" + n, format: pct, target: t, ratioOK: true})
+		if _, ok := r.Targets["11:x_peer_srv_cpu_lat_"+n]; ok {
+			out = append(out, row{label: fmt.Sprintf("server CPU, %s actions/s to %s subscribers, times the peer's", rateOf(r), n), format: times, target: "11:x_peer_srv_cpu_lat_" + n})
+		}
+	}
+	if _, ok := r.Ours["boards_srv_deliv_per_cpu_s"]; ok {
+		b := fmt.Sprintf("%v boards x %v, %v actions/s", r.Knobs["boards"], r.Knobs["per_board"], r.Knobs["boards_rate"])
+		out = append(out,
+			row{label: "deliveries per server CPU-second, " + b, ours: "boards_srv_deliv_per_cpu_s", peer: "boards_srv_deliv_per_cpu_s", format: human, target: "11:boards_srv_deliv_per_cpu_s", ratioOK: true},
+			row{label: "p99 latency, " + b, ours: "boards_p99_ms", peer: "boards_p99_ms", format: millis, target: "11:boards_p99_ms", ratioOK: true},
+			row{label: "server CPU, " + b, ours: "boards_server_cpu_pct", peer: "boards_server_cpu_pct", format: pct, ratioOK: true})
+	}
+	out = append(out, row{label: "server CPU per unary Dispatch of one action", ours: "dispatch_us_per_action", format: micros, target: "11:dispatch_us_per_action"})
 	own := counts(r.Ours, "kib_per_idle_conn_")
 	for i, k := range own {
 		t := ""
@@ -92,8 +107,19 @@ func rows(r runLine) []row {
 		}
 		out = append(out, row{label: fmt.Sprintf("KiB per idle subscriber, %s connections, K=%s", conns, k), ours: "shared_kib_per_idle_stream_" + k, format: kib, target: t})
 	}
+	if _, ok := r.Targets["11:kib_per_idle_conn"]; ok {
+		out = append(out, row{label: "KiB per idle subscriber, own connection, largest K (issue 11)", format: kib, target: "11:kib_per_idle_conn"})
+	}
 	out = append(out, row{label: "server RSS with no subscriber", ours: "server_rss_kib_0", peer: "server_rss_kib_0", format: mib})
 	return out
+}
+
+// rateOf is the run's lat rate, actions/s.
+func rateOf(r runLine) string {
+	if v, ok := r.Knobs["rate"]; ok {
+		return fmt.Sprint(v)
+	}
+	return "200"
 }
 
 // counts returns the suffixes after prefix among m's keys, numeric ones in numeric order.
@@ -190,6 +216,9 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// micros prints µs.
+func micros(x float64) string { return fmt.Sprintf("%.1f µs", x) }
 
 // human prints 1234567 as 1.23 M and 83456 as 83.5 k: three significant digits.
 func human(x float64) string {
