@@ -149,3 +149,20 @@ func (o PublishOptions) CheckSentAfter(channel string, trimmed uint64, epoch str
 	}
 	return nil
 }
+
+// Stats is what a broker holds and has done, for metrics.
+type Stats struct {
+	// Channels is how many channels the broker holds in memory (for JetStream: in this
+	// node's cache).
+	Channels int
+	// Subscriptions is how many subscriptions are open.
+	Subscriptions int
+	// Replayed counts the entries handed to subscriptions from history (catching up
+	// after a position), since the broker started.
+	Replayed uint64
+}
+
+// StatsReporter is implemented by brokers that report Stats.
+type StatsReporter interface {
+	Stats() Stats
+}

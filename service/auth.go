@@ -95,7 +95,7 @@ func (a *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 
 // forbidden turns an auth.ErrForbidden into PERMISSION_DENIED.
 func forbidden(err error) *connect.Error {
-	return connect.NewError(connect.CodePermissionDenied, err)
+	return connect.NewError(connect.CodePermissionDenied, authDenied{err})
 }
 
 // authorize checks that the identity in ctx (if auth is on) may do right on channel,

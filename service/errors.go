@@ -14,7 +14,8 @@ import (
 // errShuttingDown ends streams when the server shuts down: clients reconnect and resume.
 var errShuttingDown = errors.New("server shutting down; reconnect and resume from your last seq")
 
-// connectError is the one place broker errors become Connect codes.
+// connectError is the one place broker errors become Connect codes. Failures of the
+// broker itself (unavailable, internal) are counted in the metrics.
 func (s *Service) connectError(err error) *connect.Error {
 	if err == nil {
 		return nil
@@ -28,8 +29,10 @@ func (s *Service) connectError(err error) *connect.Error {
 	case errors.Is(err, broker.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
 	case errors.Is(err, broker.ErrUnavailable):
-		return connect.NewError(connect.CodeUnavailable,
+		ce := connect.NewError(connect.CodeUnavailable,
 			fmt.Errorf("%w; retry, and resume streams from the last seq you applied", err))
+		s.opts.Metrics.BrokerError(ce)
+		return ce
 	case errors.Is(err, broker.ErrSlowConsumer):
 		return connect.NewError(connect.CodeResourceExhausted,
 			fmt.Errorf("subscriber fell behind (%w); resume from the last seq you applied", err))
@@ -57,7 +60,9 @@ func (s *Service) connectError(err error) *connect.Error {
 		code = connect.CodeDeadlineExceeded
 	default:
 		s.log.Error("internal error", slog.Any("err", err))
-		return connect.NewError(code, errors.New("internal error"))
+		ce := connect.NewError(code, errors.New("internal error"))
+		s.opts.Metrics.BrokerError(ce)
+		return ce
 	}
 	return connect.NewError(code, err)
 }

@@ -2,12 +2,14 @@ package service
 
 import (
 	"fmt"
-
-	"connectrpc.com/connect"
 	"log/slog"
 	"math"
 	"regexp"
 	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/actionsync/actionsync/metrics"
 )
 
 // Defaults for Limits and Options.
@@ -124,6 +126,8 @@ type Options struct {
 	// Interceptors run around every RPC of the SyncService, after logging and
 	// authentication (so they see the identity), in order.
 	Interceptors []connect.Interceptor
+	// Metrics records what the service does (metrics.New); nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 func (o Options) withDefaults() (Options, *regexp.Regexp, error) {

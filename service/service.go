@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
@@ -17,6 +18,7 @@ import (
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
+	"github.com/actionsync/actionsync/metrics"
 )
 
 // Service is the SyncService handler. Create it with New; it is safe for concurrent use.
@@ -61,7 +63,7 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 // Handler returns the path prefix and handler for actionsync.v1.SyncService, with the
 // service's codecs, read limit, compression threshold and request logging.
 func (s *Service) Handler() (string, http.Handler) {
-	interceptors := []connect.Interceptor{&logInterceptor{log: s.log}}
+	interceptors := []connect.Interceptor{&logInterceptor{log: s.log}, metricsInterceptor{s.opts.Metrics}}
 	if s.opts.Auth != nil {
 		interceptors = append(interceptors, &authInterceptor{auth: s.opts.Auth, grace: s.opts.TokenGrace})
 	}
@@ -137,7 +139,11 @@ func (s *Service) openStream(ctx context.Context) (release func(), err *connect.
 	if id == nil {
 		return func() {}, nil
 	}
-	return s.quotas.openStream(id.Subject)
+	release, err = s.quotas.openStream(id.Subject)
+	if err != nil {
+		s.opts.Metrics.RateLimited(metrics.LimitStreams)
+	}
+	return release, err
 }
 
 // enter registers a stream goroutine; it fails once Shutdown has begun.
@@ -162,12 +168,33 @@ func (s *Service) Dispatch(ctx context.Context, req *connect.Request[actionsyncv
 
 // dispatch validates and publishes req; shared by Dispatch and Sync.
 func (s *Service) dispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
+	start := time.Now()
+	res, err := s.applyDispatch(ctx, req)
+	if m := s.opts.Metrics; m != nil {
+		if err != nil {
+			m.Dispatched(start, len(req.GetActions()), 0, 0, err)
+		} else {
+			dups := 0
+			for _, a := range res.GetAcks() {
+				if a.GetDuplicate() {
+					dups++
+				}
+			}
+			m.Dispatched(start, len(req.GetActions()), len(res.GetAcks())-dups, dups, nil)
+		}
+	}
+	return res, err
+}
+
+// applyDispatch checks and publishes a dispatch request.
+func (s *Service) applyDispatch(ctx context.Context, req *actionsyncv1.DispatchRequest) (*actionsyncv1.DispatchResponse, *connect.Error) {
 	if err := s.beginWrite(); err != nil {
 		return nil, err
 	}
 	defer s.dispatches.Done()
 	if id := identityFrom(ctx); id != nil {
 		if err := s.quotas.dispatch(id.Subject); err != nil {
+			s.opts.Metrics.RateLimited(metrics.LimitDispatch)
 			return nil, err
 		}
 	}

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +83,7 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 			events, err := w.sub.Poll(w.events[:0], w.s.opts.MaxBatchActions)
 			w.events = events
 			if len(events) > 0 {
+				w.s.opts.Metrics.Polled(len(events))
 				serr := w.send(events)
 				clear(events) // don't keep entries alive until the next Poll overwrites them
 				if serr != nil {
@@ -106,6 +108,9 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 				continue
 			}
 			if err != nil {
+				if errors.Is(err, broker.ErrSlowConsumer) {
+					w.s.opts.Metrics.SlowConsumer()
+				}
 				// A failed Sync reader closes the subscription after reporting why it
 				// failed: that reason, not the close, is the stream's error.
 				select {
@@ -248,6 +253,9 @@ func (w *writer) send(events []broker.Event) error {
 			return nil
 		}
 		err := w.conn.Send(&w.batch)
+		if err == nil {
+			w.s.opts.Metrics.Sent(len(w.batch.entries), size, w.batch.entries[0].Time())
+		}
 		clear(w.batch.entries)
 		w.batch.entries, size = w.batch.entries[:0], 0
 		return err
@@ -270,10 +278,12 @@ func (w *writer) send(events []broker.Event) error {
 		var msg proto.Message
 		switch c := ev.Control; c.Kind {
 		case broker.ControlReset:
+			w.s.opts.Metrics.Reset()
 			msg = w.msgs.reset(&actionsyncv1.Reset{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
 		case broker.ControlReady:
 			msg = w.msgs.ready(&actionsyncv1.Ready{Channel: c.Channel, HeadSeq: c.Seq, Epoch: c.Epoch})
 		case broker.ControlSnapshot:
+			w.s.opts.Metrics.SnapshotStart()
 			msg = w.msgs.snapshot(c.Snapshot)
 		default:
 			continue

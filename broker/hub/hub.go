@@ -80,6 +80,8 @@ type Hub struct {
 	mu     sync.Mutex // guards subs and closed
 	subs   map[*subscription]struct{}
 	closed bool
+
+	replayed atomic.Uint64 // entries handed to subscriptions from the backend's history
 }
 
 // topicShards is the number of shards of the topic map.
@@ -170,6 +172,15 @@ func (h *Hub) Topics() int {
 		sh.mu.Unlock()
 	}
 	return n
+}
+
+// Stats returns what the hub holds and has done, for metrics: subscriptions open, topics
+// (channels with a subscriber), and entries replayed from history so far.
+func (h *Hub) Stats() (subscriptions, topics int, replayed uint64) {
+	h.mu.Lock()
+	subscriptions = len(h.subs)
+	h.mu.Unlock()
+	return subscriptions, h.Topics(), h.replayed.Load()
 }
 
 // acquire returns the open topic of channel, opening it for the first subscriber, and

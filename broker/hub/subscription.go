@@ -307,6 +307,7 @@ func (s *subscription) catchUp(c *cursor, buf []broker.Event, limit int) ([]brok
 		buf = append(buf, broker.Event{Entry: e})
 		n++
 	}
+	s.h.replayed.Add(uint64(n))
 	if c.after >= view.Head && c.after >= t.last {
 		s.catching = slices.DeleteFunc(s.catching, func(x *cursor) bool { return x == c })
 		return append(buf, s.join(c, view.Epoch)), n, true

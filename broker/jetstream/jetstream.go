@@ -531,3 +531,12 @@ func ConnectOptions() []nats.Option {
 		nats.ReconnectBufSize(-1),
 	}
 }
+
+// Stats implements broker.StatsReporter; Channels counts the channels this node caches.
+func (b *Broker) Stats() broker.Stats {
+	subs, _, replayed := b.hub.Stats()
+	b.mu.RLock()
+	channels := len(b.channels)
+	b.mu.RUnlock()
+	return broker.Stats{Channels: channels, Subscriptions: subs, Replayed: replayed}
+}

@@ -462,3 +462,9 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 
 // Channels returns how many channels the broker holds.
 func (b *Broker) Channels() int { return int(b.nChannel.Load()) }
+
+// Stats implements broker.StatsReporter.
+func (b *Broker) Stats() broker.Stats {
+	subs, _, replayed := b.hub.Stats()
+	return broker.Stats{Channels: b.Channels(), Subscriptions: subs, Replayed: replayed}
+}

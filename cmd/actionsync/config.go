@@ -44,6 +44,7 @@ type config struct {
 	conn            connConfig
 	auth            authConfig
 	adminAddr       string // "": no admin listener
+	metricsAddr     string // "": no metrics listener
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
@@ -329,6 +330,16 @@ var serverSettings = []setting{
 				return errors.New("want HOST:PORT, e.g. localhost:6060")
 			}
 			c.debugAddr = v
+			return nil
+		}},
+	{flag: "metrics-addr", env: "ACTIONSYNC_METRICS_ADDR", arg: "HOST:PORT",
+		shown: "none: off",
+		help:  "serve Prometheus metrics (/metrics) on this separate address, e.g. localhost:9090 (docs/operations.md lists them)",
+		apply: func(c *config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want HOST:PORT, e.g. localhost:9090")
+			}
+			c.metricsAddr = v
 			return nil
 		}},
 	{flag: "admin-addr", env: "ACTIONSYNC_ADMIN_ADDR", arg: "HOST:PORT",

@@ -22,6 +22,7 @@ import (
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1connect "github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 	"github.com/actionsync/actionsync/internal/batchread"
+	"github.com/actionsync/actionsync/metrics"
 	"github.com/actionsync/actionsync/service"
 	"github.com/actionsync/actionsync/web/demo"
 )
@@ -79,6 +80,9 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 	}
 	opts := cfg.service
 	opts.Logger = logger
+	if cfg.metricsAddr != "" {
+		opts.Metrics = metrics.New(b)
+	}
 	svc, err := service.New(b, opts)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("create service: %w", err), closeBroker())
@@ -123,7 +127,10 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 	for _, side := range []struct {
 		addr   string
 		listen func(string) error
-	}{{cfg.debugAddr, s.listenDebug}, {cfg.adminAddr, s.listenAdmin}} {
+	}{{cfg.debugAddr, s.listenDebug}, {cfg.adminAddr, s.listenAdmin}, {cfg.metricsAddr, func(addr string) error {
+		_, err := s.listenSide("metrics-addr", "metrics", addr, "/metrics", metricsMux(opts.Metrics))
+		return err
+	}}} {
 		if side.addr == "" {
 			continue
 		}
@@ -452,6 +459,13 @@ func (side *sideListener) close() error {
 		return fmt.Errorf("close --%s listener: %w", side.name, err)
 	}
 	return nil
+}
+
+// metricsMux serves m on /metrics.
+func metricsMux(m *metrics.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	return mux
 }
 
 // listenDebug serves Go's pprof profiles on addr. GET /debug/pprof/heap?gc=1 also forces
