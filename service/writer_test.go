@@ -8,6 +8,7 @@ import (
 
 	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+	"github.com/actionsync/actionsync/metrics"
 )
 
 // encodingConn is a stream connection that encodes what is sent, with the service's
@@ -33,7 +34,7 @@ func (c *encodingConn) Send(m any) error {
 
 // TestWriter_sendAllocsPerDelivery: sending a batch of pre-encoded actions allocates
 // nothing per action, whatever the codec (the JSON form is computed once per action and
-// shared, before the measurement here).
+// shared, before the measurement here), with metrics off and on.
 func TestWriter_sendAllocsPerDelivery(t *testing.T) {
 	events := make([]broker.Event, 200)
 	cache := broker.NewJSONCache(0)
@@ -49,9 +50,20 @@ func TestWriter_sendAllocsPerDelivery(t *testing.T) {
 		}
 		events[i] = broker.Event{Entry: e}
 	}
-	for _, codec := range []connect.Codec{protoCodec{}, jsonCodec{name: "json", cache: cache}} {
-		t.Run(codec.Name(), func(t *testing.T) {
-			opts, _, err := Options{}.withDefaults()
+	for _, c := range []struct {
+		codec   connect.Codec
+		metrics *metrics.Metrics
+	}{
+		{protoCodec{}, nil}, {jsonCodec{name: "json", cache: cache}, nil},
+		{protoCodec{}, metrics.New(nil)}, {jsonCodec{name: "json", cache: cache}, metrics.New(nil)},
+	} {
+		codec := c.codec
+		name := codec.Name()
+		if c.metrics != nil {
+			name += "_metrics"
+		}
+		t.Run(name, func(t *testing.T) {
+			opts, _, err := Options{Metrics: c.metrics}.withDefaults()
 			if err != nil {
 				t.Fatal(err)
 			}
