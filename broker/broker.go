@@ -9,6 +9,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
@@ -165,4 +167,39 @@ type Stats struct {
 // StatsReporter is implemented by brokers that report Stats.
 type StatsReporter interface {
 	Stats() Stats
+}
+
+// ChannelStats is one channel's figures, for operators.
+type ChannelStats struct {
+	Channel      string
+	Subscribers  int    // subscriptions following the channel
+	Epoch        string // the channel's epoch
+	HeadSeq      uint64 // the last action's seq
+	FirstSeq     uint64 // the first seq history holds; 0: none held
+	Actions      int    // actions history holds in memory
+	HistoryBytes int    // their bytes
+	SnapshotSeq  uint64 // the snapshot's seq; 0: none
+}
+
+// ChannelLister is implemented by brokers that can list the channels they hold.
+type ChannelLister interface {
+	// ListChannels returns the stats of the channels held in memory whose name starts
+	// with prefix, most subscribers first (then by name), at most limit of them, and how
+	// many channels matched.
+	ListChannels(prefix string, limit int) (list []ChannelStats, matched int)
+}
+
+// TopChannels sorts list (most subscribers first, then by name) and cuts it to limit:
+// ListChannels's order, for backends to share.
+func TopChannels(list []ChannelStats, limit int) []ChannelStats {
+	slices.SortFunc(list, func(a, b ChannelStats) int {
+		if a.Subscribers != b.Subscribers {
+			return b.Subscribers - a.Subscribers
+		}
+		return strings.Compare(a.Channel, b.Channel)
+	})
+	if len(list) > limit {
+		list = list[:limit]
+	}
+	return list
 }

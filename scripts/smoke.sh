@@ -2,7 +2,8 @@
 # smoke.sh: build actionsync, start it on a free port, and drive every RPC with the
 # pinned buf CLI (npx --no-install buf, @bufbuild/buf from package.json) and curl:
 # reflection, health, Dispatch (+ idempotent retry), Subscribe, History, snapshots
-# (PutSnapshot, Subscribe with snapshots, GetSnapshot, DeleteSnapshot on --admin-addr),
+# (PutSnapshot, Subscribe with snapshots, GetSnapshot, DeleteSnapshot and GetStats on
+# --admin-addr, /readyz),
 # bidi Sync over gRPC/h2c, a refused request, CORS, then SIGTERM with a stream open.
 #
 # Usage: bash scripts/smoke.sh   (from anywhere; needs go, node_modules, curl, timeout)
@@ -136,6 +137,11 @@ bufc -d '{"channel":"board:demo"}' "$url/actionsync.v1.AdminService/DeleteSnapsh
 bufc --http2-prior-knowledge -d '{"channel":"board:demo","seq":1}' "$admin_url/actionsync.v1.AdminService/DeleteSnapshot" >"$tmp/del.out" 2>&1 ||
 	fail "DeleteSnapshot:"$'\n'"$(cat "$tmp/del.out")"
 expect "deleted the snapshot at seq \"1\"" '"seq": *"1"' "$tmp/del.out"
+bufc --http2-prior-knowledge -d '{"channel_prefix":"board:demo"}' "$admin_url/actionsync.v1.AdminService/GetStats" >"$tmp/stats.out" 2>&1 ||
+	fail "GetStats:"$'\n'"$(cat "$tmp/stats.out")"
+expect "GetStats lists board:demo" '"channel": *"board:demo"' "$tmp/stats.out"
+curl -fsS "$url/readyz" >"$tmp/readyz.out" 2>&1 || fail "GET /readyz:"$'\n'"$(cat "$tmp/readyz.out")"
+ok "GET /readyz answers 200"
 
 step "Sync (bidi, gRPC over h2c): subscribe, then dispatch"
 rc=0

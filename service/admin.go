@@ -2,7 +2,10 @@ package service
 
 import (
 	"context"
+	"crypto/subtle"
+	"errors"
 	"net/http"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -14,21 +17,62 @@ import (
 // only where operators can reach it (the server's --admin-addr), never beside the
 // SyncService clients use: it has no access checks of its own.
 type Admin struct {
-	s *Service
+	s    *Service
+	info AdminConfig
 }
 
 var _ actionsyncv1connect.AdminServiceHandler = (*Admin)(nil)
 
-// Admin returns the AdminService handler for s's broker, with s's validation and errors.
-func (s *Service) Admin() *Admin { return &Admin{s: s} }
+// Admin returns the AdminService handler for s's broker, with s's validation and errors;
+// info is what GetStats reports about the server.
+func (s *Service) Admin(info AdminConfig) *Admin { return &Admin{s: s, info: info} }
 
 // Handler returns the path prefix and handler for actionsync.v1.AdminService, with the
 // service's codecs, read limit and request logging.
 func (a *Admin) Handler() (string, http.Handler) {
 	return actionsyncv1connect.NewAdminServiceHandler(a,
 		connect.WithReadMaxBytes(a.s.opts.Limits.MaxReadBytes),
-		connect.WithInterceptors(&logInterceptor{log: a.s.log}),
+		connect.WithInterceptors(&logInterceptor{log: a.s.log}, adminTokenInterceptor{token: a.info.Token}),
 	)
+}
+
+// adminTokenInterceptor requires the admin token, when there is one.
+type adminTokenInterceptor struct{ token string }
+
+func (i adminTokenInterceptor) check(h http.Header) error {
+	if i.token == "" {
+		return nil
+	}
+	got, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(i.token)) != 1 {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("authorization: want \"Bearer <the admin token>\" (--admin-token-file)"))
+	}
+	return nil
+}
+
+// WrapUnary implements connect.Interceptor.
+func (i adminTokenInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := i.check(req.Header()); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor.
+func (i adminTokenInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler implements connect.Interceptor.
+func (i adminTokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := i.check(conn.RequestHeader()); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
 }
 
 // DeleteSnapshot removes a channel's snapshot (only the one at seq, if seq is set).

@@ -62,7 +62,7 @@ func newEnv(t testing.TB, cfg envConfig) *testEnv {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(svc.Handler())
-	mux.Handle(svc.Admin().Handler()) // the server serves it on its own listener
+	mux.Handle(svc.Admin(service.AdminConfig{Version: "test", Broker: "memory"}).Handler()) // the server serves it on its own listener
 	srv := httptest.NewUnstartedServer(mux)
 	var p http.Protocols
 	p.SetHTTP1(true)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -38,6 +39,7 @@ type Service struct {
 	streams           sync.WaitGroup // stream handlers and their reader goroutines
 	dispatchesStopped bool           // set by StopDispatches
 	dispatches        sync.WaitGroup // Dispatch and PutSnapshot calls under way
+	openStreams       atomic.Int64   // Subscribe and Sync streams open, for GetStats
 }
 
 var _ actionsyncv1connect.SyncServiceHandler = (*Service)(nil)
@@ -278,6 +280,8 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 		return err
 	}
 	defer s.streams.Done()
+	s.openStreams.Add(1)
+	defer s.openStreams.Add(-1)
 	release, cerr := s.openStream(ctx)
 	if cerr != nil {
 		return cerr

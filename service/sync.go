@@ -26,6 +26,8 @@ func (s *Service) Sync(ctx context.Context, stream *connect.BidiStream[actionsyn
 		return err
 	}
 	defer s.streams.Done()
+	s.openStreams.Add(1)
+	defer s.openStreams.Add(-1)
 	release, cerr := s.openStream(ctx)
 	if cerr != nil {
 		return cerr

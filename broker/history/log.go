@@ -60,6 +60,14 @@ func (l *Log) Trimmed() uint64 { return l.trimmed }
 // Len returns the number of entries kept.
 func (l *Log) Len() int { return l.ring.len() }
 
+// First returns the seq of the first action held, 0 if none is.
+func (l *Log) First() uint64 {
+	if l.Len() == 0 {
+		return 0
+	}
+	return l.trimmed + 1
+}
+
 // Start makes an empty log continue a channel whose entries up to seq were dropped
 // elsewhere (a backend loading a channel whose older history is gone): Head and Trimmed
 // become seq. It does nothing unless the log is empty and seq is past its head.

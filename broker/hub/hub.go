@@ -284,6 +284,14 @@ type member struct {
 // Channel returns the topic's channel name.
 func (t *Topic) Channel() string { return t.name }
 
+// Subscribers returns how many subscriptions are members of t (0 for a nil topic).
+func (t *Topic) Subscribers() int {
+	if t == nil {
+		return 0
+	}
+	return int(t.width.Load())
+}
+
 // Deliver hands the channel's next entries, in seq order and after every entry
 // delivered before, to every member (entries from several senders may come in one
 // call). It never blocks on a subscriber: one whose queue would overflow is cut off.

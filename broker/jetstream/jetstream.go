@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -539,4 +540,27 @@ func (b *Broker) Stats() broker.Stats {
 	channels := len(b.channels)
 	b.mu.RUnlock()
 	return broker.Stats{Channels: channels, Subscriptions: subs, Replayed: replayed}
+}
+
+// ListChannels implements broker.ChannelLister: the channels this node caches.
+func (b *Broker) ListChannels(prefix string, limit int) ([]broker.ChannelStats, int) {
+	b.mu.RLock()
+	chans := make([]*channel, 0, len(b.channels))
+	for name, ch := range b.channels {
+		if strings.HasPrefix(name, prefix) {
+			chans = append(chans, ch)
+		}
+	}
+	b.mu.RUnlock()
+	list := make([]broker.ChannelStats, 0, len(chans))
+	for _, ch := range chans {
+		ch.mu.Lock()
+		st := broker.ChannelStats{Channel: ch.name, Subscribers: ch.topic.Subscribers(), Epoch: ch.epoch, SnapshotSeq: ch.snap.GetSeq()}
+		if ch.log != nil {
+			st.HeadSeq, st.FirstSeq, st.Actions, st.HistoryBytes = ch.log.Head(), ch.log.First(), ch.log.Len(), ch.log.Bytes()
+		}
+		ch.mu.Unlock()
+		list = append(list, st)
+	}
+	return broker.TopChannels(list, limit), len(list)
 }

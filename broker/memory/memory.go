@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -467,4 +468,28 @@ func (b *Broker) Channels() int { return int(b.nChannel.Load()) }
 func (b *Broker) Stats() broker.Stats {
 	subs, _, replayed := b.hub.Stats()
 	return broker.Stats{Channels: b.Channels(), Subscriptions: subs, Replayed: replayed}
+}
+
+// ListChannels implements broker.ChannelLister. It locks one channel at a time.
+func (b *Broker) ListChannels(prefix string, limit int) ([]broker.ChannelStats, int) {
+	var list []broker.ChannelStats
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.RLock()
+		chans := make([]*channel, 0, len(sh.channels))
+		for name, ch := range sh.channels {
+			if strings.HasPrefix(name, prefix) {
+				chans = append(chans, ch)
+			}
+		}
+		sh.mu.RUnlock()
+		for _, ch := range chans {
+			ch.mu.Lock()
+			st := broker.ChannelStats{Channel: ch.name, Subscribers: ch.topic.Subscribers(), Epoch: ch.epoch,
+				HeadSeq: ch.log.Head(), FirstSeq: ch.log.First(), Actions: ch.log.Len(), HistoryBytes: ch.log.Bytes(), SnapshotSeq: ch.snap.GetSeq()}
+			ch.mu.Unlock()
+			list = append(list, st)
+		}
+	}
+	return broker.TopChannels(list, limit), len(list)
 }

@@ -45,6 +45,7 @@ type config struct {
 	auth            authConfig
 	adminAddr       string // "": no admin listener
 	metricsAddr     string // "": no metrics listener
+	adminToken      string // "": the admin listener takes no token
 
 	allowFile  string
 	allowRules []service.AllowRule // from --allow / ACTIONSYNC_ALLOW, after the file's
@@ -72,6 +73,9 @@ const (
 	backendNATS     backend = "nats"     // JetStream on external NATS servers (--broker nats)
 	backendEmbedded backend = "embedded" // JetStream on a NATS server in this process (--data-dir)
 )
+
+// minAdminTokenBytes is the shortest --admin-token-file token: guessing it must be hopeless.
+const minAdminTokenBytes = 16
 
 // natsConfig is where the JetStream backends keep channels and how they reach NATS.
 type natsConfig struct {
@@ -350,6 +354,21 @@ var serverSettings = []setting{
 				return errors.New("want HOST:PORT, e.g. localhost:9091")
 			}
 			c.adminAddr = v
+			return nil
+		}},
+	{flag: "admin-token-file", env: "ACTIONSYNC_ADMIN_TOKEN_FILE", arg: "FILE",
+		shown: "none: no token",
+		help:  "require the token in FILE (\"Authorization: Bearer TOKEN\") of every call to the --admin-addr listener",
+		apply: func(c *config, v string) error {
+			b, err := os.ReadFile(v)
+			if err != nil {
+				return err
+			}
+			tok := strings.TrimSpace(string(b))
+			if len(tok) < minAdminTokenBytes {
+				return fmt.Errorf("the token in %s has %d bytes, want at least %d", v, len(tok), minAdminTokenBytes)
+			}
+			c.adminToken = tok
 			return nil
 		}},
 	{flag: "shutdown-timeout", env: "ACTIONSYNC_SHUTDOWN_TIMEOUT", def: "30s", arg: "DURATION",
@@ -766,6 +785,7 @@ func usage() string {
 Usage:
   actionsync serve [flags]   run the server until SIGINT or SIGTERM
   actionsync token [flags]   print a development token (actionsync token --help)
+  actionsync stats [flags]   print a running server's figures (actionsync stats --help)
   actionsync version         print the version (also --version)
   actionsync help            print this help
 

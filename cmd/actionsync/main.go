@@ -68,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return serve(ctx, cfg, stderr)
 	case "token":
 		return runToken(rest, stdout, getenv, time.Now())
+	case "stats":
+		return runStats(ctx, rest, stdout, getenv)
 	case "version", "-version", "--version":
 		if len(rest) > 0 {
 			return &usageError{err: fmt.Errorf("%s: unexpected argument %q", cmd, rest[0])}

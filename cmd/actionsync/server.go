@@ -59,6 +59,7 @@ type server struct {
 	closeBroker     func() error // closes the broker, then what it runs on
 	svc             *service.Service
 	health          *health
+	adminConfig     service.AdminConfig // what the AdminService reports and requires
 	http            *http.Server
 	endAux          context.CancelFunc // ends reflection and health streams
 	listenersClosed chan struct{}      // closed once http.Server.Shutdown has closed them
@@ -97,6 +98,13 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 	// service's streams, nothing else would end them, and http.Server.Shutdown waits.
 	auxCtx, endAux := context.WithCancel(context.Background())
 	s := &server{
+		adminConfig: service.AdminConfig{
+			Version: resolvedVersion(),
+			Broker:  brokerName(cfg.backend),
+			Started: processStart,
+			Healthy: health.serving,
+			Token:   cfg.adminToken,
+		},
 		log:             logger,
 		broker:          b,
 		closeBroker:     closeBroker,
@@ -111,7 +119,7 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 		demoToken = demoTokenHandler(cfg.auth.secret, cfg.auth.verifier, time.Now)
 		logger.Warn("auth: --demo-auth hands a token to anyone who asks at " + demoTokenPath + ": development only")
 	}
-	s.http = newHTTPServer(newHandler(svc, health.checker, auxCtx, cfg.corsOrigins, cfg.demo, demoToken), cfg, logger)
+	s.http = newHTTPServer(newHandler(svc, health, auxCtx, cfg.corsOrigins, cfg.demo, demoToken), cfg, logger)
 	// Shutdown runs this once it has closed the listeners.
 	s.http.RegisterOnShutdown(func() { close(s.listenersClosed) })
 	// Read before Serve, which sets TLSConfig for h2c too.
@@ -245,6 +253,20 @@ func (s *server) shutdown(timeout time.Duration) error {
 	return nil
 }
 
+// processStart is when the process started, as GetStats reports it.
+var processStart = time.Now()
+
+// brokerName is how GetStats names the backend.
+func brokerName(b backend) string {
+	switch b {
+	case backendNATS:
+		return "jetstream"
+	case backendEmbedded:
+		return "jetstream (--data-dir)"
+	}
+	return "memory"
+}
+
 // health is the server's gRPC health: SERVING while the broker reaches its storage,
 // NOT_SERVING while it does not, and NOT_SERVING for good once shutdown has begun.
 type health struct {
@@ -252,10 +274,18 @@ type health struct {
 
 	mu       sync.Mutex
 	stopping bool
+	ok       bool // the status set last
+}
+
+// serving reports whether the server is SERVING.
+func (h *health) serving() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ok
 }
 
 func newHealth() *health {
-	return &health{checker: grpchealth.NewStaticChecker(actionsyncv1connect.SyncServiceName)}
+	return &health{checker: grpchealth.NewStaticChecker(actionsyncv1connect.SyncServiceName), ok: true}
 }
 
 // setAvailable follows the broker's connection to its storage. It is called from the
@@ -284,6 +314,7 @@ func (h *health) set(serving bool) {
 	if serving {
 		status = grpchealth.StatusServing
 	}
+	h.ok = serving
 	h.checker.SetStatus("", status)
 	h.checker.SetStatus(actionsyncv1connect.SyncServiceName, status)
 }
@@ -308,7 +339,7 @@ func (s *server) abort(err error) error {
 // with withDemo, the demo page at "/" (every other path, so the RPC paths stay more
 // specific), behind CORS when origins are configured. Reflection and health streams
 // end when auxCtx does.
-func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx context.Context, origins []string, withDemo bool, demoToken http.Handler) http.Handler {
+func newHandler(svc *service.Service, health *health, auxCtx context.Context, origins []string, withDemo bool, demoToken http.Handler) http.Handler {
 	endWithAux := func(path string, h http.Handler) (string, http.Handler) {
 		return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithCancel(r.Context())
@@ -332,7 +363,19 @@ func newHandler(svc *service.Service, health *grpchealth.StaticChecker, auxCtx c
 	mux.Handle(svc.Handler())
 	mux.Handle(endWithAux(grpcreflect.NewHandlerV1(reflector, readMax)))
 	mux.Handle(endWithAux(grpcreflect.NewHandlerV1Alpha(reflector, readMax)))
-	mux.Handle(endWithAux(grpchealth.NewHandler(health, readMax)))
+	mux.Handle(endWithAux(grpchealth.NewHandler(health.checker, readMax)))
+	// Probes over plain HTTP for container platforms: live while the process serves HTTP,
+	// ready while it is SERVING (the broker reaches its storage, no shutdown under way).
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !health.serving() {
+			http.Error(w, "not serving: the broker cannot reach its storage, or the server is shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
 	if withDemo {
 		mux.Handle("/", demo.Handler())
 	}
@@ -481,11 +524,11 @@ func (s *server) listenDebug(addr string) error {
 	return err
 }
 
-// listenAdmin serves the AdminService (deleting a bad snapshot, ...) on addr, with no
-// access check of its own: keep addr private.
+// listenAdmin serves the AdminService (deleting a bad snapshot, stats, ...) on addr; its
+// only access check is --admin-token-file: keep addr private.
 func (s *server) listenAdmin(addr string) error {
 	mux := http.NewServeMux()
-	mux.Handle(s.svc.Admin().Handler())
+	mux.Handle(s.svc.Admin(s.adminConfig).Handler())
 	// Reflection, so that buf curl and grpcurl need no schema. Its streams are short.
 	reflector := grpcreflect.NewStaticReflector(actionsyncv1connect.AdminServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

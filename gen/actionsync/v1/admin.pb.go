@@ -9,6 +9,7 @@ package actionsyncv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -125,18 +126,406 @@ func (x *DeleteSnapshotResponse) GetSeq() uint64 {
 	return 0
 }
 
+// GetStatsRequest asks for the server's figures and its busiest channels.
+type GetStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel_prefix, if set, lists only channels whose name starts with it.
+	ChannelPrefix string `protobuf:"bytes,1,opt,name=channel_prefix,json=channelPrefix,proto3" json:"channel_prefix,omitempty"`
+	// limit is the most channels listed (those with the most subscribers first, then by
+	// name). 0: 100; at most 1,000.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatsRequest) Reset() {
+	*x = GetStatsRequest{}
+	mi := &file_actionsync_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsRequest) ProtoMessage() {}
+
+func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetStatsRequest) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetStatsRequest) GetChannelPrefix() string {
+	if x != nil {
+		return x.ChannelPrefix
+	}
+	return ""
+}
+
+func (x *GetStatsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// GetStatsResponse is a snapshot of what the server holds now.
+type GetStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// server holds the server-wide figures.
+	Server *ServerStats `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// channels are the channels held in memory (with JetStream: in this node's cache), up
+	// to limit.
+	Channels []*ChannelStats `protobuf:"bytes,2,rep,name=channels,proto3" json:"channels,omitempty"`
+	// channels_matched counts the channels that match channel_prefix, listed or not.
+	ChannelsMatched uint32 `protobuf:"varint,3,opt,name=channels_matched,json=channelsMatched,proto3" json:"channels_matched,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetStatsResponse) Reset() {
+	*x = GetStatsResponse{}
+	mi := &file_actionsync_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatsResponse) ProtoMessage() {}
+
+func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetStatsResponse) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetStatsResponse) GetServer() *ServerStats {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetChannels() []*ChannelStats {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *GetStatsResponse) GetChannelsMatched() uint32 {
+	if x != nil {
+		return x.ChannelsMatched
+	}
+	return 0
+}
+
+// ServerStats are server-wide figures.
+type ServerStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version is the server's version.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// broker is the storage: "memory", "memory (data dir)" or "jetstream".
+	Broker string `protobuf:"bytes,2,opt,name=broker,proto3" json:"broker,omitempty"`
+	// available is false while the broker cannot reach its storage (the server's health is
+	// NOT_SERVING then).
+	Available bool `protobuf:"varint,3,opt,name=available,proto3" json:"available,omitempty"`
+	// started is when the process started.
+	Started *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
+	// channels held in memory, subscriptions open, and streams (Subscribe and Sync) open.
+	Channels      uint32 `protobuf:"varint,5,opt,name=channels,proto3" json:"channels,omitempty"`
+	Subscriptions uint32 `protobuf:"varint,6,opt,name=subscriptions,proto3" json:"subscriptions,omitempty"`
+	Streams       uint32 `protobuf:"varint,7,opt,name=streams,proto3" json:"streams,omitempty"`
+	// heap_bytes is the Go heap in use; memory_bytes all memory the Go runtime holds from
+	// the operating system (a close lower bound of the process's resident memory).
+	HeapBytes   uint64 `protobuf:"varint,8,opt,name=heap_bytes,json=heapBytes,proto3" json:"heap_bytes,omitempty"`
+	MemoryBytes uint64 `protobuf:"varint,9,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// goroutines running now.
+	Goroutines    uint32 `protobuf:"varint,10,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerStats) Reset() {
+	*x = ServerStats{}
+	mi := &file_actionsync_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerStats) ProtoMessage() {}
+
+func (x *ServerStats) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerStats.ProtoReflect.Descriptor instead.
+func (*ServerStats) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServerStats) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ServerStats) GetBroker() string {
+	if x != nil {
+		return x.Broker
+	}
+	return ""
+}
+
+func (x *ServerStats) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+func (x *ServerStats) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *ServerStats) GetChannels() uint32 {
+	if x != nil {
+		return x.Channels
+	}
+	return 0
+}
+
+func (x *ServerStats) GetSubscriptions() uint32 {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return 0
+}
+
+func (x *ServerStats) GetStreams() uint32 {
+	if x != nil {
+		return x.Streams
+	}
+	return 0
+}
+
+func (x *ServerStats) GetHeapBytes() uint64 {
+	if x != nil {
+		return x.HeapBytes
+	}
+	return 0
+}
+
+func (x *ServerStats) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *ServerStats) GetGoroutines() uint32 {
+	if x != nil {
+		return x.Goroutines
+	}
+	return 0
+}
+
+// ChannelStats are one channel's figures.
+type ChannelStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel is the channel's name.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// subscribers are the streams following the channel on this server.
+	Subscribers uint32 `protobuf:"varint,2,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
+	// epoch is the channel's current epoch.
+	Epoch string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// head_seq is the seq of the channel's last action.
+	HeadSeq uint64 `protobuf:"varint,4,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// first_seq is the first seq history still holds (0: none held); history spans
+	// first_seq..head_seq.
+	FirstSeq uint64 `protobuf:"varint,5,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	// history_actions and history_bytes are what history holds in memory.
+	HistoryActions uint32 `protobuf:"varint,6,opt,name=history_actions,json=historyActions,proto3" json:"history_actions,omitempty"`
+	HistoryBytes   uint64 `protobuf:"varint,7,opt,name=history_bytes,json=historyBytes,proto3" json:"history_bytes,omitempty"`
+	// snapshot_seq is the seq of the channel's snapshot (0: none).
+	SnapshotSeq   uint64 `protobuf:"varint,8,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelStats) Reset() {
+	*x = ChannelStats{}
+	mi := &file_actionsync_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelStats) ProtoMessage() {}
+
+func (x *ChannelStats) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelStats.ProtoReflect.Descriptor instead.
+func (*ChannelStats) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ChannelStats) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ChannelStats) GetSubscribers() uint32 {
+	if x != nil {
+		return x.Subscribers
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *ChannelStats) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetHistoryActions() uint32 {
+	if x != nil {
+		return x.HistoryActions
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetHistoryBytes() uint64 {
+	if x != nil {
+		return x.HistoryBytes
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetSnapshotSeq() uint64 {
+	if x != nil {
+		return x.SnapshotSeq
+	}
+	return 0
+}
+
 var File_actionsync_v1_admin_proto protoreflect.FileDescriptor
 
 const file_actionsync_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x19actionsync/v1/admin.proto\x12\ractionsync.v1\"C\n" +
+	"\x19actionsync/v1/admin.proto\x12\ractionsync.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n" +
 	"\x15DeleteSnapshotRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"*\n" +
 	"\x16DeleteSnapshotResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq2o\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"N\n" +
+	"\x0fGetStatsRequest\x12%\n" +
+	"\x0echannel_prefix\x18\x01 \x01(\tR\rchannelPrefix\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xaa\x01\n" +
+	"\x10GetStatsResponse\x122\n" +
+	"\x06server\x18\x01 \x01(\v2\x1a.actionsync.v1.ServerStatsR\x06server\x127\n" +
+	"\bchannels\x18\x02 \x03(\v2\x1b.actionsync.v1.ChannelStatsR\bchannels\x12)\n" +
+	"\x10channels_matched\x18\x03 \x01(\rR\x0fchannelsMatched\"\xd1\x02\n" +
+	"\vServerStats\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06broker\x18\x02 \x01(\tR\x06broker\x12\x1c\n" +
+	"\tavailable\x18\x03 \x01(\bR\tavailable\x124\n" +
+	"\astarted\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x1a\n" +
+	"\bchannels\x18\x05 \x01(\rR\bchannels\x12$\n" +
+	"\rsubscriptions\x18\x06 \x01(\rR\rsubscriptions\x12\x18\n" +
+	"\astreams\x18\a \x01(\rR\astreams\x12\x1d\n" +
+	"\n" +
+	"heap_bytes\x18\b \x01(\x04R\theapBytes\x12!\n" +
+	"\fmemory_bytes\x18\t \x01(\x04R\vmemoryBytes\x12\x1e\n" +
+	"\n" +
+	"goroutines\x18\n" +
+	" \x01(\rR\n" +
+	"goroutines\"\x89\x02\n" +
+	"\fChannelStats\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12 \n" +
+	"\vsubscribers\x18\x02 \x01(\rR\vsubscribers\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x19\n" +
+	"\bhead_seq\x18\x04 \x01(\x04R\aheadSeq\x12\x1b\n" +
+	"\tfirst_seq\x18\x05 \x01(\x04R\bfirstSeq\x12'\n" +
+	"\x0fhistory_actions\x18\x06 \x01(\rR\x0ehistoryActions\x12#\n" +
+	"\rhistory_bytes\x18\a \x01(\x04R\fhistoryBytes\x12!\n" +
+	"\fsnapshot_seq\x18\b \x01(\x04R\vsnapshotSeq2\xc1\x01\n" +
 	"\fAdminService\x12_\n" +
-	"\x0eDeleteSnapshot\x12$.actionsync.v1.DeleteSnapshotRequest\x1a%.actionsync.v1.DeleteSnapshotResponse\"\x00B\xb5\x01\n" +
+	"\x0eDeleteSnapshot\x12$.actionsync.v1.DeleteSnapshotRequest\x1a%.actionsync.v1.DeleteSnapshotResponse\"\x00\x12P\n" +
+	"\bGetStats\x12\x1e.actionsync.v1.GetStatsRequest\x1a\x1f.actionsync.v1.GetStatsResponse\"\x03\x90\x02\x01B\xb5\x01\n" +
 	"\x11com.actionsync.v1B\n" +
 	"AdminProtoP\x01Z?github.com/actionsync/actionsync/gen/actionsync/v1;actionsyncv1\xa2\x02\x03AXX\xaa\x02\rActionsync.V1\xca\x02\rActionsync\\V1\xe2\x02\x19Actionsync\\V1\\GPBMetadata\xea\x02\x0eActionsync::V1b\x06proto3"
 
@@ -152,19 +541,29 @@ func file_actionsync_v1_admin_proto_rawDescGZIP() []byte {
 	return file_actionsync_v1_admin_proto_rawDescData
 }
 
-var file_actionsync_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_actionsync_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_actionsync_v1_admin_proto_goTypes = []any{
 	(*DeleteSnapshotRequest)(nil),  // 0: actionsync.v1.DeleteSnapshotRequest
 	(*DeleteSnapshotResponse)(nil), // 1: actionsync.v1.DeleteSnapshotResponse
+	(*GetStatsRequest)(nil),        // 2: actionsync.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),       // 3: actionsync.v1.GetStatsResponse
+	(*ServerStats)(nil),            // 4: actionsync.v1.ServerStats
+	(*ChannelStats)(nil),           // 5: actionsync.v1.ChannelStats
+	(*timestamppb.Timestamp)(nil),  // 6: google.protobuf.Timestamp
 }
 var file_actionsync_v1_admin_proto_depIdxs = []int32{
-	0, // 0: actionsync.v1.AdminService.DeleteSnapshot:input_type -> actionsync.v1.DeleteSnapshotRequest
-	1, // 1: actionsync.v1.AdminService.DeleteSnapshot:output_type -> actionsync.v1.DeleteSnapshotResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	4, // 0: actionsync.v1.GetStatsResponse.server:type_name -> actionsync.v1.ServerStats
+	5, // 1: actionsync.v1.GetStatsResponse.channels:type_name -> actionsync.v1.ChannelStats
+	6, // 2: actionsync.v1.ServerStats.started:type_name -> google.protobuf.Timestamp
+	0, // 3: actionsync.v1.AdminService.DeleteSnapshot:input_type -> actionsync.v1.DeleteSnapshotRequest
+	2, // 4: actionsync.v1.AdminService.GetStats:input_type -> actionsync.v1.GetStatsRequest
+	1, // 5: actionsync.v1.AdminService.DeleteSnapshot:output_type -> actionsync.v1.DeleteSnapshotResponse
+	3, // 6: actionsync.v1.AdminService.GetStats:output_type -> actionsync.v1.GetStatsResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_actionsync_v1_admin_proto_init() }
@@ -178,7 +577,7 @@ func file_actionsync_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actionsync_v1_admin_proto_rawDesc), len(file_actionsync_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,8 @@ const (
 	// AdminServiceDeleteSnapshotProcedure is the fully-qualified name of the AdminService's
 	// DeleteSnapshot RPC.
 	AdminServiceDeleteSnapshotProcedure = "/actionsync.v1.AdminService/DeleteSnapshot"
+	// AdminServiceGetStatsProcedure is the fully-qualified name of the AdminService's GetStats RPC.
+	AdminServiceGetStatsProcedure = "/actionsync.v1.AdminService/GetStats"
 )
 
 // AdminServiceClient is a client for the actionsync.v1.AdminService service.
@@ -45,6 +47,10 @@ type AdminServiceClient interface {
 	// no longer reaches back to seq 1) until a client writes a new one. NOT_FOUND if the
 	// channel holds none.
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// GetStats reports what the server holds now: server-wide figures and its busiest
+	// channels (subscribers, head seq, history span and size, snapshot seq).
+	// `actionsync stats` prints it.
+	GetStats(context.Context, *connect.Request[v1.GetStatsRequest]) (*connect.Response[v1.GetStatsResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the actionsync.v1.AdminService service. By default,
@@ -64,17 +70,30 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DeleteSnapshot")),
 			connect.WithClientOptions(opts...),
 		),
+		getStats: connect.NewClient[v1.GetStatsRequest, v1.GetStatsResponse](
+			httpClient,
+			baseURL+AdminServiceGetStatsProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetStats")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
 	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
+	getStats       *connect.Client[v1.GetStatsRequest, v1.GetStatsResponse]
 }
 
 // DeleteSnapshot calls actionsync.v1.AdminService.DeleteSnapshot.
 func (c *adminServiceClient) DeleteSnapshot(ctx context.Context, req *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
 	return c.deleteSnapshot.CallUnary(ctx, req)
+}
+
+// GetStats calls actionsync.v1.AdminService.GetStats.
+func (c *adminServiceClient) GetStats(ctx context.Context, req *connect.Request[v1.GetStatsRequest]) (*connect.Response[v1.GetStatsResponse], error) {
+	return c.getStats.CallUnary(ctx, req)
 }
 
 // AdminServiceHandler is an implementation of the actionsync.v1.AdminService service.
@@ -84,6 +103,10 @@ type AdminServiceHandler interface {
 	// no longer reaches back to seq 1) until a client writes a new one. NOT_FOUND if the
 	// channel holds none.
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// GetStats reports what the server holds now: server-wide figures and its busiest
+	// channels (subscribers, head seq, history span and size, snapshot seq).
+	// `actionsync stats` prints it.
+	GetStats(context.Context, *connect.Request[v1.GetStatsRequest]) (*connect.Response[v1.GetStatsResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -99,10 +122,19 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DeleteSnapshot")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetStatsHandler := connect.NewUnaryHandler(
+		AdminServiceGetStatsProcedure,
+		svc.GetStats,
+		connect.WithSchema(adminServiceMethods.ByName("GetStats")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/actionsync.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceDeleteSnapshotProcedure:
 			adminServiceDeleteSnapshotHandler.ServeHTTP(w, r)
+		case AdminServiceGetStatsProcedure:
+			adminServiceGetStatsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -114,4 +146,8 @@ type UnimplementedAdminServiceHandler struct{}
 
 func (UnimplementedAdminServiceHandler) DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.AdminService.DeleteSnapshot is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetStats(context.Context, *connect.Request[v1.GetStatsRequest]) (*connect.Response[v1.GetStatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.AdminService.GetStats is not implemented"))
 }

@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file actionsync/v1/admin.proto.
  */
 export const file_actionsync_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChlhY3Rpb25zeW5jL3YxL2FkbWluLnByb3RvEg1hY3Rpb25zeW5jLnYxIjUKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEgsKA3NlcRgCIAEoBCIlChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlEgsKA3NlcRgBIAEoBDJvCgxBZG1pblNlcnZpY2USXwoORGVsZXRlU25hcHNob3QSJC5hY3Rpb25zeW5jLnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBolLmFjdGlvbnN5bmMudjEuRGVsZXRlU25hcHNob3RSZXNwb25zZSIAQrUBChFjb20uYWN0aW9uc3luYy52MUIKQWRtaW5Qcm90b1ABWj9naXRodWIuY29tL2FjdGlvbnN5bmMvYWN0aW9uc3luYy9nZW4vYWN0aW9uc3luYy92MTthY3Rpb25zeW5jdjGiAgNBWFiqAg1BY3Rpb25zeW5jLlYxygINQWN0aW9uc3luY1xWMeICGUFjdGlvbnN5bmNcVjFcR1BCTWV0YWRhdGHqAg5BY3Rpb25zeW5jOjpWMWIGcHJvdG8z");
+  fileDesc("ChlhY3Rpb25zeW5jL3YxL2FkbWluLnByb3RvEg1hY3Rpb25zeW5jLnYxIjUKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEgsKA3NlcRgCIAEoBCIlChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlEgsKA3NlcRgBIAEoBCI4Cg9HZXRTdGF0c1JlcXVlc3QSFgoOY2hhbm5lbF9wcmVmaXgYASABKAkSDQoFbGltaXQYAiABKA0ihwEKEEdldFN0YXRzUmVzcG9uc2USKgoGc2VydmVyGAEgASgLMhouYWN0aW9uc3luYy52MS5TZXJ2ZXJTdGF0cxItCghjaGFubmVscxgCIAMoCzIbLmFjdGlvbnN5bmMudjEuQ2hhbm5lbFN0YXRzEhgKEGNoYW5uZWxzX21hdGNoZWQYAyABKA0i5gEKC1NlcnZlclN0YXRzEg8KB3ZlcnNpb24YASABKAkSDgoGYnJva2VyGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoCBIrCgdzdGFydGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghjaGFubmVscxgFIAEoDRIVCg1zdWJzY3JpcHRpb25zGAYgASgNEg8KB3N0cmVhbXMYByABKA0SEgoKaGVhcF9ieXRlcxgIIAEoBBIUCgxtZW1vcnlfYnl0ZXMYCSABKAQSEgoKZ29yb3V0aW5lcxgKIAEoDSKuAQoMQ2hhbm5lbFN0YXRzEg8KB2NoYW5uZWwYASABKAkSEwoLc3Vic2NyaWJlcnMYAiABKA0SDQoFZXBvY2gYAyABKAkSEAoIaGVhZF9zZXEYBCABKAQSEQoJZmlyc3Rfc2VxGAUgASgEEhcKD2hpc3RvcnlfYWN0aW9ucxgGIAEoDRIVCg1oaXN0b3J5X2J5dGVzGAcgASgEEhQKDHNuYXBzaG90X3NlcRgIIAEoBDLBAQoMQWRtaW5TZXJ2aWNlEl8KDkRlbGV0ZVNuYXBzaG90EiQuYWN0aW9uc3luYy52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaJS5hY3Rpb25zeW5jLnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiABJQCghHZXRTdGF0cxIeLmFjdGlvbnN5bmMudjEuR2V0U3RhdHNSZXF1ZXN0Gh8uYWN0aW9uc3luYy52MS5HZXRTdGF0c1Jlc3BvbnNlIgOQAgFCtQEKEWNvbS5hY3Rpb25zeW5jLnYxQgpBZG1pblByb3RvUAFaP2dpdGh1Yi5jb20vYWN0aW9uc3luYy9hY3Rpb25zeW5jL2dlbi9hY3Rpb25zeW5jL3YxO2FjdGlvbnN5bmN2MaICA0FYWKoCDUFjdGlvbnN5bmMuVjHKAg1BY3Rpb25zeW5jXFYx4gIZQWN0aW9uc3luY1xWMVxHUEJNZXRhZGF0YeoCDkFjdGlvbnN5bmM6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * DeleteSnapshotRequest names the channel whose snapshot to remove.
@@ -65,6 +67,220 @@ export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = 
   messageDesc(file_actionsync_v1_admin, 1);
 
 /**
+ * GetStatsRequest asks for the server's figures and its busiest channels.
+ *
+ * @generated from message actionsync.v1.GetStatsRequest
+ */
+export type GetStatsRequest = Message<"actionsync.v1.GetStatsRequest"> & {
+  /**
+   * channel_prefix, if set, lists only channels whose name starts with it.
+   *
+   * @generated from field: string channel_prefix = 1;
+   */
+  channelPrefix: string;
+
+  /**
+   * limit is the most channels listed (those with the most subscribers first, then by
+   * name). 0: 100; at most 1,000.
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message actionsync.v1.GetStatsRequest.
+ * Use `create(GetStatsRequestSchema)` to create a new message.
+ */
+export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_admin, 2);
+
+/**
+ * GetStatsResponse is a snapshot of what the server holds now.
+ *
+ * @generated from message actionsync.v1.GetStatsResponse
+ */
+export type GetStatsResponse = Message<"actionsync.v1.GetStatsResponse"> & {
+  /**
+   * server holds the server-wide figures.
+   *
+   * @generated from field: actionsync.v1.ServerStats server = 1;
+   */
+  server?: ServerStats | undefined;
+
+  /**
+   * channels are the channels held in memory (with JetStream: in this node's cache), up
+   * to limit.
+   *
+   * @generated from field: repeated actionsync.v1.ChannelStats channels = 2;
+   */
+  channels: ChannelStats[];
+
+  /**
+   * channels_matched counts the channels that match channel_prefix, listed or not.
+   *
+   * @generated from field: uint32 channels_matched = 3;
+   */
+  channelsMatched: number;
+};
+
+/**
+ * Describes the message actionsync.v1.GetStatsResponse.
+ * Use `create(GetStatsResponseSchema)` to create a new message.
+ */
+export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_admin, 3);
+
+/**
+ * ServerStats are server-wide figures.
+ *
+ * @generated from message actionsync.v1.ServerStats
+ */
+export type ServerStats = Message<"actionsync.v1.ServerStats"> & {
+  /**
+   * version is the server's version.
+   *
+   * @generated from field: string version = 1;
+   */
+  version: string;
+
+  /**
+   * broker is the storage: "memory", "memory (data dir)" or "jetstream".
+   *
+   * @generated from field: string broker = 2;
+   */
+  broker: string;
+
+  /**
+   * available is false while the broker cannot reach its storage (the server's health is
+   * NOT_SERVING then).
+   *
+   * @generated from field: bool available = 3;
+   */
+  available: boolean;
+
+  /**
+   * started is when the process started.
+   *
+   * @generated from field: google.protobuf.Timestamp started = 4;
+   */
+  started?: Timestamp | undefined;
+
+  /**
+   * channels held in memory, subscriptions open, and streams (Subscribe and Sync) open.
+   *
+   * @generated from field: uint32 channels = 5;
+   */
+  channels: number;
+
+  /**
+   * @generated from field: uint32 subscriptions = 6;
+   */
+  subscriptions: number;
+
+  /**
+   * @generated from field: uint32 streams = 7;
+   */
+  streams: number;
+
+  /**
+   * heap_bytes is the Go heap in use; memory_bytes all memory the Go runtime holds from
+   * the operating system (a close lower bound of the process's resident memory).
+   *
+   * @generated from field: uint64 heap_bytes = 8;
+   */
+  heapBytes: bigint;
+
+  /**
+   * @generated from field: uint64 memory_bytes = 9;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * goroutines running now.
+   *
+   * @generated from field: uint32 goroutines = 10;
+   */
+  goroutines: number;
+};
+
+/**
+ * Describes the message actionsync.v1.ServerStats.
+ * Use `create(ServerStatsSchema)` to create a new message.
+ */
+export const ServerStatsSchema: GenMessage<ServerStats> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_admin, 4);
+
+/**
+ * ChannelStats are one channel's figures.
+ *
+ * @generated from message actionsync.v1.ChannelStats
+ */
+export type ChannelStats = Message<"actionsync.v1.ChannelStats"> & {
+  /**
+   * channel is the channel's name.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * subscribers are the streams following the channel on this server.
+   *
+   * @generated from field: uint32 subscribers = 2;
+   */
+  subscribers: number;
+
+  /**
+   * epoch is the channel's current epoch.
+   *
+   * @generated from field: string epoch = 3;
+   */
+  epoch: string;
+
+  /**
+   * head_seq is the seq of the channel's last action.
+   *
+   * @generated from field: uint64 head_seq = 4;
+   */
+  headSeq: bigint;
+
+  /**
+   * first_seq is the first seq history still holds (0: none held); history spans
+   * first_seq..head_seq.
+   *
+   * @generated from field: uint64 first_seq = 5;
+   */
+  firstSeq: bigint;
+
+  /**
+   * history_actions and history_bytes are what history holds in memory.
+   *
+   * @generated from field: uint32 history_actions = 6;
+   */
+  historyActions: number;
+
+  /**
+   * @generated from field: uint64 history_bytes = 7;
+   */
+  historyBytes: bigint;
+
+  /**
+   * snapshot_seq is the seq of the channel's snapshot (0: none).
+   *
+   * @generated from field: uint64 snapshot_seq = 8;
+   */
+  snapshotSeq: bigint;
+};
+
+/**
+ * Describes the message actionsync.v1.ChannelStats.
+ * Use `create(ChannelStatsSchema)` to create a new message.
+ */
+export const ChannelStatsSchema: GenMessage<ChannelStats> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_admin, 5);
+
+/**
  * AdminService is for operators. The server serves it only on its admin listener
  * (--admin-addr, off by default and meant for localhost or a private network), never on
  * the port clients use.
@@ -84,6 +300,18 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSnapshotRequestSchema;
     output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * GetStats reports what the server holds now: server-wide figures and its busiest
+   * channels (subscribers, head seq, history span and size, snapshot seq).
+   * `actionsync stats` prints it.
+   *
+   * @generated from rpc actionsync.v1.AdminService.GetStats
+   */
+  getStats: {
+    methodKind: "unary";
+    input: typeof GetStatsRequestSchema;
+    output: typeof GetStatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_actionsync_v1_admin, 0);
