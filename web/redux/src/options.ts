@@ -74,6 +74,12 @@ export interface SyncMiddlewareOptions {
    */
   storage?: OutboxStorage | null;
   /**
+   * autoStart: open the subscription and send the outbox as soon as the middleware is in
+   * a store. false: nothing happens until `start()` (server-side rendering: a store built
+   * on the server must not open a stream). Default true.
+   */
+  autoStart?: boolean;
+  /**
    * backoff shapes the delays between reconnects and Dispatch retries: exponential with
    * full jitter. Default { initialMs: 250, maxMs: 10000 }.
    */
@@ -134,6 +140,7 @@ export interface CheckedOptions {
   types: ReadonlySet<string>;
   predicate?: (action: UnknownAction) => boolean;
   storage: OutboxStorage;
+  autoStart: boolean;
   backoff: BackoffOptions;
   maxBatch: number;
   logger: Logger;
@@ -196,6 +203,7 @@ export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     types: new Set(options.types ?? []),
     predicate: options.predicate,
     storage: options.storage === undefined ? defaultStorage(channel, logger) : options.storage === null ? createMemoryStorage() : options.storage,
+    autoStart: options.autoStart ?? true,
     backoff,
     maxBatch,
     logger,
