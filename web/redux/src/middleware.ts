@@ -34,7 +34,8 @@ import { createSender, isNetworkFailure } from "./sender.js";
 import { createSnapshotWriter, decodeSnapshot } from "./snapshot.js";
 import { createTokenSource, withToken } from "./token.js";
 import { createStatusReducer } from "./status.js";
-import { startSubscriber, type Subscriber } from "./subscriber.js";
+import { startSubscriber, type Subscriber, type SubscriberOptions } from "./subscriber.js";
+import { startSharedSubscriber } from "./share.js";
 import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta, withoutMarker } from "./wire.js";
 
 /** SyncMiddleware is what createSyncMiddleware returns. */
@@ -426,7 +427,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   }
 
   function startConnection() {
-    subscriber = startSubscriber({
+    const options: SubscriberOptions = {
       client,
       channel,
       clientId: clientIdFor,
@@ -449,7 +450,22 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         if (!conn.outageReported) logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
         on({ type: "streamDown", error: syncError(err) });
       },
-    });
+    };
+    // With the tabs sharing one stream (shareStream), only the leader tab holds it.
+    subscriber = o.share ? startSharedSubscriber({ ...options, share: o.share, onLeader: adoptClosedTabs }) : startSubscriber(options);
+  }
+
+  /**
+   * adoptClosedTabs restores, as pending, the outboxes of tabs closed since start (this
+   * tab takes over the stream from one that went away, with the actions it had not sent).
+   */
+  async function adoptClosedTabs() {
+    const adopted = await outbox.adopt();
+    if (adopted.length === 0 || closed()) return;
+    for (const e of adopted) own.add(e.action);
+    const payload: RestorePayload = { channel, entries: adopted };
+    dispatchSafely({ type: ActionTypes.restore, payload });
+    sender.kick();
   }
 
   /** resetTo follows a reset: the stream goes on after headSeq, and the state is stale. */
