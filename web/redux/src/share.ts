@@ -84,7 +84,9 @@ export function leaderLockName(channel: string): string {
  *   another catch-up. A follower is ready once caught up with a live leader; it is down
  *   while its catch-up fails or the leader's stream is down.
  *
- * So N tabs hold one long-lived stream; each holds a short one while it catches up.
+ * So N tabs hold one long-lived stream; each holds a short one while it catches up. A tab
+ * whose device goes offline (reconnect) follows nothing and, if it leads, steps down for
+ * another tab, until it is back online (retryNow): then it catches up again.
  */
 export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
   const name = leaderLockName(o.channel);
@@ -98,6 +100,11 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
   let buffered: { epoch: string; actions: WireAction[] }[] = [];
   // The leader's last state message, answered to a hello.
   let leaderState: Relayed | undefined;
+  // detached: this tab's device went offline (reconnect): it follows no relay and holds no
+  // stream until retryNow (back online).
+  let detached = false;
+  // endTerm ends this tab's term as the leader (its lock is released).
+  let endTerm: (() => void) | undefined;
 
   const post = (m: Relayed) => {
     if (closing.signal.aborted) return;
@@ -110,7 +117,7 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
 
   bc.onmessage = (event) => {
     const m = event.data as Relayed;
-    if (typeof m !== "object" || m === null || closing.signal.aborted) return;
+    if (typeof m !== "object" || m === null || closing.signal.aborted || detached) return;
     if (leader) {
       if (m.t === "hello" && leaderState) post(leaderState);
       return;
@@ -168,7 +175,7 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
    * stream. Relayed batches wait meanwhile and are applied after it.
    */
   function startCatchUp() {
-    if (catchingUp || leader || closing.signal.aborted) return;
+    if (catchingUp || leader || closing.signal.aborted || detached) return;
     let done!: () => void;
     catchingUp = new Promise<void>((r) => (done = r));
     const sub = startSubscriber({
@@ -230,38 +237,70 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
     });
   }
 
-  /** hold keeps the lock until close (a promise the lock request waits on). */
-  const held = new Promise<void>((r) => closing.signal.addEventListener("abort", () => r(), { once: true }));
+  /** elected runs one term as the leader: until close, or until this tab steps down. */
   const elected = async (lock: unknown) => {
-    if (lock === null) return false;
+    if (lock === null || closing.signal.aborted) return false;
+    const term = new Promise<void>((r) => (endTerm = r));
     await lead();
-    await held;
+    await Promise.race([term, new Promise((r) => closing.signal.addEventListener("abort", r, { once: true }))]);
     return true;
   };
+  /** queue waits in line for the lock (the request outlives the caller). */
+  const queue = () =>
+    void o.share.locks.request(name, { signal: closing.signal }, elected).catch(() => {
+      // Aborted by close().
+    });
   // The first tab finds the lock free and leads at once; the others follow and queue.
   const election = o.share.locks
     .request(name, { ifAvailable: true }, (lock) => {
       if (lock !== null) return elected(lock);
-      // Not free: follow, and wait in line (the request below outlives this callback).
       post({ t: "hello" });
       startCatchUp();
-      void o.share.locks.request(name, { signal: closing.signal }, elected).catch(() => {
-        // Aborted by close().
-      });
+      queue();
       return false;
     })
     .catch(() => {
       // The lock could not be requested (the document is going away): nothing to share.
     });
 
+  /**
+   * stepDown ends this tab's term (its device went offline: the stream belongs with a tab
+   * that can reach the server) and queues for the lock again.
+   */
+  async function stepDown() {
+    const l = leader;
+    leader = undefined;
+    leaderState = undefined;
+    endTerm?.();
+    endTerm = undefined;
+    await l?.close();
+    if (!closing.signal.aborted) queue();
+  }
+
   return {
     reconnect(err) {
-      if (leader) leader.reconnect(err);
-      else catchUp?.reconnect(err);
+      // The device went offline: follow nothing, hold nothing, until back online.
+      detached = true;
+      leaderLive = undefined;
+      const c = catchUp;
+      catchUp = undefined;
+      catchingUp = undefined;
+      buffered = [];
+      void c?.close();
+      if (leader) void stepDown();
+      o.onDown(err, 0);
     },
     retryNow() {
-      if (leader) leader.retryNow();
-      else if (catchUp) catchUp.retryNow();
+      if (leader) {
+        leader.retryNow();
+        return;
+      }
+      if (detached) {
+        detached = false;
+        post({ t: "hello" });
+      }
+      if (catchUp) catchUp.retryNow();
+      else startCatchUp();
     },
     renew() {
       leader?.renew();

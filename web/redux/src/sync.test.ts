@@ -64,6 +64,15 @@ function rtkStore(url: string, channel: string) {
   return { sync, store };
 }
 
+// Type test: inside configureStore({ reducer: sync.reducer(...), middleware: callback }),
+// next to the callback, the state is inferred (it was any with overloads), with the slice.
+type IsAny<T> = 0 extends 1 & T ? true : false;
+type RtkState = ReturnType<ReturnType<typeof rtkStore>["store"]["getState"]>;
+const stateIsTyped: IsAny<RtkState> = false;
+const statusIsThere: RtkState["sync"]["status"] = "connecting";
+void stateIsTyped;
+void statusIsThere;
+
 describe("createSync", () => {
   it("two_rtk_stores_with_a_reducer_map_converge", async () => {
     const srv = await server();

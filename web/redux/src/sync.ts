@@ -33,13 +33,18 @@ export interface SyncOptions<K extends string = "sync"> extends Omit<SyncMiddlew
 /** WithStatus is a state S with the status slice at key K. */
 export type WithStatus<S, K extends string> = S & { [P in K]: SyncStatusState };
 
-/** SyncReducer wraps the app's reducers; see {@link Sync.reducer}. */
-export interface SyncReducer<K extends string> {
-  <S, A extends Action, P>(root: Reducer<S, A, P>): Reducer<WithStatus<S, K>, A, P>;
-  <M extends ReducersMapObject>(
-    slices: M,
-  ): Reducer<WithStatus<StateFromReducersMapObject<M>, K>, ActionFromReducersMapObject<M>, Partial<PreloadedStateShapeFromReducersMapObject<M>>>;
-}
+/**
+ * SyncReducer wraps the app's reducers; see {@link Sync.reducer}. One generic signature
+ * (not overloads), so that the state is inferred inside configureStore({ reducer, middleware })
+ * next to a middleware callback.
+ */
+export type SyncReducer<K extends string> = <R extends Reducer<any, any, any> | ReducersMapObject<any, any, any>>(app: R) => SyncedReducer<R, K>;
+
+/** SyncedReducer is what sync.reducer(R) returns: R's state with the status slice at K. */
+export type SyncedReducer<R, K extends string> =
+  R extends Reducer<infer S, infer A, infer P>
+    ? Reducer<WithStatus<S, K>, A, P>
+    : Reducer<WithStatus<StateFromReducersMapObject<R>, K>, ActionFromReducersMapObject<R>, Partial<PreloadedStateShapeFromReducersMapObject<R>>>;
 
 /** Sync is what createSync returns: the pieces for configureStore, and the instance's controls. */
 export interface Sync<K extends string = "sync"> {
