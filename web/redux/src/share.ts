@@ -117,12 +117,12 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
 
   bc.onmessage = (event) => {
     const m = event.data as Relayed;
-    if (typeof m !== "object" || m === null || closing.signal.aborted || detached) return;
+    if (typeof m !== "object" || m === null || closing.signal.aborted) return;
     if (leader) {
       if (m.t === "hello" && leaderState) post(leaderState);
       return;
     }
-    follow(m);
+    if (!detached) follow(m);
   };
 
   /** follow handles a message of the leader, in a follower. */
@@ -206,6 +206,9 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
     catchingUp = undefined;
     buffered = [];
     if (closing.signal.aborted) return;
+    // Elected while offline (every tab of the device is): lead anyway, the stream retries
+    // until the device is back, and relays nothing meanwhile.
+    detached = false;
     try {
       await o.onLeader?.();
     } catch {

@@ -6,8 +6,11 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-/** maxTarballBytes bounds the packed tarball (gzip-compressed tar, as npm publish uploads it). */
-const maxTarballBytes = 100 * 1024;
+/**
+ * maxTarballBytes bounds the packed tarball (gzip-compressed tar, as npm publish uploads
+ * it; 98,742 bytes at 0.2.0, most of it the declarations' doc comments and the README).
+ */
+const maxTarballBytes = 128 * 1024;
 
 interface PackResult {
   filename: string;
