@@ -14,9 +14,10 @@ import { gzipSync } from "node:zlib";
 
 /**
  * budgets bound the min+gzip sizes, set a few percent above what was measured when they
- * were set (issue 13, esbuild 0.28.2: 48.1 KiB with its runtime, 16.3 KiB alone).
+ * were set (issue 13, esbuild 0.28.2, with the shared stream: 49.2 KiB with its runtime,
+ * 17.4 KiB alone).
  */
-const budgets = { withRuntime: 50 * 1024, alone: 17.5 * 1024 };
+const budgets = { withRuntime: 52 * 1024, alone: 19 * 1024 };
 
 const dist = join(import.meta.dirname, "../dist");
 
