@@ -40,6 +40,9 @@ npx --no-install tsc --noEmit -p tsconfig.json
 step "TypeScript: middleware and demo tests (node:test, real server processes)"
 node --import tsx --test web/redux/src/*.test.ts web/demo/src/*.test.ts
 
+step "the npm package: pack contents, size budget, a fresh project installing the tarball (scripts/check-package.sh)"
+bash scripts/check-package.sh
+
 step "fuzz request validation (briefly)"
 go test -run '^$' -fuzz '^FuzzDispatchRequest$' -fuzztime "${FUZZTIME:-10s}" ./service/
 

@@ -1,7 +1,8 @@
 // The board's user interface. Every change goes through a board action; the components
 // hold no board state of their own, only the text of a title being edited.
-import { useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { useMemo, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
 import { useDispatch, useSelector } from "react-redux";
+import { usePending, useSyncStatus } from "@actionsync/redux/react";
 import {
   addTask,
   cleanTitle,
@@ -9,6 +10,7 @@ import {
   maxTitleLength,
   moveTask,
   renameTask,
+  taskIdOf,
   updateStageTitle,
   type Stage,
   type StageId,
@@ -16,58 +18,127 @@ import {
 } from "./board.js";
 import type { DemoUser } from "./auth.js";
 import { dismissRejected, dismissReset } from "./notices.js";
-import type { AppDispatch, RootState } from "./store.js";
+import type { DemoLink } from "./link.js";
+import type { AppDispatch, BoardSync, RootState } from "./store.js";
 
 const useAppDispatch = useDispatch.withTypes<AppDispatch>();
 const useAppSelector = useSelector.withTypes<RootState>();
 
-/** App is the whole page: header, notices and the board; user is who it acts as, if anyone. */
-export function App({ boardName, user = null }: { boardName: string; user?: DemoUser | null }) {
+/** AppProps: the board shown, who the page acts as (if anyone), its sync instance and link. */
+export interface AppProps {
+  boardName: string;
+  user?: DemoUser | null;
+  sync: BoardSync;
+  link: DemoLink;
+}
+
+/** App is the whole page: header, notices and the board. */
+export function App({ boardName, user = null, sync, link }: AppProps) {
   return (
     <>
       <header className="bar">
         <h1>
-          ToDo board <span className="board-name">{boardName}</span>
+          ToDo board <span className="board-name" data-testid="board-name">{boardName}</span>
         </h1>
         {user && (
           <span className="user">
             signed in as <strong data-testid="user-name">{user.name}</strong> <span data-testid="user-role">({user.role})</span>
           </span>
         )}
-        <SyncStatus />
+        <SyncStatus sync={sync} link={link} />
       </header>
+      <BoardPicker boardName={boardName} />
       {user?.role === "view" && (
         <div className="notice notice-readonly" role="status" data-testid="read-only-notice">
           <span>Read-only: {user.name} may view this board but not change it. The server refuses edits, and they are rolled back.</span>
         </div>
       )}
       <Notices />
-      <Board />
+      <Board sync={sync} />
       <footer className="hint">
-        Open this page in another window: both stay in sync. <code>?board=NAME</code> picks another board.
+        Open the link in another window, browser or device: every window on this board stays in sync. Switch <em>Work offline</em> on,
+        edit, and switch it off: the edits marked <em>not yet synced</em> are sent then.
       </footer>
     </>
   );
 }
 
-function SyncStatus() {
-  const sync = useAppSelector((s) => s.sync);
+/**
+ * BoardPicker opens another board (keeping the page's other parameters) and shows this
+ * board's link to share.
+ */
+function BoardPicker({ boardName }: { boardName: string }) {
+  const [name, setName] = useState(boardName);
+  const [copied, setCopied] = useState(false);
+  const open = (e: FormEvent) => {
+    e.preventDefault();
+    const params = new URLSearchParams(location.search);
+    params.set("board", name.trim() || "main");
+    location.search = params.toString();
+  };
+  const copy = () => {
+    navigator.clipboard?.writeText(location.href).then(
+      () => setCopied(true),
+      () => setCopied(false),
+    );
+  };
+  return (
+    <nav className="picker">
+      <form onSubmit={open}>
+        <label>
+          Board <input value={name} onChange={(e) => setName(e.target.value)} maxLength={122} pattern="[A-Za-z0-9_.:\-]+" data-testid="board-picker" />
+        </label>
+        <button type="submit" data-testid="board-open">
+          Open
+        </button>
+      </form>
+      <label className="share">
+        Share this board: <input readOnly value={location.href} onFocus={(e) => e.currentTarget.select()} data-testid="share-link" />
+      </label>
+      <button type="button" onClick={copy} data-testid="share-copy">
+        {copied ? "Copied" : "Copy link"}
+      </button>
+    </nav>
+  );
+}
+
+/** SyncStatus shows the connection, what is pending, the last error in words, and the offline switch. */
+function SyncStatus({ sync, link }: { sync: BoardSync; link: DemoLink }) {
+  const status = useSyncStatus(sync);
+  const [offline, setOffline] = useState(link.offline);
   return (
     <div className="sync" aria-live="polite">
-      <span className={`status status-${sync.status}`} data-testid="connection-status" title={sync.error?.message}>
-        {sync.status}
+      <span className={`status status-${status.status}`} data-testid="connection-status">
+        {status.status}
       </span>
       <span className="pending">
-        pending <span data-testid="pending-count">{sync.pending}</span>
+        pending <span data-testid="pending-count">{status.pending}</span>
       </span>
       <span className="seq">
-        seq <span data-testid="last-seq">{sync.lastSeq}</span>
+        seq <span data-testid="last-seq">{status.lastSeq}</span>
       </span>
-      {sync.error?.code === "unauthenticated" && (
-        <span className="auth-problem" data-testid="auth-error">
-          not signed in: {sync.error.message}
-        </span>
-      )}
+      <label className="offline-switch">
+        <input
+          type="checkbox"
+          checked={offline}
+          onChange={(e) => {
+            link.setOffline(e.target.checked);
+            setOffline(e.target.checked);
+          }}
+          data-testid="offline-toggle"
+        />{" "}
+        Work offline
+      </label>
+      {status.error &&
+        (status.error.code === "unauthenticated" ? (
+          <span className="auth-problem" data-testid="auth-error">
+            not signed in: {status.error.message}
+          </span>
+        ) : (
+          <span className="sync-error" role="status" data-testid="connection-error">
+            {status.error.code}: {status.error.message}
+          </span>
+        ))}
     </div>
   );
 }
@@ -81,7 +152,11 @@ function Notices() {
         <div className="notice notice-reset" role="status" data-testid="sync-reset">
           <span>
             The server's history was reset (it restarted or dropped old actions; now at seq {reset.headSeq}): this board may differ from other windows.
+            Reload to show what the server has.
           </span>
+          <button type="button" onClick={() => location.reload()} data-testid="reset-reload">
+            Reload
+          </button>
           <button type="button" onClick={() => dispatch(dismissReset())}>
             Dismiss
           </button>
@@ -101,19 +176,22 @@ function Notices() {
   );
 }
 
-function Board() {
+function Board({ sync }: { sync: BoardSync }) {
   const stages = useAppSelector((s) => s.board.stages);
   const tasks = useAppSelector((s) => s.board.tasks);
+  // The tasks that local actions not yet confirmed by the server touch.
+  const pending = usePending(sync);
+  const unsynced = useMemo(() => new Set(pending.map(taskIdOf).filter((id) => id !== undefined)), [pending]);
   return (
     <main className="board">
       {stages.map((stage) => (
-        <StageColumn key={stage.id} stage={stage} stages={stages} tasks={tasks.filter((t) => t.stageId === stage.id)} />
+        <StageColumn key={stage.id} stage={stage} stages={stages} tasks={tasks.filter((t) => t.stageId === stage.id)} unsynced={unsynced} />
       ))}
     </main>
   );
 }
 
-function StageColumn({ stage, stages, tasks }: { stage: Stage; stages: readonly Stage[]; tasks: readonly Task[] }) {
+function StageColumn({ stage, stages, tasks, unsynced }: { stage: Stage; stages: readonly Stage[]; tasks: readonly Task[]; unsynced: ReadonlySet<string> }) {
   const dispatch = useAppDispatch();
   const [newTitle, setNewTitle] = useState("");
   const add = (e: FormEvent) => {
@@ -133,7 +211,7 @@ function StageColumn({ stage, stages, tasks }: { stage: Stage; stages: readonly 
       />
       <ul className="tasks">
         {tasks.map((task) => (
-          <TaskCard key={task.id} task={task} stages={stages} />
+          <TaskCard key={task.id} task={task} stages={stages} unsynced={unsynced.has(task.id)} />
         ))}
       </ul>
       <form className="add-task" onSubmit={add}>
@@ -153,10 +231,15 @@ function StageColumn({ stage, stages, tasks }: { stage: Stage; stages: readonly 
   );
 }
 
-function TaskCard({ task, stages }: { task: Task; stages: readonly Stage[] }) {
+function TaskCard({ task, stages, unsynced }: { task: Task; stages: readonly Stage[]; unsynced: boolean }) {
   const dispatch = useAppDispatch();
   return (
-    <li className="task" data-testid={`task-${task.id}`}>
+    <li className={unsynced ? "task task-unsynced" : "task"} data-testid={`task-${task.id}`}>
+      {unsynced && (
+        <span className="unsynced" data-testid={`unsynced-${task.id}`} title="This change has not reached the server yet">
+          not yet synced
+        </span>
+      )}
       <EditableTitle
         className="task-title"
         value={task.title}

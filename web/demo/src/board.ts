@@ -5,6 +5,7 @@
 // server, which treats them as opaque, so the reducer checks their shape and ignores
 // what it cannot apply instead of throwing. The board also restores itself from
 // actionsync/replace: the middleware persists it (store.ts, persist.select).
+import { createAction } from "@reduxjs/toolkit";
 import { isReplaceAction } from "@actionsync/redux";
 
 /** StageId names one of the board's fixed stages. */
@@ -47,36 +48,42 @@ export const BoardActionTypes = {
 /** syncedTypes is the `types` list given to the sync middleware. */
 export const syncedTypes: string[] = Object.values(BoardActionTypes);
 
-export type BoardAction =
-  | { type: typeof BoardActionTypes.updateStageTitle; payload: { stageId: StageId; stageTitle: string } }
-  | { type: typeof BoardActionTypes.addTask; payload: { taskId: string; stageId: StageId; title: string } }
-  | { type: typeof BoardActionTypes.renameTask; payload: { taskId: string; title: string } }
-  | { type: typeof BoardActionTypes.moveTask; payload: { taskId: string; stageId: StageId } }
-  | { type: typeof BoardActionTypes.deleteTask; payload: { taskId: string } };
-
-/** updateStageTitle renames a stage. */
-export function updateStageTitle(stageId: StageId, stageTitle: string): BoardAction {
-  return { type: BoardActionTypes.updateStageTitle, payload: { stageId, stageTitle: cleanTitle(stageTitle) } };
-}
+/**
+ * The board's actions: RTK action creators (createAction) with the board's wire types,
+ * which the server, its allow-lists and every saved board already know. The prepare
+ * callbacks make ids and clean titles before dispatching: the reducer stays pure.
+ */
+export const updateStageTitle = createAction(BoardActionTypes.updateStageTitle, (stageId: StageId, stageTitle: string) => ({
+  payload: { stageId, stageTitle: cleanTitle(stageTitle) },
+}));
 
 /** addTask adds a task to a stage; taskId defaults to a fresh random UUID. */
-export function addTask(stageId: StageId, title: string, taskId: string = newTaskId()): BoardAction {
-  return { type: BoardActionTypes.addTask, payload: { taskId, stageId, title: cleanTitle(title) } };
-}
+export const addTask = createAction(BoardActionTypes.addTask, (stageId: StageId, title: string, taskId: string = newTaskId()) => ({
+  payload: { taskId, stageId, title: cleanTitle(title) },
+}));
 
 /** renameTask changes a task's title. */
-export function renameTask(taskId: string, title: string): BoardAction {
-  return { type: BoardActionTypes.renameTask, payload: { taskId, title: cleanTitle(title) } };
-}
+export const renameTask = createAction(BoardActionTypes.renameTask, (taskId: string, title: string) => ({ payload: { taskId, title: cleanTitle(title) } }));
 
 /** moveTask moves a task to another stage (to the end of it). */
-export function moveTask(taskId: string, stageId: StageId): BoardAction {
-  return { type: BoardActionTypes.moveTask, payload: { taskId, stageId } };
-}
+export const moveTask = createAction(BoardActionTypes.moveTask, (taskId: string, stageId: StageId) => ({ payload: { taskId, stageId } }));
 
 /** deleteTask removes a task. */
-export function deleteTask(taskId: string): BoardAction {
-  return { type: BoardActionTypes.deleteTask, payload: { taskId } };
+export const deleteTask = createAction(BoardActionTypes.deleteTask, (taskId: string) => ({ payload: { taskId } }));
+
+/** boardActions are the synced action creators: createSync's `actions`. */
+export const boardActions = [updateStageTitle, addTask, renameTask, moveTask, deleteTask];
+
+/** BoardAction is any of the board's actions. */
+export type BoardAction = ReturnType<(typeof boardActions)[number]>;
+
+/**
+ * taskIdOf returns the task an action of the board touches (undefined for a stage title):
+ * the demo marks that task "not yet synced" while the action is pending.
+ */
+export function taskIdOf(action: { type: string; payload?: unknown }): string | undefined {
+  const p = action.payload;
+  return action.type !== BoardActionTypes.updateStageTitle && isRecord(p) && isTaskId(p.taskId) ? p.taskId : undefined;
 }
 
 /**

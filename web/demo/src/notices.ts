@@ -1,7 +1,8 @@
 // Notices the board shows about syncing: the server's history was reset, or the server
-// refused one of this client's actions. They are local to this window (never synced)
-// and stay until the user dismisses them, so a reset is surfaced, not hidden.
-import { ActionTypes } from "@actionsync/redux";
+// refused one of this client's actions. A createSlice of this window's own (never synced):
+// they stay until the user dismisses them (or reloads, for a reset), so nothing is hidden.
+import { createSlice } from "@reduxjs/toolkit";
+import { ActionTypes, type RejectedPayload, type ResetPayload } from "@actionsync/redux";
 
 /** ResetNotice is the last actionsync/reset seen. */
 export interface ResetNotice {
@@ -22,36 +23,32 @@ export interface NoticesState {
   readonly rejected: RejectedNotice | null;
 }
 
+const initialState: NoticesState = { reset: null, rejected: null };
+
+const slice = createSlice({
+  name: "demo",
+  initialState,
+  reducers: {
+    dismissReset: (state) => (state.reset === null ? state : { ...state, reset: null }),
+    dismissRejected: (state) => (state.rejected === null ? state : { ...state, rejected: null }),
+  },
+  extraReducers: (builder) =>
+    builder
+      .addCase(ActionTypes.reset, (state, action: { type: string; payload?: Partial<ResetPayload> }) => {
+        const p = action.payload ?? {};
+        return { ...state, reset: { channel: String(p.channel ?? ""), headSeq: Number(p.headSeq ?? 0) } };
+      })
+      .addCase(ActionTypes.rejected, (state, action: { type: string; payload?: Partial<RejectedPayload> }) => {
+        const p = action.payload ?? {};
+        return { ...state, rejected: { type: String(p.action?.type ?? "?"), code: String(p.code ?? "unknown"), message: String(p.message ?? "") } };
+      }),
+});
+
+/** dismissReset and dismissRejected hide a notice: the demo's own, local actions. */
+export const { dismissReset, dismissRejected } = slice.actions;
+
 /** NoticeActionTypes are the demo's own, local action types. */
-export const NoticeActionTypes = {
-  dismissReset: "demo/dismissReset",
-  dismissRejected: "demo/dismissRejected",
-} as const;
-
-export const dismissReset = () => ({ type: NoticeActionTypes.dismissReset });
-export const dismissRejected = () => ({ type: NoticeActionTypes.dismissRejected });
-
-const initialNotices: NoticesState = { reset: null, rejected: null };
+export const NoticeActionTypes = { dismissReset: dismissReset.type, dismissRejected: dismissRejected.type } as const;
 
 /** notices is the reducer for NoticesState. */
-export function notices(state: NoticesState = initialNotices, action: { type: string; payload?: unknown }): NoticesState {
-  switch (action.type) {
-    case ActionTypes.reset: {
-      const p = (action.payload ?? {}) as { channel?: unknown; headSeq?: unknown };
-      return { ...state, reset: { channel: String(p.channel ?? ""), headSeq: Number(p.headSeq ?? 0) } };
-    }
-    case ActionTypes.rejected: {
-      const p = (action.payload ?? {}) as { action?: { type?: unknown }; code?: unknown; message?: unknown };
-      return {
-        ...state,
-        rejected: { type: String(p.action?.type ?? "?"), code: String(p.code ?? "unknown"), message: String(p.message ?? "") },
-      };
-    }
-    case NoticeActionTypes.dismissReset:
-      return state.reset === null ? state : { ...state, reset: null };
-    case NoticeActionTypes.dismissRejected:
-      return state.rejected === null ? state : { ...state, rejected: null };
-    default:
-      return state;
-  }
-}
+export const notices = slice.reducer;

@@ -1,9 +1,10 @@
 // The demo's Redux store: the board and the notices, kept in sync with every other
 // window on the same channel by the actionsync middleware.
-import { combineReducers, configureStore } from "@reduxjs/toolkit";
-import { createSyncMiddleware } from "@actionsync/redux";
+import { configureStore } from "@reduxjs/toolkit";
+import { createSync } from "@actionsync/redux";
 import { demoTokenGetter, type DemoUser } from "./auth.js";
-import { board, syncedTypes } from "./board.js";
+import { board, boardActions } from "./board.js";
+import { createDemoLink } from "./link.js";
 import { notices } from "./notices.js";
 
 /** BoardStoreOptions says which server and channel the board syncs with. */
@@ -26,8 +27,11 @@ export interface BoardStoreOptions {
 export const boardVersion = "board-1";
 
 /**
- * createBoardStore returns a store synced on options.channel, and close, which stops
- * syncing. Unsent actions are kept by the middleware's default storage: localStorage, one
+ * createBoardStore returns a store synced on options.channel with createSync (the RTK
+ * wiring: sync.reducer around the slices, sync.middleware last), the sync instance (for
+ * the hooks of @actionsync/redux/react), the link (its offline switch), and close, which
+ * stops syncing. The tabs of one browser share one stream (shareStream, by default
+ * without a user). Unsent actions are kept by the middleware's default storage: localStorage, one
  * key per tab, so a reload finds them and a closed tab's are sent by the next tab to start.
  * The confirmed board is persisted too (localStorage, "actionsync:state:<channel>"): a
  * reload shows it at once, even offline, and replays only the actions after it. Only the
@@ -37,10 +41,12 @@ export const boardVersion = "board-1";
  */
 export function createBoardStore(options: BoardStoreOptions) {
   const { user } = options;
-  const sync = createSyncMiddleware({
-    baseUrl: options.baseUrl,
+  const link = createDemoLink(options.baseUrl);
+  const sync = createSync({
+    transport: link.transport,
+    connectivity: link.connectivity,
     channel: options.channel,
-    types: syncedTypes,
+    actions: boardActions,
     persist: { version: boardVersion, select: (s: { board: unknown }) => s.board },
     // Every 500 actions, the client whose action reached the boundary writes the board as
     // the channel's snapshot: a new window starts from it instead of the whole history.
@@ -49,13 +55,16 @@ export function createBoardStore(options: BoardStoreOptions) {
     getToken: user ? demoTokenGetter(options.baseUrl, user, options.fetch) : undefined,
   });
   const store = configureStore({
-    reducer: sync.wrapReducer(combineReducers({ board, notices, sync: sync.reducer })),
+    reducer: sync.reducer({ board, notices }),
     middleware: (getDefaultMiddleware) => getDefaultMiddleware().concat(sync.middleware),
   });
-  return { store, close: () => sync.close() };
+  // In a page the stream opens by itself; elsewhere (the tests' Node) here.
+  sync.start();
+  return { store, sync, link, close: () => sync.close() };
 }
 
 export type BoardStore = ReturnType<typeof createBoardStore>["store"];
 export type RootState = ReturnType<BoardStore["getState"]>;
 export type AppDispatch = BoardStore["dispatch"];
+export type BoardSync = ReturnType<typeof createBoardStore>["sync"];
 

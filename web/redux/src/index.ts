@@ -1,5 +1,10 @@
 // @actionsync/redux keeps Redux stores on several devices in sync through an actionsync
 // server. This file only re-exports the public API.
+export { createSync } from "./sync.js";
+export type { Sync, SyncOptions, SyncReducer, WithStatus } from "./sync.js";
+export { isLocal, isRemote } from "./matchers.js";
+export type { ActionCreatorLike, Local, MatchedBy, Remote, SyncedActionsItem, SyncedActionsSpec } from "./matchers.js";
+export type { Emit } from "./emit.js";
 export { createSyncMiddleware } from "./middleware.js";
 export type { SyncMiddleware } from "./middleware.js";
 export type { SyncMiddlewareOptions } from "./options.js";

@@ -34,7 +34,8 @@ import { createSender, isNetworkFailure } from "./sender.js";
 import { createSnapshotWriter, decodeSnapshot } from "./snapshot.js";
 import { createTokenSource, withToken } from "./token.js";
 import { createStatusReducer } from "./status.js";
-import { startSubscriber, type Subscriber } from "./subscriber.js";
+import { startSubscriber, type Subscriber, type SubscriberOptions } from "./subscriber.js";
+import { startSharedSubscriber } from "./share.js";
 import { checkSyncable, confirmedFromEntry, fromWire, isPlainObject, localMeta, withoutMarker } from "./wire.js";
 
 /** SyncMiddleware is what createSyncMiddleware returns. */
@@ -56,6 +57,18 @@ export interface SyncMiddleware {
    * synced actions dispatched after close are still applied and kept in the outbox.
    */
   close(): Promise<void>;
+  /**
+   * start opens the subscription and starts sending the outbox, once the middleware is in
+   * a store. Only needed with `autoStart: false` (server-side rendering, tests); calling
+   * it again, or after autoStart did, does nothing. Throws if the middleware is in no store yet.
+   */
+  start(): void;
+  /**
+   * pending returns the local synced actions not confirmed yet (nor rejected), oldest
+   * first. The array is replaced, never changed, when the list changes (usable as a
+   * `useSyncExternalStore` snapshot); empty without wrapReducer.
+   */
+  pending(): readonly SyncedAction<LocalMeta>[];
   /** channel is the channel this instance syncs. */
   readonly channel: string;
   /**
@@ -125,6 +138,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   let snapshotDue = false;
 
   let api: { dispatch(action: UnknownAction): unknown } | undefined;
+  let started = false;
   let closing: Promise<void> | undefined;
   let subscriber: Subscriber | undefined;
   let rebaseUsed = false;
@@ -413,7 +427,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
   }
 
   function startConnection() {
-    subscriber = startSubscriber({
+    const options: SubscriberOptions = {
       client,
       channel,
       clientId: clientIdFor,
@@ -436,7 +450,22 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         if (!conn.outageReported) logger.warn(`actionsync: subscription to ${channel} ended (${describe(err)}); reconnecting in ${delayMs} ms`);
         on({ type: "streamDown", error: syncError(err) });
       },
-    });
+    };
+    // With the tabs sharing one stream (shareStream), only the leader tab holds it.
+    subscriber = o.share ? startSharedSubscriber({ ...options, share: o.share, onLeader: adoptClosedTabs }) : startSubscriber(options);
+  }
+
+  /**
+   * adoptClosedTabs restores, as pending, the outboxes of tabs closed since start (this
+   * tab takes over the stream from one that went away, with the actions it had not sent).
+   */
+  async function adoptClosedTabs() {
+    const adopted = await outbox.adopt();
+    if (adopted.length === 0 || closed()) return;
+    for (const e of adopted) own.add(e.action);
+    const payload: RestorePayload = { channel, entries: adopted };
+    dispatchSafely({ type: ActionTypes.restore, payload });
+    sender.kick();
   }
 
   /** resetTo follows a reset: the stream goes on after headSeq, and the state is stale. */
@@ -504,6 +533,16 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     sender.retryNow();
   }
 
+  /** begin runs start once the middleware is in a store. */
+  function begin() {
+    if (started) return;
+    started = true;
+    start().catch((err: unknown) => logger.error("actionsync: start failed", err));
+  }
+
+  // pendingView caches the pending actions of one rebase pending list (see SyncMiddleware.pending).
+  let pendingView: { entries: readonly PendingEntry[]; actions: readonly SyncedAction<LocalMeta>[] } = { entries: [], actions: [] };
+
   async function start() {
     if (closed()) return;
     if (!rebaseUsed) {
@@ -542,9 +581,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
     if (api) throw new Error("actionsync: this middleware is already in a store; call createSyncMiddleware once per store");
     api = store;
     // Dispatching is not allowed while the store is being built: start right after.
-    queueMicrotask(() => {
-      start().catch((err: unknown) => logger.error("actionsync: start failed", err));
-    });
+    if (o.autoStart) queueMicrotask(begin);
     return (next) => (dispatched) => {
       let action = dispatched;
       const m = syncMeta(action);
@@ -597,6 +634,15 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       return rebase.wrap(r) as R;
     },
     reducer,
+    start() {
+      if (!api) throw new Error("actionsync: start() before the middleware is in a store: create the store first");
+      begin();
+    },
+    pending() {
+      const entries = rebase.pendingEntries();
+      if (entries !== pendingView.entries) pendingView = { entries, actions: entries.map((e) => e.action) };
+      return pendingView.actions;
+    },
     close() {
       if (closing) return closing;
       on({ type: "close" });

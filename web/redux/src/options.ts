@@ -9,6 +9,7 @@ import { createMemoryStorage, defaultStorage, type Logger, type OutboxStorage, t
 import { createWebStateStorage, stateKey, type PersistOptions, type StateStorage } from "./persist.js";
 import type { SnapshotOptions, StateCodec } from "./snapshot.js";
 import { devicePattern } from "./token.js";
+import { defaultShareEnv, type ShareEnv } from "./share.js";
 
 /** SyncMiddlewareOptions configures one middleware instance: one store, one channel. */
 export interface SyncMiddlewareOptions {
@@ -74,6 +75,23 @@ export interface SyncMiddlewareOptions {
    */
   storage?: OutboxStorage | null;
   /**
+   * autoStart: open the subscription and send the outbox as soon as the middleware is in
+   * a store. false: nothing happens until `start()` (server-side rendering: a store built
+   * on the server must not open a stream). Default true.
+   */
+  autoStart?: boolean;
+  /**
+   * shareStream: the tabs of one browser (one origin) that follow this channel share one
+   * Subscribe stream: the tab holding a Web Lock holds the stream and relays it to the
+   * others over a BroadcastChannel; when it closes, another tab takes over (see the
+   * README's *One stream per browser*). Browsers allow about six HTTP/1.1 connections per
+   * host: without sharing, a seventh tab on a plain-HTTP deployment stalls. Each tab keeps
+   * its own outbox and sends its own Dispatch requests. Default: true where navigator.locks
+   * and BroadcastChannel exist and getToken is not given (tabs signed in as different
+   * users must not read through each other's stream); else false (a stream per tab).
+   */
+  shareStream?: boolean;
+  /**
    * backoff shapes the delays between reconnects and Dispatch retries: exponential with
    * full jitter. Default { initialMs: 250, maxMs: 10000 }.
    */
@@ -134,6 +152,9 @@ export interface CheckedOptions {
   types: ReadonlySet<string>;
   predicate?: (action: UnknownAction) => boolean;
   storage: OutboxStorage;
+  autoStart: boolean;
+  /** share is where the tabs share the stream; undefined: a stream of its own. */
+  share: ShareEnv | undefined;
   backoff: BackoffOptions;
   maxBatch: number;
   logger: Logger;
@@ -196,6 +217,9 @@ export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     types: new Set(options.types ?? []),
     predicate: options.predicate,
     storage: options.storage === undefined ? defaultStorage(channel, logger) : options.storage === null ? createMemoryStorage() : options.storage,
+    autoStart: options.autoStart ?? true,
+    // shareStream where the browser has what it takes; by default only without tokens.
+    share: (options.shareStream ?? getToken === undefined) ? defaultShareEnv() : undefined,
     backoff,
     maxBatch,
     logger,

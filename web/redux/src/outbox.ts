@@ -18,6 +18,12 @@ export interface OutboxStorage {
    * Actions dispatched after close() are still saved.
    */
   close?(): void | Promise<void>;
+  /**
+   * adopt, if present, takes over the outboxes that closed tabs left (the default storage,
+   * with Web Locks) and resolves with their entries, now saved in this storage. Called
+   * when this tab takes over the shared stream from a tab that went away.
+   */
+  adopt?(): Promise<PendingEntry[]>;
 }
 
 /** createMemoryStorage keeps the outbox in memory: it survives reconnects, not reloads. */
@@ -93,6 +99,11 @@ export interface Outbox {
    * would be overwritten).
    */
   load(): Promise<PendingEntry[]>;
+  /**
+   * adopt appends the entries the storage adopts from closed tabs (OutboxStorage.adopt),
+   * minus ids already present, saves, and resolves with them. Before load: nothing.
+   */
+  adopt(): Promise<PendingEntry[]>;
   /** add appends an entry and saves. */
   add(entry: PendingEntry): void;
   /** remove drops an entry (confirmed or rejected) and saves; it returns it if present. */
@@ -188,6 +199,22 @@ export function createOutbox(storage: OutboxStorage, logger: Logger): Outbox {
     load() {
       loading ??= load();
       return loading;
+    },
+    async adopt() {
+      if (!loaded || storage.adopt === undefined) return [];
+      let found: unknown[];
+      try {
+        found = await storage.adopt();
+      } catch (err) {
+        logger.error("actionsync: could not adopt closed tabs' outboxes", err);
+        return [];
+      }
+      const added = found.filter((e): e is PendingEntry => isPendingEntry(e) && !list.some((x) => x.id === e.id));
+      if (added.length > 0) {
+        list = [...list, ...added];
+        persist();
+      }
+      return added;
     },
     add(entry) {
       list.push(entry);

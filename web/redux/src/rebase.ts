@@ -70,6 +70,8 @@ export interface Rebase {
   wrap<S, A extends Action, P>(reducer: Reducer<S, A, P>): Reducer<S, A, P>;
   /** pendingIds lists the pending action ids, oldest first. */
   pendingIds(): string[];
+  /** pendingEntries returns the pending entries, oldest first; a new array whenever they change. */
+  pendingEntries(): readonly PendingEntry[];
   /** hasPending tells whether action id is pending. */
   hasPending(id: string): boolean;
   /**
@@ -214,6 +216,7 @@ export function createRebase(options: RebaseOptions): Rebase {
   return {
     wrap,
     pendingIds: () => pending.map((e) => e.id),
+    pendingEntries: () => pending,
     hasPending(id) {
       // Usually the newest entry: look from the end.
       for (let i = pending.length - 1; i >= 0; i--) if (pending[i].id === id) return true;

@@ -55,6 +55,25 @@ describe("createTabStorage", () => {
     assert.deepEqual(b.stored(two.storage.key), ["t1", "t2"], "the live tab's outbox is not adopted");
   });
 
+  it("adopts_at_run_time_the_outboxes_of_tabs_closed_since_load", async () => {
+    const b = browser();
+    const me = b.tab();
+    const other = b.tab();
+    const third = b.tab();
+    await loaded(me.storage, [entry("m1")]);
+    await loaded(other.storage, [entry("o1"), entry("m1"), entry("o2")]);
+    await loaded(third.storage, [entry("t1")]);
+    assert.deepEqual(await me.storage.adopt(), [], "live tabs' outboxes stay theirs");
+    other.storage.close(); // the leader tab closes with unsent actions
+    await new Promise((r) => setTimeout(r, 0)); // its lock is released asynchronously
+    assert.deepEqual(ids(await me.storage.adopt()), ["o1", "o2"], "its entries, minus ids already here");
+    assert.deepEqual(b.stored(me.storage.key), ["m1", "o1", "o2"], "saved as this tab's");
+    assert.equal(b.local.m.has(other.storage.key!), false, "its key is gone");
+    assert.deepEqual(b.stored(third.storage.key), ["t1"]);
+    me.storage.close();
+    assert.deepEqual(await me.storage.adopt(), [], "nothing once closed");
+  });
+
   it("adopts_the_outboxes_of_closed_tabs_in_order_skipping_known_ids", async () => {
     const b = browser();
     const me = b.tab();

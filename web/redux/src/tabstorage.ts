@@ -49,6 +49,8 @@ export interface TabStorage extends OutboxStorage {
   readonly key: string | undefined;
   /** close releases this tab's lock: its outbox may then be adopted by a tab that starts. */
   close(): void;
+  /** adopt adopts the outboxes of tabs closed since load (as load does), resolving with their entries. */
+  adopt(): Promise<PendingEntry[]>;
 }
 
 /**
@@ -74,6 +76,8 @@ export function createTabStorage(channel: string, o: TabStorageOptions): TabStor
   let key: string | undefined;
   let release: (() => void) | undefined;
   let closed = false;
+  // heldLocks: the Web Locks this tab holds its key with (undefined: none, nothing adopted).
+  let heldLocks: LockManagerLike | undefined;
 
   function readTabId(): string | undefined {
     try {
@@ -187,8 +191,15 @@ export function createTabStorage(channel: string, o: TabStorageOptions): TabStor
         release = undefined;
       }
       const mine = read(key);
-      const list = claimed.locks !== undefined && !closed ? await adopt(claimed.locks, key, mine) : mine;
+      heldLocks = closed ? undefined : claimed.locks;
+      const list = heldLocks !== undefined ? await adopt(heldLocks, key, mine) : mine;
       return list as PendingEntry[];
+    },
+    async adopt() {
+      if (heldLocks === undefined || key === undefined || closed) return [];
+      const mine = read(key);
+      const list = await adopt(heldLocks, key, mine);
+      return list.slice(mine.length) as PendingEntry[];
     },
     save(entries) {
       if (key === undefined) throw new Error("actionsync: the tab storage saves only after load");
