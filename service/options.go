@@ -5,6 +5,8 @@ import (
 
 	"connectrpc.com/connect"
 	"log/slog"
+
+	"github.com/actionsync/actionsync/broker/presence"
 	"math"
 	"regexp"
 	"time"
@@ -57,6 +59,9 @@ type Limits struct {
 	// ChannelPattern is the regular expression a channel name must match in full
 	// (default `^[A-Za-z0-9_.:-]{1,128}$`).
 	ChannelPattern string
+	// MaxPresenceInfoBytes bounds a subscriber's presence info in its protobuf encoding
+	// (default 256), whatever protocol the request came in.
+	MaxPresenceInfoBytes int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -72,6 +77,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxHistoryLimit, DefaultMaxHistoryLimit)
 	def(&l.MaxReadBytes, DefaultMaxReadBytes)
 	def(&l.MaxHistoryBytes, DefaultMaxHistoryBytes)
+	def(&l.MaxPresenceInfoBytes, DefaultMaxPresenceInfoBytes)
 	if l.ChannelPattern == "" {
 		l.ChannelPattern = DefaultChannelPattern
 	}
@@ -124,6 +130,10 @@ type Options struct {
 	// Interceptors run around every RPC of the SyncService, after logging and
 	// authentication (so they see the identity), in order.
 	Interceptors []connect.Interceptor
+	// Presence tracks who is on each channel (default: a single-node tracker with
+	// presence's defaults, which the service closes in Shutdown). A tracker passed in is
+	// the caller's to close, after Shutdown.
+	Presence *presence.Tracker
 }
 
 func (o Options) withDefaults() (Options, *regexp.Regexp, error) {
