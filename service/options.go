@@ -130,10 +130,12 @@ type Options struct {
 	// Interceptors run around every RPC of the SyncService, after logging and
 	// authentication (so they see the identity), in order.
 	Interceptors []connect.Interceptor
-	// Presence tracks who is on each channel (default: a single-node tracker with
-	// presence's defaults, which the service closes in Shutdown). A tracker passed in is
-	// the caller's to close, after Shutdown.
+	// Presence tracks who is on each channel (default: a single-node tracker made with
+	// PresenceOptions, which the service closes in Shutdown). A tracker passed in (one
+	// shared with other nodes) is the caller's to close, after Shutdown.
 	Presence *presence.Tracker
+	// PresenceOptions configure the tracker the service makes when Presence is nil.
+	PresenceOptions presence.Options
 }
 
 func (o Options) withDefaults() (Options, *regexp.Regexp, error) {

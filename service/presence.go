@@ -22,7 +22,7 @@ func (s *Service) initPresence() error {
 		s.presence = s.opts.Presence
 		return nil
 	}
-	t, err := presence.New(presence.Options{})
+	t, err := presence.New(s.opts.PresenceOptions)
 	if err != nil {
 		return err
 	}
