@@ -279,6 +279,7 @@ type event struct {
 	Heartbeat     bool
 	Dispatched    *actionsyncv1.DispatchResponse
 	DispatchError *actionsyncv1.DispatchError
+	Presence      *actionsyncv1.PresenceEvent
 }
 
 func actionEvents(as ...*actionsyncv1.Action) []event {
@@ -300,7 +301,7 @@ func resetEv(channel string, head uint64) event {
 // flatten turns one streamed response into events, checking that exactly one of its
 // fields is set.
 func flatten(t *testing.T, actions []*actionsyncv1.Action, reset *actionsyncv1.Reset, ready *actionsyncv1.Ready, hb *actionsyncv1.Heartbeat,
-	dispatched *actionsyncv1.DispatchResponse, dispatchErr *actionsyncv1.DispatchError, snap *actionsyncv1.Snapshot,
+	dispatched *actionsyncv1.DispatchResponse, dispatchErr *actionsyncv1.DispatchError, snap *actionsyncv1.Snapshot, pres *actionsyncv1.PresenceEvent,
 ) []event {
 	t.Helper()
 	set := 0
@@ -309,8 +310,8 @@ func flatten(t *testing.T, actions []*actionsyncv1.Action, reset *actionsyncv1.R
 		set++
 		out = actionEvents(actions...)
 	}
-	for _, ev := range []event{{Reset: reset}, {Ready: ready}, {Heartbeat: hb != nil}, {Dispatched: dispatched}, {DispatchError: dispatchErr}, {Snapshot: snap}} {
-		if ev.Reset != nil || ev.Ready != nil || ev.Heartbeat || ev.Dispatched != nil || ev.DispatchError != nil || ev.Snapshot != nil {
+	for _, ev := range []event{{Reset: reset}, {Ready: ready}, {Heartbeat: hb != nil}, {Dispatched: dispatched}, {DispatchError: dispatchErr}, {Snapshot: snap}, {Presence: pres}} {
+		if ev.Reset != nil || ev.Ready != nil || ev.Heartbeat || ev.Dispatched != nil || ev.DispatchError != nil || ev.Snapshot != nil || ev.Presence != nil {
 			set++
 			out = append(out, ev)
 		}
@@ -341,7 +342,7 @@ func (s subscribeStream) recv(t *testing.T) ([]event, error) {
 		return nil, io.EOF
 	}
 	m := s.s.Msg()
-	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), nil, nil, m.GetSnapshot()), nil
+	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), nil, nil, m.GetSnapshot(), m.GetPresence()), nil
 }
 
 // subscribe opens a Subscribe stream bounded by rpcTimeout.
@@ -398,7 +399,7 @@ func (s syncEvents) recv(t *testing.T) ([]event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), m.GetDispatched(), m.GetDispatchError(), m.GetSnapshot()), nil
+	return flatten(t, m.GetActions(), m.GetReset_(), m.GetReady(), m.GetHeartbeat(), m.GetDispatched(), m.GetDispatchError(), m.GetSnapshot(), m.GetPresence()), nil
 }
 
 // syncer is a Sync stream under test: send requests, read events.

@@ -3,6 +3,8 @@ package service
 import (
 	"fmt"
 	"log/slog"
+
+	"github.com/actionsync/actionsync/broker/presence"
 	"math"
 	"regexp"
 	"time"
@@ -59,6 +61,9 @@ type Limits struct {
 	// ChannelPattern is the regular expression a channel name must match in full
 	// (default `^[A-Za-z0-9_.:-]{1,128}$`).
 	ChannelPattern string
+	// MaxPresenceInfoBytes bounds a subscriber's presence info in its protobuf encoding
+	// (default 256), whatever protocol the request came in.
+	MaxPresenceInfoBytes int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -74,6 +79,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxHistoryLimit, DefaultMaxHistoryLimit)
 	def(&l.MaxReadBytes, DefaultMaxReadBytes)
 	def(&l.MaxHistoryBytes, DefaultMaxHistoryBytes)
+	def(&l.MaxPresenceInfoBytes, DefaultMaxPresenceInfoBytes)
 	if l.ChannelPattern == "" {
 		l.ChannelPattern = DefaultChannelPattern
 	}
@@ -128,6 +134,12 @@ type Options struct {
 	Interceptors []connect.Interceptor
 	// Metrics records what the service does (metrics.New); nil records nothing.
 	Metrics *metrics.Metrics
+	// Presence tracks who is on each channel (default: a single-node tracker made with
+	// PresenceOptions, which the service closes in Shutdown). A tracker passed in (one
+	// shared with other nodes) is the caller's to close, after Shutdown.
+	Presence *presence.Tracker
+	// PresenceOptions configure the tracker the service makes when Presence is nil.
+	PresenceOptions presence.Options
 }
 
 func (o Options) withDefaults() (Options, *regexp.Regexp, error) {

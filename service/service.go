@@ -17,6 +17,7 @@ import (
 
 	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/presence"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 	"github.com/actionsync/actionsync/gen/actionsync/v1/actionsyncv1connect"
 	"github.com/actionsync/actionsync/metrics"
@@ -32,6 +33,10 @@ type Service struct {
 	quotas   *quotas  // per-identity limits, with auth on
 	// jsonCache holds the JSON of recent actions for JSON subscribers, bounded.
 	jsonCache *broker.JSONCache
+	// presence tracks who is on each channel; ownPresence: made by New, closed by
+	// Shutdown.
+	presence    *presence.Tracker
+	ownPresence bool
 
 	mu                sync.Mutex
 	stopping          chan struct{} // closed by Shutdown
@@ -51,7 +56,7 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{
+	s := &Service{
 		broker:    b,
 		opts:      opts,
 		validate:  validator{limits: opts.Limits, channelRe: channelRe, allow: opts.AllowList},
@@ -59,7 +64,11 @@ func New(b broker.Broker, opts Options) (*Service, error) {
 		quotas:    newQuotas(opts.Quotas),
 		jsonCache: broker.NewJSONCache(opts.JSONCacheBytes),
 		stopping:  make(chan struct{}),
-	}, nil
+	}
+	if err := s.initPresence(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Handler returns the path prefix and handler for actionsync.v1.SyncService, with the
@@ -115,7 +124,13 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		close(s.stopping)
 	}
 	s.mu.Unlock()
-	return waitCtx(ctx, &s.streams)
+	if err := waitCtx(ctx, &s.streams); err != nil {
+		return err
+	}
+	if s.ownPresence {
+		return s.presence.Close()
+	}
+	return nil
 }
 
 // waitCtx waits for wg, or returns ctx's error first. The waiting goroutine exits when wg
@@ -295,6 +310,9 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 	if err := s.validate.subscribe(req.Msg, 0); err != nil {
 		return err
 	}
+	if err := s.validate.presence(req.Msg, clientID); err != nil {
+		return err
+	}
 	// Every channel is checked before any is followed: a refused request gets nothing.
 	for _, p := range req.Msg.GetPositions() {
 		if err := authorize(ctx, p.GetChannel(), auth.RightSubscribe); err != nil {
@@ -313,5 +331,10 @@ func (s *Service) Subscribe(ctx context.Context, req *connect.Request[actionsync
 	}
 	w := s.newWriter(stream.Conn(), subscribeMessages)
 	w.sub = sub
+	if req.Msg.GetPresence() != nil {
+		w.presence = s.presence.Watch()
+		defer w.presence.Close()
+		defer s.joinPresence(ctx, w.presence, req.Msg, clientID)()
+	}
 	return w.run(ctx, syncInputs{})
 }

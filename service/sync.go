@@ -11,6 +11,7 @@ import (
 
 	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/presence"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
@@ -42,11 +43,14 @@ func (s *Service) Sync(ctx context.Context, stream *connect.BidiStream[actionsyn
 	results := make(chan proto.Message, syncResultBuffer)
 	errc := make(chan error, 1)
 	inflight := new(atomic.Int32)
+	watcher := s.presence.Watch() // empty until a subscribe asks for presence
+	defer watcher.Close()
 	go func() {
 		defer s.streams.Done()
-		s.syncRead(ctx, stream, syncOutputs{newSub: newSub, results: results, errc: errc, inflight: inflight})
+		s.syncRead(ctx, stream, syncOutputs{newSub: newSub, results: results, errc: errc, inflight: inflight, presence: watcher})
 	}()
 	w := s.newWriter(stream.Conn(), syncMessages)
+	w.presence = watcher
 	return w.run(ctx, syncInputs{newSub: newSub, results: results, errc: errc, inflight: inflight})
 }
 
@@ -56,6 +60,7 @@ type syncOutputs struct {
 	results  chan<- proto.Message
 	errc     chan<- error
 	inflight *atomic.Int32
+	presence *presence.Watcher
 }
 
 // syncRead reads a Sync stream until it fails or ctx ends. It owns the stream's
@@ -64,7 +69,11 @@ type syncOutputs struct {
 // subscribe.
 func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actionsyncv1.SyncRequest, actionsyncv1.SyncResponse], out syncOutputs) {
 	var sub broker.Subscription
+	var leaves []func() // presence of the stream's channels
 	defer func() {
+		for _, leave := range leaves {
+			leave()
+		}
 		if sub != nil {
 			sub.Close()
 		}
@@ -100,6 +109,14 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 				fail(err)
 				return
 			}
+			presenceID := clientID
+			if sub == nil {
+				presenceID = r.Subscribe.GetClientId()
+			}
+			if err := s.validate.presence(r.Subscribe, presenceID); err != nil {
+				fail(err)
+				return
+			}
 			// Every channel is checked before any is followed: a refused request gets
 			// nothing of any of its channels.
 			for _, p := range r.Subscribe.GetPositions() {
@@ -124,6 +141,9 @@ func (s *Service) syncRead(ctx context.Context, stream *connect.BidiStream[actio
 				}
 			}
 			following += len(r.Subscribe.GetPositions())
+			if r.Subscribe.GetPresence() != nil {
+				leaves = append(leaves, s.joinPresence(ctx, out.presence, r.Subscribe, clientID))
+			}
 		case *actionsyncv1.SyncRequest_Dispatch:
 			if r.Dispatch.GetClientId() == "" {
 				r.Dispatch.ClientId = clientID

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/presence"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
@@ -19,6 +20,7 @@ type messages struct {
 	ready     func(*actionsyncv1.Ready) proto.Message
 	snapshot  func(*actionsyncv1.Snapshot) proto.Message
 	heartbeat func() proto.Message
+	presence  func(*actionsyncv1.PresenceEvent) proto.Message
 }
 
 var subscribeMessages = messages{
@@ -26,6 +28,7 @@ var subscribeMessages = messages{
 	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SubscribeResponse{Ready: r} },
 	snapshot:  func(r *actionsyncv1.Snapshot) proto.Message { return &actionsyncv1.SubscribeResponse{Snapshot: r} },
 	heartbeat: func() proto.Message { return &actionsyncv1.SubscribeResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
+	presence:  func(e *actionsyncv1.PresenceEvent) proto.Message { return &actionsyncv1.SubscribeResponse{Presence: e} },
 }
 
 var syncMessages = messages{
@@ -33,6 +36,7 @@ var syncMessages = messages{
 	ready:     func(r *actionsyncv1.Ready) proto.Message { return &actionsyncv1.SyncResponse{Ready: r} },
 	snapshot:  func(r *actionsyncv1.Snapshot) proto.Message { return &actionsyncv1.SyncResponse{Snapshot: r} },
 	heartbeat: func() proto.Message { return &actionsyncv1.SyncResponse{Heartbeat: &actionsyncv1.Heartbeat{}} },
+	presence:  func(e *actionsyncv1.PresenceEvent) proto.Message { return &actionsyncv1.SyncResponse{Presence: e} },
 }
 
 // writer is the one goroutine that sends on a stream. It drains everything the
@@ -45,6 +49,9 @@ type writer struct {
 	sub    broker.Subscription // nil until a Sync stream's first subscribe
 	events []broker.Event      // reused Poll buffer
 	batch  actionBatch         // reused response
+
+	presence       *presence.Watcher             // nil: the stream has no presence
+	presenceEvents []*actionsyncv1.PresenceEvent // reused Poll buffer
 
 	lastSend  time.Time // when the last batch of actions went out
 	more      bool      // the last Poll filled a batch: more may be queued
@@ -76,6 +83,9 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 		beat, sent = t.C, func() { t.Reset(d) }
 	}
 	for {
+		if err := w.sendPresence(); err != nil {
+			return err
+		}
 		if w.sub != nil {
 			if err := w.waitForBatch(ctx); err != nil {
 				return err
@@ -127,6 +137,7 @@ func (w *writer) run(ctx context.Context, in syncInputs) error {
 		}
 		select {
 		case <-notify:
+		case <-w.presenceNotify():
 		case sub := <-in.newSub:
 			w.sub, in.newSub = sub, nil
 		case r := <-in.results:

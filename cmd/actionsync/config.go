@@ -108,7 +108,7 @@ type setting struct {
 
 // settings lists every serve flag, in usage order.
 // settings are every setting of serve, as the usage lists them.
-var settings = slices.Concat(serverSettings, connSettings, authSettings)
+var settings = slices.Concat(serverSettings, connSettings, authSettings, presenceSettings)
 
 // serverSettings are the settings of the server itself, its storage and its limits.
 var serverSettings = []setting{

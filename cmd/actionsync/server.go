@@ -84,6 +84,9 @@ func listen(ctx context.Context, cfg config, logger *slog.Logger) (*server, erro
 	if cfg.metricsAddr != "" {
 		opts.Metrics = metrics.New(b)
 	}
+	if closeBroker, err = sharePresence(b, &opts, closeBroker); err != nil {
+		return nil, errors.Join(err, closeBroker())
+	}
 	svc, err := service.New(b, opts)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("create service: %w", err), closeBroker())

@@ -9,6 +9,7 @@ package actionsyncv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -322,7 +323,16 @@ type SubscribeRequest struct {
 	// instead, then the actions after its seq, ready, and live actions. Without it (or
 	// without a snapshot) positions are served as before. On Sync, it applies to the
 	// positions of the subscribe request that sets it.
-	Snapshots     bool `protobuf:"varint,4,opt,name=snapshots,proto3" json:"snapshots,omitempty"`
+	Snapshots bool `protobuf:"varint,4,opt,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// presence, if set, makes this subscriber a member of the presence of every channel of
+	// the request, shown to others with presence.info, and streams those channels'
+	// presence: a PresenceEvent with a snapshot of the channel's members first, then joins
+	// and leaves (see PresenceEvent). Requires client_id: the member is the client id, and
+	// several streams of one client id on a channel are one member. When its stream ends,
+	// a member stays present for the server's --presence-grace (5s by default): a client
+	// that subscribes again within it causes no leave and no join. On Sync, it applies to
+	// the positions of the subscribe request that sets it.
+	Presence      *Presence `protobuf:"bytes,5,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,8 +395,272 @@ func (x *SubscribeRequest) GetSnapshots() bool {
 	return false
 }
 
+func (x *SubscribeRequest) GetPresence() *Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// Presence is how a subscriber appears in the presence of its channels.
+type Presence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// info is a small object the application shows with the member, e.g. {"name":
+	// "Alice", "color": "#e91e63", "editing": "task-7"}. The server relays it and never
+	// reads it. Optional; at most 256 bytes in protobuf encoding by default (the server's
+	// --max-presence-info-bytes; the same measure for JSON and binary clients), finite
+	// numbers, nesting at most 100.
+	Info          *structpb.Struct `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Presence) GetInfo() *structpb.Struct {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// PresenceMember is one member of a channel's presence.
+type PresenceMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client_id is the member's client id: it identifies the member (one per device).
+	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// subject is who the member is when authentication is on: its token's sub (a user
+	// with several devices is several members with one subject). Empty without
+	// authentication.
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// info is the member's Presence.info, as it subscribed with it.
+	Info          *structpb.Struct `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceMember) Reset() {
+	*x = PresenceMember{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceMember) ProtoMessage() {}
+
+func (x *PresenceMember) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceMember.ProtoReflect.Descriptor instead.
+func (*PresenceMember) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PresenceMember) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *PresenceMember) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *PresenceMember) GetInfo() *structpb.Struct {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// PresenceEvent is a change in a channel's presence, on the stream of a subscriber that
+// asked for presence. Exactly one of snapshot, join and leave is set, or none of them
+// when only the count changed (a member that is not listed joined or left). Presence
+// events are ephemeral: they have no seq, are not in history, and are not replayed on
+// resume (a new stream starts with a new snapshot). Per channel they come in the order
+// the server applied them, and a member's join always precedes its leave; they are not
+// ordered with the channel's actions.
+type PresenceEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel whose presence changed.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// snapshot replaces the client's presence state of the channel: it comes first for
+	// each channel, and again (for every channel of the stream) if the stream fell so far
+	// behind that presence events were dropped for it.
+	Snapshot *PresenceSnapshot `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// join says a member is present, with its info: add it, or replace it if the client
+	// already has it (its info changed). A member listed in place of one that left also
+	// comes as a join.
+	Join *PresenceMember `protobuf:"bytes,3,opt,name=join,proto3" json:"join,omitempty"`
+	// leave says a member is gone (its streams ended more than the grace period ago, or
+	// its node stopped being heard from): remove it.
+	Leave *PresenceMember `protobuf:"bytes,4,opt,name=leave,proto3" json:"leave,omitempty"`
+	// count is how many members the channel has after this event, listed or not.
+	Count         uint32 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceEvent) Reset() {
+	*x = PresenceEvent{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceEvent) ProtoMessage() {}
+
+func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
+func (*PresenceEvent) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PresenceEvent) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *PresenceEvent) GetSnapshot() *PresenceSnapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *PresenceEvent) GetJoin() *PresenceMember {
+	if x != nil {
+		return x.Join
+	}
+	return nil
+}
+
+func (x *PresenceEvent) GetLeave() *PresenceMember {
+	if x != nil {
+		return x.Leave
+	}
+	return nil
+}
+
+func (x *PresenceEvent) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// PresenceSnapshot is a channel's presence as a whole.
+type PresenceSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// members are the listed members of the channel: at most the server's
+	// --max-presence-members (100 by default), those that joined first. count (in the
+	// event) covers all of them.
+	Members       []*PresenceMember `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSnapshot) Reset() {
+	*x = PresenceSnapshot{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSnapshot) ProtoMessage() {}
+
+func (x *PresenceSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSnapshot.ProtoReflect.Descriptor instead.
+func (*PresenceSnapshot) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PresenceSnapshot) GetMembers() []*PresenceMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 // SubscribeResponse is one message of a subscription stream. Exactly one of actions
-// (non-empty), reset, ready, heartbeat and snapshot is set.
+// (non-empty), reset, ready, heartbeat, snapshot and presence is set.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// actions is a batch of actions, in seq order per channel. Batches hold up to 1,024
@@ -404,14 +678,16 @@ type SubscribeResponse struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
 	// snapshot replaces the client's state for its channel (sent only when the request
 	// asked for snapshots): the stream continues with the actions after snapshot.seq.
-	Snapshot      *Snapshot `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Snapshot *Snapshot `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// presence is a change in the presence of a channel the request asked presence for.
+	Presence      *PresenceEvent `protobuf:"bytes,6,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[5]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +699,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[5]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +712,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubscribeResponse) GetActions() []*Action {
@@ -474,6 +750,13 @@ func (x *SubscribeResponse) GetSnapshot() *Snapshot {
 	return nil
 }
 
+func (x *SubscribeResponse) GetPresence() *PresenceEvent {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
 // Reset signals that a channel could not be resumed at the requested position.
 type Reset struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -490,7 +773,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[6]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +785,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[6]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +798,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Reset) GetChannel() string {
@@ -554,7 +837,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[7]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +849,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[7]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +862,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ready) GetChannel() string {
@@ -612,7 +895,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[8]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +907,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[8]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +920,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 // SyncRequest is one message from a Sync client. Exactly one field is set.
@@ -654,7 +937,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[9]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +949,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[9]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +962,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SyncRequest) GetRequest() isSyncRequest_Request {
@@ -744,14 +1027,16 @@ type SyncResponse struct {
 	// stream goes on.
 	DispatchError *DispatchError `protobuf:"bytes,6,opt,name=dispatch_error,json=dispatchError,proto3" json:"dispatch_error,omitempty"`
 	// snapshot is as in SubscribeResponse.snapshot.
-	Snapshot      *Snapshot `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Snapshot *Snapshot `protobuf:"bytes,7,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// presence is as in SubscribeResponse.presence.
+	Presence      *PresenceEvent `protobuf:"bytes,8,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[10]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +1048,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[10]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +1061,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SyncResponse) GetActions() []*Action {
@@ -828,6 +1113,13 @@ func (x *SyncResponse) GetSnapshot() *Snapshot {
 	return nil
 }
 
+func (x *SyncResponse) GetPresence() *PresenceEvent {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
 // DispatchError says why a dispatch on a Sync stream was refused.
 type DispatchError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -841,7 +1133,7 @@ type DispatchError struct {
 
 func (x *DispatchError) Reset() {
 	*x = DispatchError{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[11]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1145,7 @@ func (x *DispatchError) String() string {
 func (*DispatchError) ProtoMessage() {}
 
 func (x *DispatchError) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[11]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1158,7 @@ func (x *DispatchError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchError.ProtoReflect.Descriptor instead.
 func (*DispatchError) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DispatchError) GetCode() string {
@@ -900,7 +1192,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[12]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1204,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[12]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1217,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryRequest) GetChannel() string {
@@ -963,7 +1255,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[13]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1267,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[13]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1280,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryResponse) GetActions() []*Action {
@@ -1033,7 +1325,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[14]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1337,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[14]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1350,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{14}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Snapshot) GetChannel() string {
@@ -1138,7 +1430,7 @@ type PutSnapshotRequest struct {
 
 func (x *PutSnapshotRequest) Reset() {
 	*x = PutSnapshotRequest{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[15]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1442,7 @@ func (x *PutSnapshotRequest) String() string {
 func (*PutSnapshotRequest) ProtoMessage() {}
 
 func (x *PutSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[15]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1455,7 @@ func (x *PutSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*PutSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{15}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PutSnapshotRequest) GetChannel() string {
@@ -1220,7 +1512,7 @@ type PutSnapshotResponse struct {
 
 func (x *PutSnapshotResponse) Reset() {
 	*x = PutSnapshotResponse{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[16]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1524,7 @@ func (x *PutSnapshotResponse) String() string {
 func (*PutSnapshotResponse) ProtoMessage() {}
 
 func (x *PutSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[16]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1537,7 @@ func (x *PutSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*PutSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{16}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutSnapshotResponse) GetSnapshot() *Snapshot {
@@ -1266,7 +1558,7 @@ type GetSnapshotRequest struct {
 
 func (x *GetSnapshotRequest) Reset() {
 	*x = GetSnapshotRequest{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[17]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1570,7 @@ func (x *GetSnapshotRequest) String() string {
 func (*GetSnapshotRequest) ProtoMessage() {}
 
 func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[17]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1583,7 @@ func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{17}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetSnapshotRequest) GetChannel() string {
@@ -1312,7 +1604,7 @@ type GetSnapshotResponse struct {
 
 func (x *GetSnapshotResponse) Reset() {
 	*x = GetSnapshotResponse{}
-	mi := &file_actionsync_v1_sync_proto_msgTypes[18]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1616,7 @@ func (x *GetSnapshotResponse) String() string {
 func (*GetSnapshotResponse) ProtoMessage() {}
 
 func (x *GetSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actionsync_v1_sync_proto_msgTypes[18]
+	mi := &file_actionsync_v1_sync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1629,7 @@ func (x *GetSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*GetSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{18}
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSnapshotResponse) GetSnapshot() *Snapshot {
@@ -1347,11 +1639,113 @@ func (x *GetSnapshotResponse) GetSnapshot() *Snapshot {
 	return nil
 }
 
+// GetPresenceRequest asks who is on a channel.
+type GetPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel to read. Required; 1..128 characters of [A-Za-z0-9_.:-] by default.
+	Channel       string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceRequest) Reset() {
+	*x = GetPresenceRequest{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceRequest) ProtoMessage() {}
+
+func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
+func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetPresenceRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+// GetPresenceResponse is a channel's presence.
+type GetPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// members are the listed members: at most the server's --max-presence-members (100 by
+	// default), those that joined first.
+	Members []*PresenceMember `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// count is how many members the channel has, listed or not.
+	Count         uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPresenceResponse) Reset() {
+	*x = GetPresenceResponse{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPresenceResponse) ProtoMessage() {}
+
+func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
+func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetPresenceResponse) GetMembers() []*PresenceMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *GetPresenceResponse) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_actionsync_v1_sync_proto protoreflect.FileDescriptor
 
 const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x18actionsync/v1/sync.proto\x12\ractionsync.v1\x1a\x1aactionsync/v1/action.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
+	"\x18actionsync/v1/sync.proto\x12\ractionsync.v1\x1a\x1aactionsync/v1/action.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
 	"\x0fDispatchRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12/\n" +
 	"\aactions\x18\x02 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12\x1b\n" +
@@ -1369,19 +1763,35 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x12\n" +
 	"\x04live\x18\x03 \x01(\bR\x04live\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\xa5\x01\n" +
+	"\x05epoch\x18\x04 \x01(\tR\x05epoch\"\xda\x01\n" +
 	"\x10SubscribeRequest\x125\n" +
 	"\tpositions\x18\x01 \x03(\v2\x17.actionsync.v1.PositionR\tpositions\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1f\n" +
 	"\vexclude_own\x18\x03 \x01(\bR\n" +
 	"excludeOwn\x12\x1c\n" +
-	"\tsnapshots\x18\x04 \x01(\bR\tsnapshots\"\x89\x02\n" +
+	"\tsnapshots\x18\x04 \x01(\bR\tsnapshots\x123\n" +
+	"\bpresence\x18\x05 \x01(\v2\x17.actionsync.v1.PresenceR\bpresence\"7\n" +
+	"\bPresence\x12+\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x04info\"t\n" +
+	"\x0ePresenceMember\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12+\n" +
+	"\x04info\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x04info\"\xe4\x01\n" +
+	"\rPresenceEvent\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12;\n" +
+	"\bsnapshot\x18\x02 \x01(\v2\x1f.actionsync.v1.PresenceSnapshotR\bsnapshot\x121\n" +
+	"\x04join\x18\x03 \x01(\v2\x1d.actionsync.v1.PresenceMemberR\x04join\x123\n" +
+	"\x05leave\x18\x04 \x01(\v2\x1d.actionsync.v1.PresenceMemberR\x05leave\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\rR\x05count\"K\n" +
+	"\x10PresenceSnapshot\x127\n" +
+	"\amembers\x18\x01 \x03(\v2\x1d.actionsync.v1.PresenceMemberR\amembers\"\xc3\x02\n" +
 	"\x11SubscribeResponse\x12/\n" +
 	"\aactions\x18\x01 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12*\n" +
 	"\x05reset\x18\x02 \x01(\v2\x14.actionsync.v1.ResetR\x05reset\x12*\n" +
 	"\x05ready\x18\x03 \x01(\v2\x14.actionsync.v1.ReadyR\x05ready\x126\n" +
 	"\theartbeat\x18\x04 \x01(\v2\x18.actionsync.v1.HeartbeatR\theartbeat\x123\n" +
-	"\bsnapshot\x18\x05 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\"R\n" +
+	"\bsnapshot\x18\x05 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\x128\n" +
+	"\bpresence\x18\x06 \x01(\v2\x1c.actionsync.v1.PresenceEventR\bpresence\"R\n" +
 	"\x05Reset\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x14\n" +
@@ -1394,7 +1804,7 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\vSyncRequest\x12?\n" +
 	"\tsubscribe\x18\x01 \x01(\v2\x1f.actionsync.v1.SubscribeRequestH\x00R\tsubscribe\x12<\n" +
 	"\bdispatch\x18\x02 \x01(\v2\x1e.actionsync.v1.DispatchRequestH\x00R\bdispatchB\t\n" +
-	"\arequest\"\x8a\x03\n" +
+	"\arequest\"\xc4\x03\n" +
 	"\fSyncResponse\x12/\n" +
 	"\aactions\x18\x01 \x03(\v2\x15.actionsync.v1.ActionR\aactions\x12*\n" +
 	"\x05reset\x18\x02 \x01(\v2\x14.actionsync.v1.ResetR\x05reset\x12*\n" +
@@ -1404,7 +1814,8 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"dispatched\x18\x05 \x01(\v2\x1f.actionsync.v1.DispatchResponseR\n" +
 	"dispatched\x12C\n" +
 	"\x0edispatch_error\x18\x06 \x01(\v2\x1c.actionsync.v1.DispatchErrorR\rdispatchError\x123\n" +
-	"\bsnapshot\x18\a \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\"=\n" +
+	"\bsnapshot\x18\a \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\x128\n" +
+	"\bpresence\x18\b \x01(\v2\x1c.actionsync.v1.PresenceEventR\bpresence\"=\n" +
 	"\rDispatchError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"]\n" +
@@ -1435,14 +1846,20 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\"J\n" +
 	"\x13GetSnapshotResponse\x123\n" +
-	"\bsnapshot\x18\x01 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot2\xf3\x03\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x17.actionsync.v1.SnapshotR\bsnapshot\".\n" +
+	"\x12GetPresenceRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\"d\n" +
+	"\x13GetPresenceResponse\x127\n" +
+	"\amembers\x18\x01 \x03(\v2\x1d.actionsync.v1.PresenceMemberR\amembers\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count2\xcb\x04\n" +
 	"\vSyncService\x12M\n" +
 	"\bDispatch\x12\x1e.actionsync.v1.DispatchRequest\x1a\x1f.actionsync.v1.DispatchResponse\"\x00\x12R\n" +
 	"\tSubscribe\x12\x1f.actionsync.v1.SubscribeRequest\x1a .actionsync.v1.SubscribeResponse\"\x000\x01\x12E\n" +
 	"\x04Sync\x12\x1a.actionsync.v1.SyncRequest\x1a\x1b.actionsync.v1.SyncResponse\"\x00(\x010\x01\x12J\n" +
 	"\aHistory\x12\x1d.actionsync.v1.HistoryRequest\x1a\x1e.actionsync.v1.HistoryResponse\"\x00\x12V\n" +
 	"\vPutSnapshot\x12!.actionsync.v1.PutSnapshotRequest\x1a\".actionsync.v1.PutSnapshotResponse\"\x00\x12V\n" +
-	"\vGetSnapshot\x12!.actionsync.v1.GetSnapshotRequest\x1a\".actionsync.v1.GetSnapshotResponse\"\x00B\xb4\x01\n" +
+	"\vGetSnapshot\x12!.actionsync.v1.GetSnapshotRequest\x1a\".actionsync.v1.GetSnapshotResponse\"\x00\x12V\n" +
+	"\vGetPresence\x12!.actionsync.v1.GetPresenceRequest\x1a\".actionsync.v1.GetPresenceResponse\"\x00B\xb4\x01\n" +
 	"\x11com.actionsync.v1B\tSyncProtoP\x01Z?github.com/actionsync/actionsync/gen/actionsync/v1;actionsyncv1\xa2\x02\x03AXX\xaa\x02\rActionsync.V1\xca\x02\rActionsync\\V1\xe2\x02\x19Actionsync\\V1\\GPBMetadata\xea\x02\x0eActionsync::V1b\x06proto3"
 
 var (
@@ -1457,69 +1874,88 @@ func file_actionsync_v1_sync_proto_rawDescGZIP() []byte {
 	return file_actionsync_v1_sync_proto_rawDescData
 }
 
-var file_actionsync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_actionsync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_actionsync_v1_sync_proto_goTypes = []any{
 	(*DispatchRequest)(nil),       // 0: actionsync.v1.DispatchRequest
 	(*DispatchResponse)(nil),      // 1: actionsync.v1.DispatchResponse
 	(*Ack)(nil),                   // 2: actionsync.v1.Ack
 	(*Position)(nil),              // 3: actionsync.v1.Position
 	(*SubscribeRequest)(nil),      // 4: actionsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),     // 5: actionsync.v1.SubscribeResponse
-	(*Reset)(nil),                 // 6: actionsync.v1.Reset
-	(*Ready)(nil),                 // 7: actionsync.v1.Ready
-	(*Heartbeat)(nil),             // 8: actionsync.v1.Heartbeat
-	(*SyncRequest)(nil),           // 9: actionsync.v1.SyncRequest
-	(*SyncResponse)(nil),          // 10: actionsync.v1.SyncResponse
-	(*DispatchError)(nil),         // 11: actionsync.v1.DispatchError
-	(*HistoryRequest)(nil),        // 12: actionsync.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 13: actionsync.v1.HistoryResponse
-	(*Snapshot)(nil),              // 14: actionsync.v1.Snapshot
-	(*PutSnapshotRequest)(nil),    // 15: actionsync.v1.PutSnapshotRequest
-	(*PutSnapshotResponse)(nil),   // 16: actionsync.v1.PutSnapshotResponse
-	(*GetSnapshotRequest)(nil),    // 17: actionsync.v1.GetSnapshotRequest
-	(*GetSnapshotResponse)(nil),   // 18: actionsync.v1.GetSnapshotResponse
-	(*Action)(nil),                // 19: actionsync.v1.Action
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*Presence)(nil),              // 5: actionsync.v1.Presence
+	(*PresenceMember)(nil),        // 6: actionsync.v1.PresenceMember
+	(*PresenceEvent)(nil),         // 7: actionsync.v1.PresenceEvent
+	(*PresenceSnapshot)(nil),      // 8: actionsync.v1.PresenceSnapshot
+	(*SubscribeResponse)(nil),     // 9: actionsync.v1.SubscribeResponse
+	(*Reset)(nil),                 // 10: actionsync.v1.Reset
+	(*Ready)(nil),                 // 11: actionsync.v1.Ready
+	(*Heartbeat)(nil),             // 12: actionsync.v1.Heartbeat
+	(*SyncRequest)(nil),           // 13: actionsync.v1.SyncRequest
+	(*SyncResponse)(nil),          // 14: actionsync.v1.SyncResponse
+	(*DispatchError)(nil),         // 15: actionsync.v1.DispatchError
+	(*HistoryRequest)(nil),        // 16: actionsync.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 17: actionsync.v1.HistoryResponse
+	(*Snapshot)(nil),              // 18: actionsync.v1.Snapshot
+	(*PutSnapshotRequest)(nil),    // 19: actionsync.v1.PutSnapshotRequest
+	(*PutSnapshotResponse)(nil),   // 20: actionsync.v1.PutSnapshotResponse
+	(*GetSnapshotRequest)(nil),    // 21: actionsync.v1.GetSnapshotRequest
+	(*GetSnapshotResponse)(nil),   // 22: actionsync.v1.GetSnapshotResponse
+	(*GetPresenceRequest)(nil),    // 23: actionsync.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),   // 24: actionsync.v1.GetPresenceResponse
+	(*Action)(nil),                // 25: actionsync.v1.Action
+	(*structpb.Struct)(nil),       // 26: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_actionsync_v1_sync_proto_depIdxs = []int32{
-	19, // 0: actionsync.v1.DispatchRequest.actions:type_name -> actionsync.v1.Action
+	25, // 0: actionsync.v1.DispatchRequest.actions:type_name -> actionsync.v1.Action
 	2,  // 1: actionsync.v1.DispatchResponse.acks:type_name -> actionsync.v1.Ack
 	3,  // 2: actionsync.v1.SubscribeRequest.positions:type_name -> actionsync.v1.Position
-	19, // 3: actionsync.v1.SubscribeResponse.actions:type_name -> actionsync.v1.Action
-	6,  // 4: actionsync.v1.SubscribeResponse.reset:type_name -> actionsync.v1.Reset
-	7,  // 5: actionsync.v1.SubscribeResponse.ready:type_name -> actionsync.v1.Ready
-	8,  // 6: actionsync.v1.SubscribeResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
-	14, // 7: actionsync.v1.SubscribeResponse.snapshot:type_name -> actionsync.v1.Snapshot
-	4,  // 8: actionsync.v1.SyncRequest.subscribe:type_name -> actionsync.v1.SubscribeRequest
-	0,  // 9: actionsync.v1.SyncRequest.dispatch:type_name -> actionsync.v1.DispatchRequest
-	19, // 10: actionsync.v1.SyncResponse.actions:type_name -> actionsync.v1.Action
-	6,  // 11: actionsync.v1.SyncResponse.reset:type_name -> actionsync.v1.Reset
-	7,  // 12: actionsync.v1.SyncResponse.ready:type_name -> actionsync.v1.Ready
-	8,  // 13: actionsync.v1.SyncResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
-	1,  // 14: actionsync.v1.SyncResponse.dispatched:type_name -> actionsync.v1.DispatchResponse
-	11, // 15: actionsync.v1.SyncResponse.dispatch_error:type_name -> actionsync.v1.DispatchError
-	14, // 16: actionsync.v1.SyncResponse.snapshot:type_name -> actionsync.v1.Snapshot
-	19, // 17: actionsync.v1.HistoryResponse.actions:type_name -> actionsync.v1.Action
-	20, // 18: actionsync.v1.Snapshot.time:type_name -> google.protobuf.Timestamp
-	14, // 19: actionsync.v1.PutSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
-	14, // 20: actionsync.v1.GetSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
-	0,  // 21: actionsync.v1.SyncService.Dispatch:input_type -> actionsync.v1.DispatchRequest
-	4,  // 22: actionsync.v1.SyncService.Subscribe:input_type -> actionsync.v1.SubscribeRequest
-	9,  // 23: actionsync.v1.SyncService.Sync:input_type -> actionsync.v1.SyncRequest
-	12, // 24: actionsync.v1.SyncService.History:input_type -> actionsync.v1.HistoryRequest
-	15, // 25: actionsync.v1.SyncService.PutSnapshot:input_type -> actionsync.v1.PutSnapshotRequest
-	17, // 26: actionsync.v1.SyncService.GetSnapshot:input_type -> actionsync.v1.GetSnapshotRequest
-	1,  // 27: actionsync.v1.SyncService.Dispatch:output_type -> actionsync.v1.DispatchResponse
-	5,  // 28: actionsync.v1.SyncService.Subscribe:output_type -> actionsync.v1.SubscribeResponse
-	10, // 29: actionsync.v1.SyncService.Sync:output_type -> actionsync.v1.SyncResponse
-	13, // 30: actionsync.v1.SyncService.History:output_type -> actionsync.v1.HistoryResponse
-	16, // 31: actionsync.v1.SyncService.PutSnapshot:output_type -> actionsync.v1.PutSnapshotResponse
-	18, // 32: actionsync.v1.SyncService.GetSnapshot:output_type -> actionsync.v1.GetSnapshotResponse
-	27, // [27:33] is the sub-list for method output_type
-	21, // [21:27] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	5,  // 3: actionsync.v1.SubscribeRequest.presence:type_name -> actionsync.v1.Presence
+	26, // 4: actionsync.v1.Presence.info:type_name -> google.protobuf.Struct
+	26, // 5: actionsync.v1.PresenceMember.info:type_name -> google.protobuf.Struct
+	8,  // 6: actionsync.v1.PresenceEvent.snapshot:type_name -> actionsync.v1.PresenceSnapshot
+	6,  // 7: actionsync.v1.PresenceEvent.join:type_name -> actionsync.v1.PresenceMember
+	6,  // 8: actionsync.v1.PresenceEvent.leave:type_name -> actionsync.v1.PresenceMember
+	6,  // 9: actionsync.v1.PresenceSnapshot.members:type_name -> actionsync.v1.PresenceMember
+	25, // 10: actionsync.v1.SubscribeResponse.actions:type_name -> actionsync.v1.Action
+	10, // 11: actionsync.v1.SubscribeResponse.reset:type_name -> actionsync.v1.Reset
+	11, // 12: actionsync.v1.SubscribeResponse.ready:type_name -> actionsync.v1.Ready
+	12, // 13: actionsync.v1.SubscribeResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
+	18, // 14: actionsync.v1.SubscribeResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	7,  // 15: actionsync.v1.SubscribeResponse.presence:type_name -> actionsync.v1.PresenceEvent
+	4,  // 16: actionsync.v1.SyncRequest.subscribe:type_name -> actionsync.v1.SubscribeRequest
+	0,  // 17: actionsync.v1.SyncRequest.dispatch:type_name -> actionsync.v1.DispatchRequest
+	25, // 18: actionsync.v1.SyncResponse.actions:type_name -> actionsync.v1.Action
+	10, // 19: actionsync.v1.SyncResponse.reset:type_name -> actionsync.v1.Reset
+	11, // 20: actionsync.v1.SyncResponse.ready:type_name -> actionsync.v1.Ready
+	12, // 21: actionsync.v1.SyncResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
+	1,  // 22: actionsync.v1.SyncResponse.dispatched:type_name -> actionsync.v1.DispatchResponse
+	15, // 23: actionsync.v1.SyncResponse.dispatch_error:type_name -> actionsync.v1.DispatchError
+	18, // 24: actionsync.v1.SyncResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	7,  // 25: actionsync.v1.SyncResponse.presence:type_name -> actionsync.v1.PresenceEvent
+	25, // 26: actionsync.v1.HistoryResponse.actions:type_name -> actionsync.v1.Action
+	27, // 27: actionsync.v1.Snapshot.time:type_name -> google.protobuf.Timestamp
+	18, // 28: actionsync.v1.PutSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	18, // 29: actionsync.v1.GetSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
+	6,  // 30: actionsync.v1.GetPresenceResponse.members:type_name -> actionsync.v1.PresenceMember
+	0,  // 31: actionsync.v1.SyncService.Dispatch:input_type -> actionsync.v1.DispatchRequest
+	4,  // 32: actionsync.v1.SyncService.Subscribe:input_type -> actionsync.v1.SubscribeRequest
+	13, // 33: actionsync.v1.SyncService.Sync:input_type -> actionsync.v1.SyncRequest
+	16, // 34: actionsync.v1.SyncService.History:input_type -> actionsync.v1.HistoryRequest
+	19, // 35: actionsync.v1.SyncService.PutSnapshot:input_type -> actionsync.v1.PutSnapshotRequest
+	21, // 36: actionsync.v1.SyncService.GetSnapshot:input_type -> actionsync.v1.GetSnapshotRequest
+	23, // 37: actionsync.v1.SyncService.GetPresence:input_type -> actionsync.v1.GetPresenceRequest
+	1,  // 38: actionsync.v1.SyncService.Dispatch:output_type -> actionsync.v1.DispatchResponse
+	9,  // 39: actionsync.v1.SyncService.Subscribe:output_type -> actionsync.v1.SubscribeResponse
+	14, // 40: actionsync.v1.SyncService.Sync:output_type -> actionsync.v1.SyncResponse
+	17, // 41: actionsync.v1.SyncService.History:output_type -> actionsync.v1.HistoryResponse
+	20, // 42: actionsync.v1.SyncService.PutSnapshot:output_type -> actionsync.v1.PutSnapshotResponse
+	22, // 43: actionsync.v1.SyncService.GetSnapshot:output_type -> actionsync.v1.GetSnapshotResponse
+	24, // 44: actionsync.v1.SyncService.GetPresence:output_type -> actionsync.v1.GetPresenceResponse
+	38, // [38:45] is the sub-list for method output_type
+	31, // [31:38] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_actionsync_v1_sync_proto_init() }
@@ -1528,7 +1964,7 @@ func file_actionsync_v1_sync_proto_init() {
 		return
 	}
 	file_actionsync_v1_action_proto_init()
-	file_actionsync_v1_sync_proto_msgTypes[9].OneofWrappers = []any{
+	file_actionsync_v1_sync_proto_msgTypes[13].OneofWrappers = []any{
 		(*SyncRequest_Subscribe)(nil),
 		(*SyncRequest_Dispatch)(nil),
 	}
@@ -1538,7 +1974,7 @@ func file_actionsync_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actionsync_v1_sync_proto_rawDesc), len(file_actionsync_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

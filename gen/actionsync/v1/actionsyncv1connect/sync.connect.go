@@ -45,6 +45,8 @@ const (
 	SyncServicePutSnapshotProcedure = "/actionsync.v1.SyncService/PutSnapshot"
 	// SyncServiceGetSnapshotProcedure is the fully-qualified name of the SyncService's GetSnapshot RPC.
 	SyncServiceGetSnapshotProcedure = "/actionsync.v1.SyncService/GetSnapshot"
+	// SyncServiceGetPresenceProcedure is the fully-qualified name of the SyncService's GetPresence RPC.
+	SyncServiceGetPresenceProcedure = "/actionsync.v1.SyncService/GetPresence"
 )
 
 // SyncServiceClient is a client for the actionsync.v1.SyncService service.
@@ -71,6 +73,10 @@ type SyncServiceClient interface {
 	PutSnapshot(context.Context, *connect.Request[v1.PutSnapshotRequest]) (*connect.Response[v1.PutSnapshotResponse], error)
 	// GetSnapshot returns a channel's snapshot. NOT_FOUND if the channel holds none.
 	GetSnapshot(context.Context, *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error)
+	// GetPresence returns who is on a channel now: its members (at most the server's
+	// --max-presence-members, 100 by default, in the order they joined) and how many there
+	// are in all. It needs the subscribe right on the channel when authentication is on.
+	GetPresence(context.Context, *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error)
 }
 
 // NewSyncServiceClient constructs a client for the actionsync.v1.SyncService service. By default,
@@ -120,6 +126,12 @@ func NewSyncServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(syncServiceMethods.ByName("GetSnapshot")),
 			connect.WithClientOptions(opts...),
 		),
+		getPresence: connect.NewClient[v1.GetPresenceRequest, v1.GetPresenceResponse](
+			httpClient,
+			baseURL+SyncServiceGetPresenceProcedure,
+			connect.WithSchema(syncServiceMethods.ByName("GetPresence")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -131,6 +143,7 @@ type syncServiceClient struct {
 	history     *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
 	putSnapshot *connect.Client[v1.PutSnapshotRequest, v1.PutSnapshotResponse]
 	getSnapshot *connect.Client[v1.GetSnapshotRequest, v1.GetSnapshotResponse]
+	getPresence *connect.Client[v1.GetPresenceRequest, v1.GetPresenceResponse]
 }
 
 // Dispatch calls actionsync.v1.SyncService.Dispatch.
@@ -163,6 +176,11 @@ func (c *syncServiceClient) GetSnapshot(ctx context.Context, req *connect.Reques
 	return c.getSnapshot.CallUnary(ctx, req)
 }
 
+// GetPresence calls actionsync.v1.SyncService.GetPresence.
+func (c *syncServiceClient) GetPresence(ctx context.Context, req *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error) {
+	return c.getPresence.CallUnary(ctx, req)
+}
+
 // SyncServiceHandler is an implementation of the actionsync.v1.SyncService service.
 type SyncServiceHandler interface {
 	// Dispatch publishes a batch of actions to one channel. The batch is all or nothing:
@@ -187,6 +205,10 @@ type SyncServiceHandler interface {
 	PutSnapshot(context.Context, *connect.Request[v1.PutSnapshotRequest]) (*connect.Response[v1.PutSnapshotResponse], error)
 	// GetSnapshot returns a channel's snapshot. NOT_FOUND if the channel holds none.
 	GetSnapshot(context.Context, *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error)
+	// GetPresence returns who is on a channel now: its members (at most the server's
+	// --max-presence-members, 100 by default, in the order they joined) and how many there
+	// are in all. It needs the subscribe right on the channel when authentication is on.
+	GetPresence(context.Context, *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error)
 }
 
 // NewSyncServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -232,6 +254,12 @@ func NewSyncServiceHandler(svc SyncServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(syncServiceMethods.ByName("GetSnapshot")),
 		connect.WithHandlerOptions(opts...),
 	)
+	syncServiceGetPresenceHandler := connect.NewUnaryHandler(
+		SyncServiceGetPresenceProcedure,
+		svc.GetPresence,
+		connect.WithSchema(syncServiceMethods.ByName("GetPresence")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/actionsync.v1.SyncService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SyncServiceDispatchProcedure:
@@ -246,6 +274,8 @@ func NewSyncServiceHandler(svc SyncServiceHandler, opts ...connect.HandlerOption
 			syncServicePutSnapshotHandler.ServeHTTP(w, r)
 		case SyncServiceGetSnapshotProcedure:
 			syncServiceGetSnapshotHandler.ServeHTTP(w, r)
+		case SyncServiceGetPresenceProcedure:
+			syncServiceGetPresenceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -277,4 +307,8 @@ func (UnimplementedSyncServiceHandler) PutSnapshot(context.Context, *connect.Req
 
 func (UnimplementedSyncServiceHandler) GetSnapshot(context.Context, *connect.Request[v1.GetSnapshotRequest]) (*connect.Response[v1.GetSnapshotResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.GetSnapshot is not implemented"))
+}
+
+func (UnimplementedSyncServiceHandler) GetPresence(context.Context, *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.GetPresence is not implemented"))
 }

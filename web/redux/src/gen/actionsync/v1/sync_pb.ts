@@ -7,14 +7,14 @@ import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2
 import type { Action } from "./action_pb.js";
 import { file_actionsync_v1_action } from "./action_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file actionsync/v1/sync.proto.
  */
 export const file_actionsync_v1_sync: GenFile = /*@__PURE__*/
-  fileDesc("ChhhY3Rpb25zeW5jL3YxL3N5bmMucHJvdG8SDWFjdGlvbnN5bmMudjEiiQEKD0Rpc3BhdGNoUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEiYKB2FjdGlvbnMYAiADKAsyFS5hY3Rpb25zeW5jLnYxLkFjdGlvbhIRCgljbGllbnRfaWQYAyABKAkSFgoOc2VudF9hZnRlcl9zZXEYBCABKAQSEgoKc2VudF9lcG9jaBgFIAEoCSI0ChBEaXNwYXRjaFJlc3BvbnNlEiAKBGFja3MYASADKAsyEi5hY3Rpb25zeW5jLnYxLkFjayIxCgNBY2sSCgoCaWQYASABKAkSCwoDc2VxGAIgASgEEhEKCWR1cGxpY2F0ZRgDIAEoCCJLCghQb3NpdGlvbhIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIMCgRsaXZlGAMgASgIEg0KBWVwb2NoGAQgASgJInkKEFN1YnNjcmliZVJlcXVlc3QSKgoJcG9zaXRpb25zGAEgAygLMhcuYWN0aW9uc3luYy52MS5Qb3NpdGlvbhIRCgljbGllbnRfaWQYAiABKAkSEwoLZXhjbHVkZV9vd24YAyABKAgSEQoJc25hcHNob3RzGAQgASgIIt0BChFTdWJzY3JpYmVSZXNwb25zZRImCgdhY3Rpb25zGAEgAygLMhUuYWN0aW9uc3luYy52MS5BY3Rpb24SIwoFcmVzZXQYAiABKAsyFC5hY3Rpb25zeW5jLnYxLlJlc2V0EiMKBXJlYWR5GAMgASgLMhQuYWN0aW9uc3luYy52MS5SZWFkeRIrCgloZWFydGJlYXQYBCABKAsyGC5hY3Rpb25zeW5jLnYxLkhlYXJ0YmVhdBIpCghzbmFwc2hvdBgFIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3QiOQoFUmVzZXQSDwoHY2hhbm5lbBgBIAEoCRIQCghoZWFkX3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSI5CgVSZWFkeRIPCgdjaGFubmVsGAEgASgJEhAKCGhlYWRfc2VxGAIgASgEEg0KBWVwb2NoGAMgASgJIgsKCUhlYXJ0YmVhdCKCAQoLU3luY1JlcXVlc3QSNAoJc3Vic2NyaWJlGAEgASgLMh8uYWN0aW9uc3luYy52MS5TdWJzY3JpYmVSZXF1ZXN0SAASMgoIZGlzcGF0Y2gYAiABKAsyHi5hY3Rpb25zeW5jLnYxLkRpc3BhdGNoUmVxdWVzdEgAQgkKB3JlcXVlc3QiwwIKDFN5bmNSZXNwb25zZRImCgdhY3Rpb25zGAEgAygLMhUuYWN0aW9uc3luYy52MS5BY3Rpb24SIwoFcmVzZXQYAiABKAsyFC5hY3Rpb25zeW5jLnYxLlJlc2V0EiMKBXJlYWR5GAMgASgLMhQuYWN0aW9uc3luYy52MS5SZWFkeRIrCgloZWFydGJlYXQYBCABKAsyGC5hY3Rpb25zeW5jLnYxLkhlYXJ0YmVhdBIzCgpkaXNwYXRjaGVkGAUgASgLMh8uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlc3BvbnNlEjQKDmRpc3BhdGNoX2Vycm9yGAYgASgLMhwuYWN0aW9uc3luYy52MS5EaXNwYXRjaEVycm9yEikKCHNuYXBzaG90GAcgASgLMhcuYWN0aW9uc3luYy52MS5TbmFwc2hvdCIuCg1EaXNwYXRjaEVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSJDCg5IaXN0b3J5UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDSJLCg9IaXN0b3J5UmVzcG9uc2USJgoHYWN0aW9ucxgBIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEhAKCGhlYWRfc2VxGAIgASgEIpQBCghTbmFwc2hvdBIPCgdjaGFubmVsGAEgASgJEgsKA3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEg0KBXN0YXRlGAUgASgMEhEKCWNsaWVudF9pZBgGIAEoCRIoCgR0aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ0ChJQdXRTbmFwc2hvdFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZXBvY2gYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRINCgVzdGF0ZRgFIAEoDBIRCgljbGllbnRfaWQYBiABKAkiQAoTUHV0U25hcHNob3RSZXNwb25zZRIpCghzbmFwc2hvdBgBIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3QiJQoSR2V0U25hcHNob3RSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkiQAoTR2V0U25hcHNob3RSZXNwb25zZRIpCghzbmFwc2hvdBgBIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3Qy8wMKC1N5bmNTZXJ2aWNlEk0KCERpc3BhdGNoEh4uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlcXVlc3QaHy5hY3Rpb25zeW5jLnYxLkRpc3BhdGNoUmVzcG9uc2UiABJSCglTdWJzY3JpYmUSHy5hY3Rpb25zeW5jLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5hY3Rpb25zeW5jLnYxLlN1YnNjcmliZVJlc3BvbnNlIgAwARJFCgRTeW5jEhouYWN0aW9uc3luYy52MS5TeW5jUmVxdWVzdBobLmFjdGlvbnN5bmMudjEuU3luY1Jlc3BvbnNlIgAoATABEkoKB0hpc3RvcnkSHS5hY3Rpb25zeW5jLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uYWN0aW9uc3luYy52MS5IaXN0b3J5UmVzcG9uc2UiABJWCgtQdXRTbmFwc2hvdBIhLmFjdGlvbnN5bmMudjEuUHV0U25hcHNob3RSZXF1ZXN0GiIuYWN0aW9uc3luYy52MS5QdXRTbmFwc2hvdFJlc3BvbnNlIgASVgoLR2V0U25hcHNob3QSIS5hY3Rpb25zeW5jLnYxLkdldFNuYXBzaG90UmVxdWVzdBoiLmFjdGlvbnN5bmMudjEuR2V0U25hcHNob3RSZXNwb25zZSIAQrQBChFjb20uYWN0aW9uc3luYy52MUIJU3luY1Byb3RvUAFaP2dpdGh1Yi5jb20vYWN0aW9uc3luYy9hY3Rpb25zeW5jL2dlbi9hY3Rpb25zeW5jL3YxO2FjdGlvbnN5bmN2MaICA0FYWKoCDUFjdGlvbnN5bmMuVjHKAg1BY3Rpb25zeW5jXFYx4gIZQWN0aW9uc3luY1xWMVxHUEJNZXRhZGF0YeoCDkFjdGlvbnN5bmM6OlYxYgZwcm90bzM", [file_actionsync_v1_action, file_google_protobuf_timestamp]);
+  fileDesc("ChhhY3Rpb25zeW5jL3YxL3N5bmMucHJvdG8SDWFjdGlvbnN5bmMudjEiiQEKD0Rpc3BhdGNoUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEiYKB2FjdGlvbnMYAiADKAsyFS5hY3Rpb25zeW5jLnYxLkFjdGlvbhIRCgljbGllbnRfaWQYAyABKAkSFgoOc2VudF9hZnRlcl9zZXEYBCABKAQSEgoKc2VudF9lcG9jaBgFIAEoCSI0ChBEaXNwYXRjaFJlc3BvbnNlEiAKBGFja3MYASADKAsyEi5hY3Rpb25zeW5jLnYxLkFjayIxCgNBY2sSCgoCaWQYASABKAkSCwoDc2VxGAIgASgEEhEKCWR1cGxpY2F0ZRgDIAEoCCJLCghQb3NpdGlvbhIPCgdjaGFubmVsGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBIMCgRsaXZlGAMgASgIEg0KBWVwb2NoGAQgASgJIqQBChBTdWJzY3JpYmVSZXF1ZXN0EioKCXBvc2l0aW9ucxgBIAMoCzIXLmFjdGlvbnN5bmMudjEuUG9zaXRpb24SEQoJY2xpZW50X2lkGAIgASgJEhMKC2V4Y2x1ZGVfb3duGAMgASgIEhEKCXNuYXBzaG90cxgEIAEoCBIpCghwcmVzZW5jZRgFIAEoCzIXLmFjdGlvbnN5bmMudjEuUHJlc2VuY2UiMQoIUHJlc2VuY2USJQoEaW5mbxgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiWwoOUHJlc2VuY2VNZW1iZXISEQoJY2xpZW50X2lkGAEgASgJEg8KB3N1YmplY3QYAiABKAkSJQoEaW5mbxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QivQEKDVByZXNlbmNlRXZlbnQSDwoHY2hhbm5lbBgBIAEoCRIxCghzbmFwc2hvdBgCIAEoCzIfLmFjdGlvbnN5bmMudjEuUHJlc2VuY2VTbmFwc2hvdBIrCgRqb2luGAMgASgLMh0uYWN0aW9uc3luYy52MS5QcmVzZW5jZU1lbWJlchIsCgVsZWF2ZRgEIAEoCzIdLmFjdGlvbnN5bmMudjEuUHJlc2VuY2VNZW1iZXISDQoFY291bnQYBSABKA0iQgoQUHJlc2VuY2VTbmFwc2hvdBIuCgdtZW1iZXJzGAEgAygLMh0uYWN0aW9uc3luYy52MS5QcmVzZW5jZU1lbWJlciKNAgoRU3Vic2NyaWJlUmVzcG9uc2USJgoHYWN0aW9ucxgBIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEiMKBXJlc2V0GAIgASgLMhQuYWN0aW9uc3luYy52MS5SZXNldBIjCgVyZWFkeRgDIAEoCzIULmFjdGlvbnN5bmMudjEuUmVhZHkSKwoJaGVhcnRiZWF0GAQgASgLMhguYWN0aW9uc3luYy52MS5IZWFydGJlYXQSKQoIc25hcHNob3QYBSABKAsyFy5hY3Rpb25zeW5jLnYxLlNuYXBzaG90Ei4KCHByZXNlbmNlGAYgASgLMhwuYWN0aW9uc3luYy52MS5QcmVzZW5jZUV2ZW50IjkKBVJlc2V0Eg8KB2NoYW5uZWwYASABKAkSEAoIaGVhZF9zZXEYAiABKAQSDQoFZXBvY2gYAyABKAkiOQoFUmVhZHkSDwoHY2hhbm5lbBgBIAEoCRIQCghoZWFkX3NlcRgCIAEoBBINCgVlcG9jaBgDIAEoCSILCglIZWFydGJlYXQiggEKC1N5bmNSZXF1ZXN0EjQKCXN1YnNjcmliZRgBIAEoCzIfLmFjdGlvbnN5bmMudjEuU3Vic2NyaWJlUmVxdWVzdEgAEjIKCGRpc3BhdGNoGAIgASgLMh4uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlcXVlc3RIAEIJCgdyZXF1ZXN0IvMCCgxTeW5jUmVzcG9uc2USJgoHYWN0aW9ucxgBIAMoCzIVLmFjdGlvbnN5bmMudjEuQWN0aW9uEiMKBXJlc2V0GAIgASgLMhQuYWN0aW9uc3luYy52MS5SZXNldBIjCgVyZWFkeRgDIAEoCzIULmFjdGlvbnN5bmMudjEuUmVhZHkSKwoJaGVhcnRiZWF0GAQgASgLMhguYWN0aW9uc3luYy52MS5IZWFydGJlYXQSMwoKZGlzcGF0Y2hlZBgFIAEoCzIfLmFjdGlvbnN5bmMudjEuRGlzcGF0Y2hSZXNwb25zZRI0Cg5kaXNwYXRjaF9lcnJvchgGIAEoCzIcLmFjdGlvbnN5bmMudjEuRGlzcGF0Y2hFcnJvchIpCghzbmFwc2hvdBgHIAEoCzIXLmFjdGlvbnN5bmMudjEuU25hcHNob3QSLgoIcHJlc2VuY2UYCCABKAsyHC5hY3Rpb25zeW5jLnYxLlByZXNlbmNlRXZlbnQiLgoNRGlzcGF0Y2hFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkiQwoOSGlzdG9yeVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDQoFbGltaXQYAyABKA0iSwoPSGlzdG9yeVJlc3BvbnNlEiYKB2FjdGlvbnMYASADKAsyFS5hY3Rpb25zeW5jLnYxLkFjdGlvbhIQCghoZWFkX3NlcRgCIAEoBCKUAQoIU25hcHNob3QSDwoHY2hhbm5lbBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZXBvY2gYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRINCgVzdGF0ZRgFIAEoDBIRCgljbGllbnRfaWQYBiABKAkSKAoEdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidAoSUHV0U25hcHNob3RSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSCwoDc2VxGAIgASgEEg0KBWVwb2NoGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSDQoFc3RhdGUYBSABKAwSEQoJY2xpZW50X2lkGAYgASgJIkAKE1B1dFNuYXBzaG90UmVzcG9uc2USKQoIc25hcHNob3QYASABKAsyFy5hY3Rpb25zeW5jLnYxLlNuYXBzaG90IiUKEkdldFNuYXBzaG90UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJIkAKE0dldFNuYXBzaG90UmVzcG9uc2USKQoIc25hcHNob3QYASABKAsyFy5hY3Rpb25zeW5jLnYxLlNuYXBzaG90IiUKEkdldFByZXNlbmNlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJIlQKE0dldFByZXNlbmNlUmVzcG9uc2USLgoHbWVtYmVycxgBIAMoCzIdLmFjdGlvbnN5bmMudjEuUHJlc2VuY2VNZW1iZXISDQoFY291bnQYAiABKA0yywQKC1N5bmNTZXJ2aWNlEk0KCERpc3BhdGNoEh4uYWN0aW9uc3luYy52MS5EaXNwYXRjaFJlcXVlc3QaHy5hY3Rpb25zeW5jLnYxLkRpc3BhdGNoUmVzcG9uc2UiABJSCglTdWJzY3JpYmUSHy5hY3Rpb25zeW5jLnYxLlN1YnNjcmliZVJlcXVlc3QaIC5hY3Rpb25zeW5jLnYxLlN1YnNjcmliZVJlc3BvbnNlIgAwARJFCgRTeW5jEhouYWN0aW9uc3luYy52MS5TeW5jUmVxdWVzdBobLmFjdGlvbnN5bmMudjEuU3luY1Jlc3BvbnNlIgAoATABEkoKB0hpc3RvcnkSHS5hY3Rpb25zeW5jLnYxLkhpc3RvcnlSZXF1ZXN0Gh4uYWN0aW9uc3luYy52MS5IaXN0b3J5UmVzcG9uc2UiABJWCgtQdXRTbmFwc2hvdBIhLmFjdGlvbnN5bmMudjEuUHV0U25hcHNob3RSZXF1ZXN0GiIuYWN0aW9uc3luYy52MS5QdXRTbmFwc2hvdFJlc3BvbnNlIgASVgoLR2V0U25hcHNob3QSIS5hY3Rpb25zeW5jLnYxLkdldFNuYXBzaG90UmVxdWVzdBoiLmFjdGlvbnN5bmMudjEuR2V0U25hcHNob3RSZXNwb25zZSIAElYKC0dldFByZXNlbmNlEiEuYWN0aW9uc3luYy52MS5HZXRQcmVzZW5jZVJlcXVlc3QaIi5hY3Rpb25zeW5jLnYxLkdldFByZXNlbmNlUmVzcG9uc2UiAEK0AQoRY29tLmFjdGlvbnN5bmMudjFCCVN5bmNQcm90b1ABWj9naXRodWIuY29tL2FjdGlvbnN5bmMvYWN0aW9uc3luYy9nZW4vYWN0aW9uc3luYy92MTthY3Rpb25zeW5jdjGiAgNBWFiqAg1BY3Rpb25zeW5jLlYxygINQWN0aW9uc3luY1xWMeICGUFjdGlvbnN5bmNcVjFcR1BCTWV0YWRhdGHqAg5BY3Rpb25zeW5jOjpWMWIGcHJvdG8z", [file_actionsync_v1_action, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * DispatchRequest publishes actions to one channel.
@@ -221,6 +221,20 @@ export type SubscribeRequest = Message<"actionsync.v1.SubscribeRequest"> & {
    * @generated from field: bool snapshots = 4;
    */
   snapshots: boolean;
+
+  /**
+   * presence, if set, makes this subscriber a member of the presence of every channel of
+   * the request, shown to others with presence.info, and streams those channels'
+   * presence: a PresenceEvent with a snapshot of the channel's members first, then joins
+   * and leaves (see PresenceEvent). Requires client_id: the member is the client id, and
+   * several streams of one client id on a channel are one member. When its stream ends,
+   * a member stays present for the server's --presence-grace (5s by default): a client
+   * that subscribes again within it causes no leave and no join. On Sync, it applies to
+   * the positions of the subscribe request that sets it.
+   *
+   * @generated from field: actionsync.v1.Presence presence = 5;
+   */
+  presence?: Presence | undefined;
 };
 
 /**
@@ -231,8 +245,153 @@ export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*
   messageDesc(file_actionsync_v1_sync, 4);
 
 /**
+ * Presence is how a subscriber appears in the presence of its channels.
+ *
+ * @generated from message actionsync.v1.Presence
+ */
+export type Presence = Message<"actionsync.v1.Presence"> & {
+  /**
+   * info is a small object the application shows with the member, e.g. {"name":
+   * "Alice", "color": "#e91e63", "editing": "task-7"}. The server relays it and never
+   * reads it. Optional; at most 256 bytes in protobuf encoding by default (the server's
+   * --max-presence-info-bytes; the same measure for JSON and binary clients), finite
+   * numbers, nesting at most 100.
+   *
+   * @generated from field: google.protobuf.Struct info = 1;
+   */
+  info?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message actionsync.v1.Presence.
+ * Use `create(PresenceSchema)` to create a new message.
+ */
+export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 5);
+
+/**
+ * PresenceMember is one member of a channel's presence.
+ *
+ * @generated from message actionsync.v1.PresenceMember
+ */
+export type PresenceMember = Message<"actionsync.v1.PresenceMember"> & {
+  /**
+   * client_id is the member's client id: it identifies the member (one per device).
+   *
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * subject is who the member is when authentication is on: its token's sub (a user
+   * with several devices is several members with one subject). Empty without
+   * authentication.
+   *
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+
+  /**
+   * info is the member's Presence.info, as it subscribed with it.
+   *
+   * @generated from field: google.protobuf.Struct info = 3;
+   */
+  info?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message actionsync.v1.PresenceMember.
+ * Use `create(PresenceMemberSchema)` to create a new message.
+ */
+export const PresenceMemberSchema: GenMessage<PresenceMember> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 6);
+
+/**
+ * PresenceEvent is a change in a channel's presence, on the stream of a subscriber that
+ * asked for presence. Exactly one of snapshot, join and leave is set, or none of them
+ * when only the count changed (a member that is not listed joined or left). Presence
+ * events are ephemeral: they have no seq, are not in history, and are not replayed on
+ * resume (a new stream starts with a new snapshot). Per channel they come in the order
+ * the server applied them, and a member's join always precedes its leave; they are not
+ * ordered with the channel's actions.
+ *
+ * @generated from message actionsync.v1.PresenceEvent
+ */
+export type PresenceEvent = Message<"actionsync.v1.PresenceEvent"> & {
+  /**
+   * channel whose presence changed.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * snapshot replaces the client's presence state of the channel: it comes first for
+   * each channel, and again (for every channel of the stream) if the stream fell so far
+   * behind that presence events were dropped for it.
+   *
+   * @generated from field: actionsync.v1.PresenceSnapshot snapshot = 2;
+   */
+  snapshot?: PresenceSnapshot | undefined;
+
+  /**
+   * join says a member is present, with its info: add it, or replace it if the client
+   * already has it (its info changed). A member listed in place of one that left also
+   * comes as a join.
+   *
+   * @generated from field: actionsync.v1.PresenceMember join = 3;
+   */
+  join?: PresenceMember | undefined;
+
+  /**
+   * leave says a member is gone (its streams ended more than the grace period ago, or
+   * its node stopped being heard from): remove it.
+   *
+   * @generated from field: actionsync.v1.PresenceMember leave = 4;
+   */
+  leave?: PresenceMember | undefined;
+
+  /**
+   * count is how many members the channel has after this event, listed or not.
+   *
+   * @generated from field: uint32 count = 5;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message actionsync.v1.PresenceEvent.
+ * Use `create(PresenceEventSchema)` to create a new message.
+ */
+export const PresenceEventSchema: GenMessage<PresenceEvent> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 7);
+
+/**
+ * PresenceSnapshot is a channel's presence as a whole.
+ *
+ * @generated from message actionsync.v1.PresenceSnapshot
+ */
+export type PresenceSnapshot = Message<"actionsync.v1.PresenceSnapshot"> & {
+  /**
+   * members are the listed members of the channel: at most the server's
+   * --max-presence-members (100 by default), those that joined first. count (in the
+   * event) covers all of them.
+   *
+   * @generated from field: repeated actionsync.v1.PresenceMember members = 1;
+   */
+  members: PresenceMember[];
+};
+
+/**
+ * Describes the message actionsync.v1.PresenceSnapshot.
+ * Use `create(PresenceSnapshotSchema)` to create a new message.
+ */
+export const PresenceSnapshotSchema: GenMessage<PresenceSnapshot> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 8);
+
+/**
  * SubscribeResponse is one message of a subscription stream. Exactly one of actions
- * (non-empty), reset, ready, heartbeat and snapshot is set.
+ * (non-empty), reset, ready, heartbeat, snapshot and presence is set.
  *
  * @generated from message actionsync.v1.SubscribeResponse
  */
@@ -277,6 +436,13 @@ export type SubscribeResponse = Message<"actionsync.v1.SubscribeResponse"> & {
    * @generated from field: actionsync.v1.Snapshot snapshot = 5;
    */
   snapshot?: Snapshot | undefined;
+
+  /**
+   * presence is a change in the presence of a channel the request asked presence for.
+   *
+   * @generated from field: actionsync.v1.PresenceEvent presence = 6;
+   */
+  presence?: PresenceEvent | undefined;
 };
 
 /**
@@ -284,7 +450,7 @@ export type SubscribeResponse = Message<"actionsync.v1.SubscribeResponse"> & {
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 5);
+  messageDesc(file_actionsync_v1_sync, 9);
 
 /**
  * Reset signals that a channel could not be resumed at the requested position.
@@ -320,7 +486,7 @@ export type Reset = Message<"actionsync.v1.Reset"> & {
  * Use `create(ResetSchema)` to create a new message.
  */
 export const ResetSchema: GenMessage<Reset> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 6);
+  messageDesc(file_actionsync_v1_sync, 10);
 
 /**
  * Ready marks the end of a channel's replay.
@@ -355,7 +521,7 @@ export type Ready = Message<"actionsync.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 7);
+  messageDesc(file_actionsync_v1_sync, 11);
 
 /**
  * Heartbeat keeps an idle stream alive.
@@ -370,7 +536,7 @@ export type Heartbeat = Message<"actionsync.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 8);
+  messageDesc(file_actionsync_v1_sync, 12);
 
 /**
  * SyncRequest is one message from a Sync client. Exactly one field is set.
@@ -406,7 +572,7 @@ export type SyncRequest = Message<"actionsync.v1.SyncRequest"> & {
  * Use `create(SyncRequestSchema)` to create a new message.
  */
 export const SyncRequestSchema: GenMessage<SyncRequest> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 9);
+  messageDesc(file_actionsync_v1_sync, 13);
 
 /**
  * SyncResponse is one message of a Sync stream. Exactly one field is set. Fields 1-4
@@ -464,6 +630,13 @@ export type SyncResponse = Message<"actionsync.v1.SyncResponse"> & {
    * @generated from field: actionsync.v1.Snapshot snapshot = 7;
    */
   snapshot?: Snapshot | undefined;
+
+  /**
+   * presence is as in SubscribeResponse.presence.
+   *
+   * @generated from field: actionsync.v1.PresenceEvent presence = 8;
+   */
+  presence?: PresenceEvent | undefined;
 };
 
 /**
@@ -471,7 +644,7 @@ export type SyncResponse = Message<"actionsync.v1.SyncResponse"> & {
  * Use `create(SyncResponseSchema)` to create a new message.
  */
 export const SyncResponseSchema: GenMessage<SyncResponse> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 10);
+  messageDesc(file_actionsync_v1_sync, 14);
 
 /**
  * DispatchError says why a dispatch on a Sync stream was refused.
@@ -499,7 +672,7 @@ export type DispatchError = Message<"actionsync.v1.DispatchError"> & {
  * Use `create(DispatchErrorSchema)` to create a new message.
  */
 export const DispatchErrorSchema: GenMessage<DispatchError> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 11);
+  messageDesc(file_actionsync_v1_sync, 15);
 
 /**
  * HistoryRequest reads a channel's history.
@@ -536,7 +709,7 @@ export type HistoryRequest = Message<"actionsync.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 12);
+  messageDesc(file_actionsync_v1_sync, 16);
 
 /**
  * HistoryResponse is a range of a channel's history.
@@ -565,7 +738,7 @@ export type HistoryResponse = Message<"actionsync.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 13);
+  messageDesc(file_actionsync_v1_sync, 17);
 
 /**
  * Snapshot is a channel's application state as a client built it: the result of applying
@@ -633,7 +806,7 @@ export type Snapshot = Message<"actionsync.v1.Snapshot"> & {
  * Use `create(SnapshotSchema)` to create a new message.
  */
 export const SnapshotSchema: GenMessage<Snapshot> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 14);
+  messageDesc(file_actionsync_v1_sync, 18);
 
 /**
  * PutSnapshotRequest stores a snapshot.
@@ -696,7 +869,7 @@ export type PutSnapshotRequest = Message<"actionsync.v1.PutSnapshotRequest"> & {
  * Use `create(PutSnapshotRequestSchema)` to create a new message.
  */
 export const PutSnapshotRequestSchema: GenMessage<PutSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 15);
+  messageDesc(file_actionsync_v1_sync, 19);
 
 /**
  * PutSnapshotResponse acknowledges a stored snapshot.
@@ -718,7 +891,7 @@ export type PutSnapshotResponse = Message<"actionsync.v1.PutSnapshotResponse"> &
  * Use `create(PutSnapshotResponseSchema)` to create a new message.
  */
 export const PutSnapshotResponseSchema: GenMessage<PutSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 16);
+  messageDesc(file_actionsync_v1_sync, 20);
 
 /**
  * GetSnapshotRequest reads a channel's snapshot.
@@ -739,7 +912,7 @@ export type GetSnapshotRequest = Message<"actionsync.v1.GetSnapshotRequest"> & {
  * Use `create(GetSnapshotRequestSchema)` to create a new message.
  */
 export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 17);
+  messageDesc(file_actionsync_v1_sync, 21);
 
 /**
  * GetSnapshotResponse holds a channel's snapshot.
@@ -760,7 +933,57 @@ export type GetSnapshotResponse = Message<"actionsync.v1.GetSnapshotResponse"> &
  * Use `create(GetSnapshotResponseSchema)` to create a new message.
  */
 export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_actionsync_v1_sync, 18);
+  messageDesc(file_actionsync_v1_sync, 22);
+
+/**
+ * GetPresenceRequest asks who is on a channel.
+ *
+ * @generated from message actionsync.v1.GetPresenceRequest
+ */
+export type GetPresenceRequest = Message<"actionsync.v1.GetPresenceRequest"> & {
+  /**
+   * channel to read. Required; 1..128 characters of [A-Za-z0-9_.:-] by default.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+};
+
+/**
+ * Describes the message actionsync.v1.GetPresenceRequest.
+ * Use `create(GetPresenceRequestSchema)` to create a new message.
+ */
+export const GetPresenceRequestSchema: GenMessage<GetPresenceRequest> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 23);
+
+/**
+ * GetPresenceResponse is a channel's presence.
+ *
+ * @generated from message actionsync.v1.GetPresenceResponse
+ */
+export type GetPresenceResponse = Message<"actionsync.v1.GetPresenceResponse"> & {
+  /**
+   * members are the listed members: at most the server's --max-presence-members (100 by
+   * default), those that joined first.
+   *
+   * @generated from field: repeated actionsync.v1.PresenceMember members = 1;
+   */
+  members: PresenceMember[];
+
+  /**
+   * count is how many members the channel has, listed or not.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message actionsync.v1.GetPresenceResponse.
+ * Use `create(GetPresenceResponseSchema)` to create a new message.
+ */
+export const GetPresenceResponseSchema: GenMessage<GetPresenceResponse> = /*@__PURE__*/
+  messageDesc(file_actionsync_v1_sync, 24);
 
 /**
  * SyncService relays Redux actions between clients. Every channel has one total order
@@ -841,6 +1064,18 @@ export const SyncService: GenService<{
     methodKind: "unary";
     input: typeof GetSnapshotRequestSchema;
     output: typeof GetSnapshotResponseSchema;
+  },
+  /**
+   * GetPresence returns who is on a channel now: its members (at most the server's
+   * --max-presence-members, 100 by default, in the order they joined) and how many there
+   * are in all. It needs the subscribe right on the channel when authentication is on.
+   *
+   * @generated from rpc actionsync.v1.SyncService.GetPresence
+   */
+  getPresence: {
+    methodKind: "unary";
+    input: typeof GetPresenceRequestSchema;
+    output: typeof GetPresenceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_actionsync_v1_sync, 0);
