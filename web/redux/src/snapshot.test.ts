@@ -3,10 +3,12 @@ import { after, describe, it } from "node:test";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
-import { ActionTypes, createMemoryStateStorage, type ReplacePayload } from "./index.js";
+import { ActionTypes, createMemoryStateStorage, createMemoryStorage, type ReplacePayload } from "./index.js";
 import { SnapshotSchema, SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import { createSnapshotWriter, decodeSnapshot } from "./snapshot.js";
-import { captureLogger, createLink, makeStore, startTestServer, waitFor } from "./testkit.js";
+import { syncMeta, type ConfirmedPayload } from "./actions.js";
+import { captureLogger, createLink, expectedPending, makeStore, readHistory, replay, startTestServer, waitFor } from "./testkit.js";
+import { fromWire } from "./wire.js";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 after(async () => {
@@ -88,6 +90,61 @@ describe("snapshots", () => {
     await waitFor("c caught up", () => c.store.getState().sync.status === "connected" && c.store.getState().sync.lastSeq === head);
     assert.equal(c.store.getState().sync.resets, 1);
     assert.notDeepEqual(c.store.getState().board, a.store.getState().board);
+  });
+
+  it("keeps_outbox_actions_the_snapshot_holds_pending_until_duplicate_acks_settle_them", async () => {
+    // The interleaving of convergence seed 2133150673: A's Dispatch reaches the server but
+    // its answer is lost and A reloads before the echo; the new A starts from nothing, so
+    // from a snapshot that already holds the actions, and the stream after the snapshot
+    // never echoes them. Nothing tells A the snapshot holds them until the server answers
+    // a resend as a duplicate: until then they are pending, re-applied on top (an append
+    // shows twice, an add shows in the UI slice), then settled, never applied twice.
+    const srv = await server();
+    const channel = "board:snap-outbox";
+    const writer = store({ transport: createLink(srv.url).transport, channel, snapshots: { ...snapshots, every: 5 } });
+    await edit(writer, 1, "w");
+    const outbox = createMemoryStorage();
+    const link1 = createLink(srv.url);
+    const a1 = store({ transport: link1.transport, channel, storage: outbox, snapshots });
+    await waitFor("a1 connected", () => a1.store.getState().sync.status === "connected");
+    link1.hold(); // no echo reaches a1
+    link1.loseAcks(1);
+    a1.store.dispatch({ type: "board/add", payload: { item: "e" } });
+    a1.store.dispatch({ type: "board/append", payload: { item: "mine" } });
+    const ids = a1.sync.pending().map((p) => syncMeta(p)!.id!);
+    // (The retry after the lost answer may be answered too: a1 still never sees the echo.)
+    await waitFor("the actions reached the server, the answer lost", () => link1.acks.length >= 1);
+    const seqs = link1.acks[0].map((k) => Number(k.seq));
+    await a1.close();
+    link1.release();
+    await edit(writer, 5, "x"); // a snapshot at seq 5 or later, which holds both
+    const held = await untilSnapshot(srv.url, channel, 5);
+    assert.ok(Number(held.seq) >= Math.max(...seqs), `snapshot at ${held.seq}, actions at ${seqs}`);
+    const { actions, headSeq } = await readHistory(srv.url, channel);
+    const confirmed = replay(actions, channel);
+
+    // The new A: every Dispatch fails without reaching the server (as when each answer is lost).
+    const link2 = createLink(srv.url);
+    link2.failDispatch(1_000_000, Code.Unavailable);
+    const a2 = store({ transport: link2.transport, channel, storage: outbox, snapshots });
+    await waitFor("a2 caught up from the snapshot and resending", () => a2.store.getState().sync.lastSeq === headSeq && link2.dispatched.length > 0);
+    assert.deepEqual(replaces(a2.seen).map((p) => [p.source, p.seq]), [["snapshot", Number(held.seq)]]);
+    const pendingIds = (as: readonly object[]) => as.map((p) => syncMeta(p)!.id);
+    assert.deepEqual(pendingIds(a2.sync.pending()), ids, "still pending: nothing says the snapshot holds them");
+    assert.deepEqual(pendingIds(expectedPending(a2.seen, actions, headSeq)), ids, "the convergence test's model agrees");
+    assert.deepEqual(a2.store.getState().board, { ...confirmed, items: [...confirmed.items, "mine"] }, "re-applied on top of the snapshot");
+    const addedAfterSnapshot = actions.slice(Number(held.seq)).map((x) => (fromWire(x, channel).action!.payload as { item: string }).item);
+    assert.deepEqual(a2.store.getState().ui.added, [...addedAfterSnapshot, "e"], "the remote adds applied, then the pending one");
+
+    // A resend gets through: the server answers duplicates at their seqs, and they are settled.
+    link2.failDispatch(0, Code.Unavailable);
+    await waitFor("settled", () => a2.store.getState().sync.pending === 0);
+    assert.deepEqual(link2.acks.flat().map((k) => [k.id, Number(k.seq), k.duplicate]), ids.map((id, i) => [id, seqs[i], true]));
+    assert.deepEqual(a2.store.getState().board, confirmed, "once");
+    assert.deepEqual(a2.store.getState().ui.added, addedAfterSnapshot);
+    assert.deepEqual(a2.seen.filter((x) => x.type === ActionTypes.confirmed).map((x) => (x.payload as ConfirmedPayload).id), ids, "settled by actionsync/confirmed");
+    assert.deepEqual(expectedPending(a2.seen, actions, headSeq), []);
+    assert.equal(a2.seen.filter((x) => x.type === ActionTypes.rejected).length, 0);
   });
 
   it("treats_a_snapshot_of_another_version_as_a_reset", async () => {

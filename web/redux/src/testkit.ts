@@ -9,7 +9,7 @@ import { SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import { createSyncMiddleware } from "./middleware.js";
 import type { SyncMiddlewareOptions } from "./options.js";
-import { isReplaceAction } from "./actions.js";
+import { ActionTypes, isReplaceAction, syncMeta, type ConfirmedPayload, type RejectedPayload, type ReplacePayload, type RestorePayload } from "./actions.js";
 import { fromWire } from "./wire.js";
 
 /**
@@ -326,6 +326,44 @@ export function replay(actions: WireAction[], channel: string): Board {
       return s;
     }
   }, board(undefined, { type: "@@init" }));
+}
+
+/**
+ * expectedPending is the randomized tests' model of the local actions a store still holds
+ * pending at lastSeq, oldest first, from seen (what its reducers applied, as makeStore
+ * records it) and the channel's history: the local synced actions it dispatched, with
+ * those restored from the outbox (actionsync/restore) before them, minus the rolled back
+ * ones (actionsync/rejected) and the confirmed ones.
+ *
+ * An action in the history at or before lastSeq is confirmed if the store saw its echo or
+ * it being settled (actionsync/confirmed, after a duplicate ack), or if its seq is after
+ * the store's last jump (the seq of the snapshot it started from, actionsync/replace):
+ * the stream replayed it. One at or before a jump is in the confirmed state, but the
+ * stream never echoes it and the store cannot tell: it stays pending, re-applied on top,
+ * until the server answers a resend as a duplicate (README: *Server snapshots*). Resets
+ * are not modelled: the callers run a server that keeps its history.
+ */
+export function expectedPending(seen: readonly UnknownAction[], history: readonly WireAction[], lastSeq: number): UnknownAction[] {
+  const seqOf = new Map(history.filter((a) => Number(a.seq) <= lastSeq).map((a) => [a.id, Number(a.seq)]));
+  const pending: UnknownAction[] = [];
+  const known = new Set<string>();
+  const rejected = new Set<string>();
+  let jump = 0;
+  for (const a of seen) {
+    const m = syncMeta(a);
+    if (a.type === ActionTypes.restore) pending.unshift(...(a.payload as RestorePayload).entries.map((e) => e.action as UnknownAction));
+    else if (a.type === ActionTypes.rejected) rejected.add((a.payload as RejectedPayload).id);
+    else if (a.type === ActionTypes.confirmed) known.add((a.payload as ConfirmedPayload).id);
+    else if (a.type === ActionTypes.replace) jump = Math.max(jump, (a.payload as ReplacePayload).seq);
+    else if (m?.remote === true && typeof m.id === "string") known.add(m.id);
+    else if (m?.local === true) pending.push(a);
+  }
+  return pending.filter((a) => {
+    const id = syncMeta(a)!.id!;
+    const seq = seqOf.get(id);
+    const confirmed = seq !== undefined && (seq > jump || known.has(id));
+    return !confirmed && !rejected.has(id);
+  });
 }
 
 /** mulberry32 is a small seeded PRNG for reproducible randomized tests. */
