@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/actionsync/actionsync/broker"
+	"github.com/actionsync/actionsync/broker/presence"
 )
 
 // errShuttingDown ends streams when the server shuts down: clients reconnect and resume.
@@ -38,7 +39,7 @@ func (s *Service) connectError(err error) *connect.Error {
 			fmt.Errorf("subscriber fell behind (%w); resume from the last seq you applied", err))
 	case errors.Is(err, broker.ErrConflict):
 		code = connect.CodeAlreadyExists
-	case errors.Is(err, broker.ErrNoSnapshot):
+	case errors.Is(err, broker.ErrNoSnapshot), errors.Is(err, presence.ErrNotMember):
 		code = connect.CodeNotFound
 	case errors.Is(err, broker.ErrStaleSnapshot):
 		code = connect.CodeAlreadyExists

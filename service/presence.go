@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
@@ -10,6 +11,7 @@ import (
 	"github.com/actionsync/actionsync/auth"
 	"github.com/actionsync/actionsync/broker/presence"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
+	"github.com/actionsync/actionsync/metrics"
 )
 
 // DefaultMaxPresenceInfoBytes is the default bound of Presence.info (Limits).
@@ -40,6 +42,11 @@ func (v *validator) presence(req *actionsyncv1.SubscribeRequest, clientID string
 	if clientID == "" {
 		return invalid("presence: requires client_id (the member is the client id)")
 	}
+	return v.presenceInfo(p)
+}
+
+// presenceInfo checks Presence.info: its size and that it is JSON.
+func (v *validator) presenceInfo(p *actionsyncv1.Presence) *connect.Error {
 	if n := proto.Size(p.GetInfo()); n > v.limits.MaxPresenceInfoBytes {
 		return invalid("presence.info: %d bytes, limit %d", n, v.limits.MaxPresenceInfoBytes)
 	}
@@ -49,6 +56,23 @@ func (v *validator) presence(req *actionsyncv1.SubscribeRequest, clientID string
 		}
 	}
 	return nil
+}
+
+// updatePresence checks an UpdatePresence request whose client id is the caller's own.
+func (v *validator) updatePresence(req *actionsyncv1.UpdatePresenceRequest) *connect.Error {
+	if err := v.channel("channel", req.GetChannel()); err != nil {
+		return err
+	}
+	if req.GetClientId() == "" {
+		return invalid("client_id: required (the member to update)")
+	}
+	if err := clientID("client_id", req.GetClientId()); err != nil {
+		return err
+	}
+	if req.GetPresence() == nil {
+		return invalid("presence: required (its info replaces the member's)")
+	}
+	return v.presenceInfo(req.GetPresence())
 }
 
 // joinPresence makes the stream a member of the presence of each channel of req and
@@ -81,6 +105,39 @@ func (s *Service) GetPresence(ctx context.Context, req *connect.Request[actionsy
 	}
 	members, count := s.presence.Get(req.Msg.GetChannel())
 	return connect.NewResponse(&actionsyncv1.GetPresenceResponse{Members: members, Count: uint32(count)}), nil
+}
+
+// UpdatePresence replaces the info of a member the caller holds on a channel; watchers
+// get a join with it.
+func (s *Service) UpdatePresence(ctx context.Context, req *connect.Request[actionsyncv1.UpdatePresenceRequest]) (*connect.Response[actionsyncv1.UpdatePresenceResponse], error) {
+	id := identityFrom(ctx)
+	if id != nil {
+		// Each update reaches every watcher of the channel, as an action does: it costs
+		// a dispatch.
+		if err := s.quotas.dispatch(id.Subject); err != nil {
+			s.opts.Metrics.RateLimited(metrics.LimitDispatch)
+			return nil, err
+		}
+	}
+	clientID, cerr := ownClientID(ctx, req.Msg.GetClientId())
+	if cerr != nil {
+		return nil, cerr
+	}
+	req.Msg.ClientId = clientID
+	if err := s.validate.updatePresence(req.Msg); err != nil {
+		return nil, err
+	}
+	if err := authorize(ctx, req.Msg.GetChannel(), auth.RightSubscribe); err != nil {
+		return nil, err
+	}
+	m := &actionsyncv1.PresenceMember{ClientId: clientID, Info: req.Msg.GetPresence().GetInfo()}
+	if id != nil {
+		m.Subject = id.Subject
+	}
+	if err := s.presence.Update(req.Msg.GetChannel(), m); err != nil {
+		return nil, s.connectError(fmt.Errorf("presence: client_id %q on channel %q: %w (subscribe with presence first)", clientID, req.Msg.GetChannel(), err))
+	}
+	return connect.NewResponse(&actionsyncv1.UpdatePresenceResponse{}), nil
 }
 
 // sendPresence sends the presence events queued for the stream, one response each

@@ -1,11 +1,13 @@
 package jetstream_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/actionsync/actionsync/broker/jetstream"
 	"github.com/actionsync/actionsync/broker/jetstream/embedded"
@@ -134,5 +136,81 @@ func TestPresence_AcrossNodes(t *testing.T) {
 	bound := time.Duration(3.25*float64(refresh)) + 200*time.Millisecond // the sweep's own delay, scheduling
 	if d := time.Since(start); d > bound || d < 2*refresh {
 		t.Fatalf("alice left %v after her node went silent, want between 2 × and 3.25 × Refresh (%v, %v)", d, 2*refresh, bound)
+	}
+}
+
+// TestPresence_UpdateAcrossNodes: an update on the node holding the member's stream, and
+// one on a node that only knows the member from another, both reach every node; a node
+// that starts later learns the new info; and an update adds no claim: the member leaves
+// everywhere after its grace period, not after 3 × Refresh.
+func TestPresence_UpdateAcrossNodes(t *testing.T) {
+	t.Parallel()
+	const refresh, grace = 400 * time.Millisecond, 100 * time.Millisecond
+	srv := startServer(t)
+	opts := presence.Options{Refresh: refresh, Grace: grace}
+	a := newPresenceNode(t, srv, opts)
+	b := newPresenceNode(t, srv, opts)
+	name := func(tr *presence.Tracker) string {
+		members, _ := tr.Get("board")
+		if len(members) == 0 {
+			return ""
+		}
+		return members[0].GetInfo().GetFields()["name"].GetStringValue()
+	}
+	alice := func(n string) *actionsyncv1.PresenceMember {
+		info, _ := structpb.NewStruct(map[string]any{"name": n})
+		return &actionsyncv1.PresenceMember{ClientId: "alice", Info: info}
+	}
+
+	wa, wb := a.tracker.Watch(), b.tracker.Watch()
+	defer wa.Close()
+	defer wb.Close()
+	var pa, pb []*actionsyncv1.PresenceEvent
+	wa.Add("board")
+	wb.Add("board")
+	wantEvent(t, wa, &pa, "snapshot 0 #0")
+	wantEvent(t, wb, &pb, "snapshot 0 #0")
+	leave := a.tracker.Join("board", alice("Alice"))
+	wantEvent(t, wa, &pa, "join alice #1")
+	wantEvent(t, wb, &pb, "join alice #1")
+
+	// On the node with her stream.
+	if err := a.tracker.Update("board", alice("Alice 1")); err != nil {
+		t.Fatal(err)
+	}
+	wantEvent(t, wa, &pa, "join alice #1")
+	wantEvent(t, wb, &pb, "join alice #1")
+	if got := name(b.tracker); got != "Alice 1" {
+		t.Fatalf("b after a's update: name %q, want %q", got, "Alice 1")
+	}
+	// On a node that knows her from a only.
+	if err := b.tracker.Update("board", alice("Alice 2")); err != nil {
+		t.Fatal(err)
+	}
+	wantEvent(t, wb, &pb, "join alice #1")
+	wantEvent(t, wa, &pa, "join alice #1")
+	if got := name(a.tracker); got != "Alice 2" {
+		t.Fatalf("a after b's update: name %q, want %q", got, "Alice 2")
+	}
+	// A later node learns the info a now announces.
+	c := newPresenceNode(t, srv, opts)
+	deadline := time.Now().Add(refresh / 2)
+	for name(c.tracker) != "Alice 2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("a new node knows %q within %v, want %q", name(c.tracker), refresh/2, "Alice 2")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// b's update added no claim: she leaves a (and b) when her grace period on a ends,
+	// not 3 × Refresh later.
+	start := time.Now()
+	leave()
+	wantEvent(t, wa, &pa, "leave alice #0")
+	if d := time.Since(start); d > refresh {
+		t.Fatalf("alice left a %v after her stream ended, want about the grace period %v", d, grace)
+	}
+	wantEvent(t, wb, &pb, "leave alice #0")
+	if err := b.tracker.Update("board", alice("Alice 3")); !errors.Is(err, presence.ErrNotMember) {
+		t.Fatalf("update after the leave: got %v, want ErrNotMember", err)
 	}
 }

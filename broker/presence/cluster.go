@@ -37,13 +37,17 @@ type Bus interface {
 // node that starts says hello; the others answer with a refresh at once, so it knows the
 // cluster's members within a round trip. A node that closes says bye: the others keep
 // its claims for its grace period only, time for its clients to reconnect elsewhere
-// without a leave and a join.
+// without a leave and a join. A node where a member's info is updated (UpdatePresence)
+// announces a join if it holds a claim on the member, and otherwise an info message,
+// which replaces the member's info where it is present and adds no claim (nodes that do
+// not know the op ignore it).
 const (
 	opHello   = "hello"
 	opJoin    = "join"
 	opLeave   = "leave"
 	opRefresh = "refresh"
 	opBye     = "bye"
+	opInfo    = "info"
 
 	// ttlRefreshes is how many refresh intervals another node's claim lives unrenewed.
 	ttlRefreshes = 3
@@ -134,6 +138,11 @@ func (c *cluster) announceJoin(channel string, m *actionsyncv1.PresenceMember) {
 // announceLeave tells the other nodes this node dropped its claim on m (t.mu held).
 func (c *cluster) announceLeave(channel string, m *actionsyncv1.PresenceMember) {
 	c.send(wireMessage{Op: opLeave, Channel: channel, Members: []wireMember{{ClientID: m.GetClientId()}}})
+}
+
+// announceInfo tells the other nodes m's new info, without a claim (t.mu held).
+func (c *cluster) announceInfo(channel string, m *actionsyncv1.PresenceMember) {
+	c.send(wireMessage{Op: opInfo, Channel: channel, Members: []wireMember{toWire(m)}})
 }
 
 func toWire(m *actionsyncv1.PresenceMember) wireMember {
@@ -297,6 +306,17 @@ func (c *cluster) receive(data []byte) {
 				mem.remote = make(map[string]time.Time, 1)
 			}
 			mem.remote[msg.Node] = exp
+		}
+	case opInfo:
+		ch := t.channels[msg.Channel]
+		if ch == nil {
+			return
+		}
+		for _, m := range members {
+			// Only a member present here changes: an info message is no claim.
+			if ch.members[m.GetClientId()] != nil {
+				t.claimLocked(ch, m)
+			}
 		}
 	case opLeave:
 		ch := t.channels[msg.Channel]

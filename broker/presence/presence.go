@@ -15,10 +15,12 @@
 package presence
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/actionsync/actionsync/broker"
 	actionsyncv1 "github.com/actionsync/actionsync/gen/actionsync/v1"
 )
 
@@ -73,6 +75,10 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
+
+// ErrNotMember is returned by Update for a client id that is not a member of the
+// channel's presence.
+var ErrNotMember = errors.New("not a member of the channel's presence")
 
 // Tracker holds the presence of every channel that has members or watchers on this node.
 // All methods are safe for concurrent use. One mutex guards everything: presence changes
@@ -195,6 +201,36 @@ func (t *Tracker) Join(channel string, m *actionsyncv1.PresenceMember) (leave fu
 	}
 	var once sync.Once
 	return func() { once.Do(func() { t.leave(channel, mem) }) }
+}
+
+// Update replaces the info (and subject) of the member m.ClientId of channel, wherever
+// its claims are (a stream here, its grace period, another node), without adding a
+// claim: watchers get a join with m if it differs from what the member had, and the
+// other nodes are told. It returns ErrNotMember if the client id is not present on the
+// channel, and broker.ErrClosed after Close. A member's next stream that joins with
+// other info replaces it again.
+func (t *Tracker) Update(channel string, m *actionsyncv1.PresenceMember) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return broker.ErrClosed
+	}
+	ch := t.channels[channel]
+	if ch == nil || ch.members[m.GetClientId()] == nil {
+		return ErrNotMember
+	}
+	mem := t.claimLocked(ch, m)
+	if t.cluster != nil && mem.m == m {
+		// A node that holds a claim announces it with the new info, as on a join; one
+		// that only knows the member from another node sends the info alone, so that it
+		// adds no claim that would outlive the member's streams.
+		if mem.local() {
+			t.cluster.announceJoin(channel, m)
+		} else {
+			t.cluster.announceInfo(channel, m)
+		}
+	}
+	return nil
 }
 
 // claimLocked returns ch's member for m's client id, adding it (and emitting its join)

@@ -1741,6 +1741,112 @@ func (x *GetPresenceResponse) GetCount() uint32 {
 	return 0
 }
 
+// UpdatePresenceRequest changes how a member appears in a channel's presence.
+type UpdatePresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel whose presence to change. Required; 1..128 characters of [A-Za-z0-9_.:-] by
+	// default.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// client_id is the member: the client id its stream subscribed with. Required; 1..64
+	// characters of [A-Za-z0-9_.:-]. With authentication on, the token's sub or
+	// sub:device.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// presence is the member's new presence: its info replaces the old one whole (an
+	// absent info clears it). Required; info has the limits of SubscribeRequest.presence.
+	Presence      *Presence `protobuf:"bytes,3,opt,name=presence,proto3" json:"presence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePresenceRequest) Reset() {
+	*x = UpdatePresenceRequest{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePresenceRequest) ProtoMessage() {}
+
+func (x *UpdatePresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePresenceRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePresenceRequest) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UpdatePresenceRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *UpdatePresenceRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *UpdatePresenceRequest) GetPresence() *Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+// UpdatePresenceResponse acknowledges a presence change: every watcher of the channel on
+// this server has the join queued, and other nodes are told.
+type UpdatePresenceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePresenceResponse) Reset() {
+	*x = UpdatePresenceResponse{}
+	mi := &file_actionsync_v1_sync_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePresenceResponse) ProtoMessage() {}
+
+func (x *UpdatePresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_actionsync_v1_sync_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePresenceResponse.ProtoReflect.Descriptor instead.
+func (*UpdatePresenceResponse) Descriptor() ([]byte, []int) {
+	return file_actionsync_v1_sync_proto_rawDescGZIP(), []int{26}
+}
+
 var File_actionsync_v1_sync_proto protoreflect.FileDescriptor
 
 const file_actionsync_v1_sync_proto_rawDesc = "" +
@@ -1851,7 +1957,12 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\"d\n" +
 	"\x13GetPresenceResponse\x127\n" +
 	"\amembers\x18\x01 \x03(\v2\x1d.actionsync.v1.PresenceMemberR\amembers\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\rR\x05count2\xcb\x04\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\"\x83\x01\n" +
+	"\x15UpdatePresenceRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x123\n" +
+	"\bpresence\x18\x03 \x01(\v2\x17.actionsync.v1.PresenceR\bpresence\"\x18\n" +
+	"\x16UpdatePresenceResponse2\xac\x05\n" +
 	"\vSyncService\x12M\n" +
 	"\bDispatch\x12\x1e.actionsync.v1.DispatchRequest\x1a\x1f.actionsync.v1.DispatchResponse\"\x00\x12R\n" +
 	"\tSubscribe\x12\x1f.actionsync.v1.SubscribeRequest\x1a .actionsync.v1.SubscribeResponse\"\x000\x01\x12E\n" +
@@ -1859,7 +1970,8 @@ const file_actionsync_v1_sync_proto_rawDesc = "" +
 	"\aHistory\x12\x1d.actionsync.v1.HistoryRequest\x1a\x1e.actionsync.v1.HistoryResponse\"\x00\x12V\n" +
 	"\vPutSnapshot\x12!.actionsync.v1.PutSnapshotRequest\x1a\".actionsync.v1.PutSnapshotResponse\"\x00\x12V\n" +
 	"\vGetSnapshot\x12!.actionsync.v1.GetSnapshotRequest\x1a\".actionsync.v1.GetSnapshotResponse\"\x00\x12V\n" +
-	"\vGetPresence\x12!.actionsync.v1.GetPresenceRequest\x1a\".actionsync.v1.GetPresenceResponse\"\x00B\xb4\x01\n" +
+	"\vGetPresence\x12!.actionsync.v1.GetPresenceRequest\x1a\".actionsync.v1.GetPresenceResponse\"\x00\x12_\n" +
+	"\x0eUpdatePresence\x12$.actionsync.v1.UpdatePresenceRequest\x1a%.actionsync.v1.UpdatePresenceResponse\"\x00B\xb4\x01\n" +
 	"\x11com.actionsync.v1B\tSyncProtoP\x01Z?github.com/actionsync/actionsync/gen/actionsync/v1;actionsyncv1\xa2\x02\x03AXX\xaa\x02\rActionsync.V1\xca\x02\rActionsync\\V1\xe2\x02\x19Actionsync\\V1\\GPBMetadata\xea\x02\x0eActionsync::V1b\x06proto3"
 
 var (
@@ -1874,49 +1986,51 @@ func file_actionsync_v1_sync_proto_rawDescGZIP() []byte {
 	return file_actionsync_v1_sync_proto_rawDescData
 }
 
-var file_actionsync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_actionsync_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_actionsync_v1_sync_proto_goTypes = []any{
-	(*DispatchRequest)(nil),       // 0: actionsync.v1.DispatchRequest
-	(*DispatchResponse)(nil),      // 1: actionsync.v1.DispatchResponse
-	(*Ack)(nil),                   // 2: actionsync.v1.Ack
-	(*Position)(nil),              // 3: actionsync.v1.Position
-	(*SubscribeRequest)(nil),      // 4: actionsync.v1.SubscribeRequest
-	(*Presence)(nil),              // 5: actionsync.v1.Presence
-	(*PresenceMember)(nil),        // 6: actionsync.v1.PresenceMember
-	(*PresenceEvent)(nil),         // 7: actionsync.v1.PresenceEvent
-	(*PresenceSnapshot)(nil),      // 8: actionsync.v1.PresenceSnapshot
-	(*SubscribeResponse)(nil),     // 9: actionsync.v1.SubscribeResponse
-	(*Reset)(nil),                 // 10: actionsync.v1.Reset
-	(*Ready)(nil),                 // 11: actionsync.v1.Ready
-	(*Heartbeat)(nil),             // 12: actionsync.v1.Heartbeat
-	(*SyncRequest)(nil),           // 13: actionsync.v1.SyncRequest
-	(*SyncResponse)(nil),          // 14: actionsync.v1.SyncResponse
-	(*DispatchError)(nil),         // 15: actionsync.v1.DispatchError
-	(*HistoryRequest)(nil),        // 16: actionsync.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 17: actionsync.v1.HistoryResponse
-	(*Snapshot)(nil),              // 18: actionsync.v1.Snapshot
-	(*PutSnapshotRequest)(nil),    // 19: actionsync.v1.PutSnapshotRequest
-	(*PutSnapshotResponse)(nil),   // 20: actionsync.v1.PutSnapshotResponse
-	(*GetSnapshotRequest)(nil),    // 21: actionsync.v1.GetSnapshotRequest
-	(*GetSnapshotResponse)(nil),   // 22: actionsync.v1.GetSnapshotResponse
-	(*GetPresenceRequest)(nil),    // 23: actionsync.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),   // 24: actionsync.v1.GetPresenceResponse
-	(*Action)(nil),                // 25: actionsync.v1.Action
-	(*structpb.Struct)(nil),       // 26: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*DispatchRequest)(nil),        // 0: actionsync.v1.DispatchRequest
+	(*DispatchResponse)(nil),       // 1: actionsync.v1.DispatchResponse
+	(*Ack)(nil),                    // 2: actionsync.v1.Ack
+	(*Position)(nil),               // 3: actionsync.v1.Position
+	(*SubscribeRequest)(nil),       // 4: actionsync.v1.SubscribeRequest
+	(*Presence)(nil),               // 5: actionsync.v1.Presence
+	(*PresenceMember)(nil),         // 6: actionsync.v1.PresenceMember
+	(*PresenceEvent)(nil),          // 7: actionsync.v1.PresenceEvent
+	(*PresenceSnapshot)(nil),       // 8: actionsync.v1.PresenceSnapshot
+	(*SubscribeResponse)(nil),      // 9: actionsync.v1.SubscribeResponse
+	(*Reset)(nil),                  // 10: actionsync.v1.Reset
+	(*Ready)(nil),                  // 11: actionsync.v1.Ready
+	(*Heartbeat)(nil),              // 12: actionsync.v1.Heartbeat
+	(*SyncRequest)(nil),            // 13: actionsync.v1.SyncRequest
+	(*SyncResponse)(nil),           // 14: actionsync.v1.SyncResponse
+	(*DispatchError)(nil),          // 15: actionsync.v1.DispatchError
+	(*HistoryRequest)(nil),         // 16: actionsync.v1.HistoryRequest
+	(*HistoryResponse)(nil),        // 17: actionsync.v1.HistoryResponse
+	(*Snapshot)(nil),               // 18: actionsync.v1.Snapshot
+	(*PutSnapshotRequest)(nil),     // 19: actionsync.v1.PutSnapshotRequest
+	(*PutSnapshotResponse)(nil),    // 20: actionsync.v1.PutSnapshotResponse
+	(*GetSnapshotRequest)(nil),     // 21: actionsync.v1.GetSnapshotRequest
+	(*GetSnapshotResponse)(nil),    // 22: actionsync.v1.GetSnapshotResponse
+	(*GetPresenceRequest)(nil),     // 23: actionsync.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),    // 24: actionsync.v1.GetPresenceResponse
+	(*UpdatePresenceRequest)(nil),  // 25: actionsync.v1.UpdatePresenceRequest
+	(*UpdatePresenceResponse)(nil), // 26: actionsync.v1.UpdatePresenceResponse
+	(*Action)(nil),                 // 27: actionsync.v1.Action
+	(*structpb.Struct)(nil),        // 28: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_actionsync_v1_sync_proto_depIdxs = []int32{
-	25, // 0: actionsync.v1.DispatchRequest.actions:type_name -> actionsync.v1.Action
+	27, // 0: actionsync.v1.DispatchRequest.actions:type_name -> actionsync.v1.Action
 	2,  // 1: actionsync.v1.DispatchResponse.acks:type_name -> actionsync.v1.Ack
 	3,  // 2: actionsync.v1.SubscribeRequest.positions:type_name -> actionsync.v1.Position
 	5,  // 3: actionsync.v1.SubscribeRequest.presence:type_name -> actionsync.v1.Presence
-	26, // 4: actionsync.v1.Presence.info:type_name -> google.protobuf.Struct
-	26, // 5: actionsync.v1.PresenceMember.info:type_name -> google.protobuf.Struct
+	28, // 4: actionsync.v1.Presence.info:type_name -> google.protobuf.Struct
+	28, // 5: actionsync.v1.PresenceMember.info:type_name -> google.protobuf.Struct
 	8,  // 6: actionsync.v1.PresenceEvent.snapshot:type_name -> actionsync.v1.PresenceSnapshot
 	6,  // 7: actionsync.v1.PresenceEvent.join:type_name -> actionsync.v1.PresenceMember
 	6,  // 8: actionsync.v1.PresenceEvent.leave:type_name -> actionsync.v1.PresenceMember
 	6,  // 9: actionsync.v1.PresenceSnapshot.members:type_name -> actionsync.v1.PresenceMember
-	25, // 10: actionsync.v1.SubscribeResponse.actions:type_name -> actionsync.v1.Action
+	27, // 10: actionsync.v1.SubscribeResponse.actions:type_name -> actionsync.v1.Action
 	10, // 11: actionsync.v1.SubscribeResponse.reset:type_name -> actionsync.v1.Reset
 	11, // 12: actionsync.v1.SubscribeResponse.ready:type_name -> actionsync.v1.Ready
 	12, // 13: actionsync.v1.SubscribeResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
@@ -1924,7 +2038,7 @@ var file_actionsync_v1_sync_proto_depIdxs = []int32{
 	7,  // 15: actionsync.v1.SubscribeResponse.presence:type_name -> actionsync.v1.PresenceEvent
 	4,  // 16: actionsync.v1.SyncRequest.subscribe:type_name -> actionsync.v1.SubscribeRequest
 	0,  // 17: actionsync.v1.SyncRequest.dispatch:type_name -> actionsync.v1.DispatchRequest
-	25, // 18: actionsync.v1.SyncResponse.actions:type_name -> actionsync.v1.Action
+	27, // 18: actionsync.v1.SyncResponse.actions:type_name -> actionsync.v1.Action
 	10, // 19: actionsync.v1.SyncResponse.reset:type_name -> actionsync.v1.Reset
 	11, // 20: actionsync.v1.SyncResponse.ready:type_name -> actionsync.v1.Ready
 	12, // 21: actionsync.v1.SyncResponse.heartbeat:type_name -> actionsync.v1.Heartbeat
@@ -1932,30 +2046,33 @@ var file_actionsync_v1_sync_proto_depIdxs = []int32{
 	15, // 23: actionsync.v1.SyncResponse.dispatch_error:type_name -> actionsync.v1.DispatchError
 	18, // 24: actionsync.v1.SyncResponse.snapshot:type_name -> actionsync.v1.Snapshot
 	7,  // 25: actionsync.v1.SyncResponse.presence:type_name -> actionsync.v1.PresenceEvent
-	25, // 26: actionsync.v1.HistoryResponse.actions:type_name -> actionsync.v1.Action
-	27, // 27: actionsync.v1.Snapshot.time:type_name -> google.protobuf.Timestamp
+	27, // 26: actionsync.v1.HistoryResponse.actions:type_name -> actionsync.v1.Action
+	29, // 27: actionsync.v1.Snapshot.time:type_name -> google.protobuf.Timestamp
 	18, // 28: actionsync.v1.PutSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
 	18, // 29: actionsync.v1.GetSnapshotResponse.snapshot:type_name -> actionsync.v1.Snapshot
 	6,  // 30: actionsync.v1.GetPresenceResponse.members:type_name -> actionsync.v1.PresenceMember
-	0,  // 31: actionsync.v1.SyncService.Dispatch:input_type -> actionsync.v1.DispatchRequest
-	4,  // 32: actionsync.v1.SyncService.Subscribe:input_type -> actionsync.v1.SubscribeRequest
-	13, // 33: actionsync.v1.SyncService.Sync:input_type -> actionsync.v1.SyncRequest
-	16, // 34: actionsync.v1.SyncService.History:input_type -> actionsync.v1.HistoryRequest
-	19, // 35: actionsync.v1.SyncService.PutSnapshot:input_type -> actionsync.v1.PutSnapshotRequest
-	21, // 36: actionsync.v1.SyncService.GetSnapshot:input_type -> actionsync.v1.GetSnapshotRequest
-	23, // 37: actionsync.v1.SyncService.GetPresence:input_type -> actionsync.v1.GetPresenceRequest
-	1,  // 38: actionsync.v1.SyncService.Dispatch:output_type -> actionsync.v1.DispatchResponse
-	9,  // 39: actionsync.v1.SyncService.Subscribe:output_type -> actionsync.v1.SubscribeResponse
-	14, // 40: actionsync.v1.SyncService.Sync:output_type -> actionsync.v1.SyncResponse
-	17, // 41: actionsync.v1.SyncService.History:output_type -> actionsync.v1.HistoryResponse
-	20, // 42: actionsync.v1.SyncService.PutSnapshot:output_type -> actionsync.v1.PutSnapshotResponse
-	22, // 43: actionsync.v1.SyncService.GetSnapshot:output_type -> actionsync.v1.GetSnapshotResponse
-	24, // 44: actionsync.v1.SyncService.GetPresence:output_type -> actionsync.v1.GetPresenceResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	5,  // 31: actionsync.v1.UpdatePresenceRequest.presence:type_name -> actionsync.v1.Presence
+	0,  // 32: actionsync.v1.SyncService.Dispatch:input_type -> actionsync.v1.DispatchRequest
+	4,  // 33: actionsync.v1.SyncService.Subscribe:input_type -> actionsync.v1.SubscribeRequest
+	13, // 34: actionsync.v1.SyncService.Sync:input_type -> actionsync.v1.SyncRequest
+	16, // 35: actionsync.v1.SyncService.History:input_type -> actionsync.v1.HistoryRequest
+	19, // 36: actionsync.v1.SyncService.PutSnapshot:input_type -> actionsync.v1.PutSnapshotRequest
+	21, // 37: actionsync.v1.SyncService.GetSnapshot:input_type -> actionsync.v1.GetSnapshotRequest
+	23, // 38: actionsync.v1.SyncService.GetPresence:input_type -> actionsync.v1.GetPresenceRequest
+	25, // 39: actionsync.v1.SyncService.UpdatePresence:input_type -> actionsync.v1.UpdatePresenceRequest
+	1,  // 40: actionsync.v1.SyncService.Dispatch:output_type -> actionsync.v1.DispatchResponse
+	9,  // 41: actionsync.v1.SyncService.Subscribe:output_type -> actionsync.v1.SubscribeResponse
+	14, // 42: actionsync.v1.SyncService.Sync:output_type -> actionsync.v1.SyncResponse
+	17, // 43: actionsync.v1.SyncService.History:output_type -> actionsync.v1.HistoryResponse
+	20, // 44: actionsync.v1.SyncService.PutSnapshot:output_type -> actionsync.v1.PutSnapshotResponse
+	22, // 45: actionsync.v1.SyncService.GetSnapshot:output_type -> actionsync.v1.GetSnapshotResponse
+	24, // 46: actionsync.v1.SyncService.GetPresence:output_type -> actionsync.v1.GetPresenceResponse
+	26, // 47: actionsync.v1.SyncService.UpdatePresence:output_type -> actionsync.v1.UpdatePresenceResponse
+	40, // [40:48] is the sub-list for method output_type
+	32, // [32:40] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_actionsync_v1_sync_proto_init() }
@@ -1974,7 +2091,7 @@ func file_actionsync_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actionsync_v1_sync_proto_rawDesc), len(file_actionsync_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

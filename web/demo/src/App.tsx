@@ -1,8 +1,9 @@
 // The board's user interface. Every change goes through a board action; the components
 // hold no board state of their own, only the text of a title being edited.
-import { useMemo, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { useCallback, useMemo, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
 import { useDispatch, useSelector } from "react-redux";
-import { usePending, useSyncStatus } from "@actionsync/redux/react";
+import { usePending, usePresence, useSyncStatus } from "@actionsync/redux/react";
+import type { PresenceMember } from "@actionsync/redux";
 import {
   addTask,
   cleanTitle,
@@ -19,21 +20,23 @@ import {
 import type { DemoUser } from "./auth.js";
 import { dismissRejected, dismissReset } from "./notices.js";
 import type { DemoLink } from "./link.js";
+import { initialsOf, type Identity } from "./presence.js";
 import type { AppDispatch, BoardSync, RootState } from "./store.js";
 
 const useAppDispatch = useDispatch.withTypes<AppDispatch>();
 const useAppSelector = useSelector.withTypes<RootState>();
 
-/** AppProps: the board shown, who the page acts as (if anyone), its sync instance and link. */
+/** AppProps: the board shown, who the page acts as (if anyone), its sync instance, link and avatar. */
 export interface AppProps {
   boardName: string;
   user?: DemoUser | null;
   sync: BoardSync;
   link: DemoLink;
+  identity: Identity;
 }
 
 /** App is the whole page: header, notices and the board. */
-export function App({ boardName, user = null, sync, link }: AppProps) {
+export function App({ boardName, user = null, sync, link, identity }: AppProps) {
   return (
     <>
       <header className="bar">
@@ -45,6 +48,7 @@ export function App({ boardName, user = null, sync, link }: AppProps) {
             signed in as <strong data-testid="user-name">{user.name}</strong> <span data-testid="user-role">({user.role})</span>
           </span>
         )}
+        <Avatars sync={sync} />
         <SyncStatus sync={sync} link={link} />
       </header>
       <BoardPicker boardName={boardName} />
@@ -54,7 +58,7 @@ export function App({ boardName, user = null, sync, link }: AppProps) {
         </div>
       )}
       <Notices />
-      <Board sync={sync} />
+      <Board sync={sync} identity={identity} />
       <footer className="hint">
         Open the link in another window, browser or device: every window on this board stays in sync. Switch <em>Work offline</em> on,
         edit, and switch it off: the edits marked <em>not yet synced</em> are sent then.
@@ -176,22 +180,77 @@ function Notices() {
   );
 }
 
-function Board({ sync }: { sync: BoardSync }) {
+/** Avatars shows who is on the board: initials on their colour, this window's outlined. */
+function Avatars({ sync }: { sync: BoardSync }) {
+  const { members, count, self } = usePresence(sync);
+  return (
+    <ul className="avatars" aria-label="Who is on this board" data-testid="avatars">
+      {members.map((m) => (
+        <li
+          key={m.clientId}
+          className={m.clientId === self ? "avatar avatar-self" : "avatar"}
+          style={{ background: colorIn(m) }}
+          title={m.clientId === self ? `${nameIn(m)} (you)` : nameIn(m)}
+          data-testid="avatar"
+          data-name={nameIn(m)}
+          data-self={m.clientId === self ? "true" : undefined}
+        >
+          {initialsOf(nameIn(m))}
+        </li>
+      ))}
+      {count > members.length && <li className="avatar avatar-more">+{count - members.length}</li>}
+    </ul>
+  );
+}
+
+const nameIn = (m: PresenceMember) => (typeof m.info.name === "string" && m.info.name !== "" ? m.info.name : m.clientId);
+const colorIn = (m: PresenceMember) => (typeof m.info.color === "string" && /^#[0-9a-f]{6}$/i.test(m.info.color) ? m.info.color : "#607d8b");
+
+/** Editing is what a task card needs for presence: who else edits it, and how to say this window does. */
+interface Editing {
+  /** editors lists, by task id, the other members editing that task's title. */
+  editors: ReadonlyMap<string, readonly PresenceMember[]>;
+  /** setEditing tells the others this window edits taskId's title (null: none). */
+  setEditing(taskId: string | null): void;
+}
+
+function Board({ sync, identity }: { sync: BoardSync; identity: Identity }) {
   const stages = useAppSelector((s) => s.board.stages);
   const tasks = useAppSelector((s) => s.board.tasks);
   // The tasks that local actions not yet confirmed by the server touch.
   const pending = usePending(sync);
   const unsynced = useMemo(() => new Set(pending.map(taskIdOf).filter((id) => id !== undefined)), [pending]);
+  const { others } = usePresence(sync);
+  const setEditing = useCallback((taskId: string | null) => sync.setPresence(taskId === null ? { ...identity } : { ...identity, editing: taskId }), [sync, identity]);
+  const editing = useMemo<Editing>(() => {
+    const editors = new Map<string, PresenceMember[]>();
+    for (const m of others) {
+      if (typeof m.info.editing === "string") editors.set(m.info.editing, [...(editors.get(m.info.editing) ?? []), m]);
+    }
+    return { editors, setEditing };
+  }, [others, setEditing]);
   return (
     <main className="board">
       {stages.map((stage) => (
-        <StageColumn key={stage.id} stage={stage} stages={stages} tasks={tasks.filter((t) => t.stageId === stage.id)} unsynced={unsynced} />
+        <StageColumn key={stage.id} stage={stage} stages={stages} tasks={tasks.filter((t) => t.stageId === stage.id)} unsynced={unsynced} editing={editing} />
       ))}
     </main>
   );
 }
 
-function StageColumn({ stage, stages, tasks, unsynced }: { stage: Stage; stages: readonly Stage[]; tasks: readonly Task[]; unsynced: ReadonlySet<string> }) {
+function StageColumn({
+  stage,
+  stages,
+  tasks,
+  unsynced,
+  editing,
+}: {
+  stage: Stage;
+  stages: readonly Stage[];
+  tasks: readonly Task[];
+  unsynced: ReadonlySet<string>;
+  editing: Editing;
+}) {
   const dispatch = useAppDispatch();
   const [newTitle, setNewTitle] = useState("");
   const add = (e: FormEvent) => {
@@ -211,7 +270,7 @@ function StageColumn({ stage, stages, tasks, unsynced }: { stage: Stage; stages:
       />
       <ul className="tasks">
         {tasks.map((task) => (
-          <TaskCard key={task.id} task={task} stages={stages} unsynced={unsynced.has(task.id)} />
+          <TaskCard key={task.id} task={task} stages={stages} unsynced={unsynced.has(task.id)} editors={editing.editors.get(task.id)} setEditing={editing.setEditing} />
         ))}
       </ul>
       <form className="add-task" onSubmit={add}>
@@ -231,13 +290,31 @@ function StageColumn({ stage, stages, tasks, unsynced }: { stage: Stage; stages:
   );
 }
 
-function TaskCard({ task, stages, unsynced }: { task: Task; stages: readonly Stage[]; unsynced: boolean }) {
+function TaskCard({
+  task,
+  stages,
+  unsynced,
+  editors,
+  setEditing,
+}: {
+  task: Task;
+  stages: readonly Stage[];
+  unsynced: boolean;
+  editors: readonly PresenceMember[] | undefined;
+  setEditing: (taskId: string | null) => void;
+}) {
   const dispatch = useAppDispatch();
+  const classes = ["task", unsynced && "task-unsynced", editors && "task-editing"].filter(Boolean).join(" ");
   return (
-    <li className={unsynced ? "task task-unsynced" : "task"} data-testid={`task-${task.id}`}>
+    <li className={classes} data-testid={`task-${task.id}`} style={editors ? { borderColor: colorIn(editors[0]) } : undefined}>
       {unsynced && (
         <span className="unsynced" data-testid={`unsynced-${task.id}`} title="This change has not reached the server yet">
           not yet synced
+        </span>
+      )}
+      {editors && (
+        <span className="editing" data-testid={`editing-${task.id}`} style={{ background: colorIn(editors[0]) }}>
+          {editors.map(nameIn).join(", ")} {editors.length > 1 ? "are" : "is"} editing
         </span>
       )}
       <EditableTitle
@@ -246,6 +323,7 @@ function TaskCard({ task, stages, unsynced }: { task: Task; stages: readonly Sta
         label="Task title"
         testId={`task-title-${task.id}`}
         onCommit={(title) => dispatch(renameTask(task.id, title))}
+        onEditing={(on) => setEditing(on ? task.id : null)}
       />
       <div className="task-controls">
         <select
@@ -285,6 +363,8 @@ function EditableTitle(props: {
   testId: string;
   className: string;
   onCommit: (title: string) => void;
+  /** onEditing is told when editing starts (focus) and ends (blur). */
+  onEditing?: (editing: boolean) => void;
 }) {
   const { value, onCommit } = props;
   // draft is the text being edited; null while not focused, so remote changes show.
@@ -308,12 +388,14 @@ function EditableTitle(props: {
       onFocus={() => {
         cancelled.current = false;
         setDraft(value);
+        props.onEditing?.(true);
       }}
       onChange={(e) => setDraft(e.target.value)}
       onKeyDown={onKeyDown}
       onBlur={(e) => {
         const title = cleanTitle(e.currentTarget.value);
         setDraft(null);
+        props.onEditing?.(false);
         if (!cancelled.current && title !== "" && title !== value) onCommit(title);
       }}
     />

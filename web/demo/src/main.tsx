@@ -33,11 +33,11 @@ function start(root: HTMLElement) {
   const user = parseUser(params);
   if (user !== null && "problem" in user) return fail(root, user.problem);
   document.title = `${boardName} · actionsync ToDo board`;
-  const { store, sync, link } = createBoardStore({ baseUrl, channel: `board:${boardName}`, user });
+  const { store, sync, link, identity } = createBoardStore({ baseUrl, channel: `board:${boardName}`, user });
   createRoot(root).render(
     <StrictMode>
       <Provider store={store}>
-        <App boardName={boardName} user={user} sync={sync} link={link} />
+        <App boardName={boardName} user={user} sync={sync} link={link} identity={identity} />
       </Provider>
     </StrictMode>,
   );

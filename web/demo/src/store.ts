@@ -6,6 +6,7 @@ import { demoTokenGetter, type DemoUser } from "./auth.js";
 import { board, boardActions } from "./board.js";
 import { createDemoLink } from "./link.js";
 import { notices } from "./notices.js";
+import { identityFor } from "./presence.js";
 
 /** BoardStoreOptions says which server and channel the board syncs with. */
 export interface BoardStoreOptions {
@@ -41,6 +42,7 @@ export const boardVersion = "board-1";
  */
 export function createBoardStore(options: BoardStoreOptions) {
   const { user } = options;
+  const identity = identityFor(user?.name);
   const link = createDemoLink(options.baseUrl);
   const sync = createSync({
     transport: link.transport,
@@ -53,6 +55,8 @@ export function createBoardStore(options: BoardStoreOptions) {
     snapshots: { write: user?.role !== "view" },
     // The client id is then the user's name (the token's sub).
     getToken: user ? demoTokenGetter(options.baseUrl, user, options.fetch) : undefined,
+    // Who is on the board: avatars, and which task someone is editing (App.tsx).
+    presence: { ...identity },
   });
   const store = configureStore({
     reducer: sync.reducer({ board, notices }),
@@ -60,7 +64,7 @@ export function createBoardStore(options: BoardStoreOptions) {
   });
   // In a page the stream opens by itself; elsewhere (the tests' Node) here.
   sync.start();
-  return { store, sync, link, close: () => sync.close() };
+  return { store, sync, link, identity, close: () => sync.close() };
 }
 
 export type BoardStore = ReturnType<typeof createBoardStore>["store"];

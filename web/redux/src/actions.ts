@@ -1,5 +1,6 @@
 // The actions the middleware dispatches and the markers it puts on synced actions.
 import type { UnknownAction } from "redux";
+import type { PresencePayload, PresenceState } from "./presence.js";
 
 /**
  * ActionTypes lists every action type the middleware dispatches. All of them start with
@@ -47,6 +48,12 @@ export const ActionTypes = {
    * re-applied on top. Payload {@link ReplacePayload}.
    */
   replace: "actionsync/replace",
+  /**
+   * presence reports a change in the channel's presence (with the `presence` option): the
+   * status slice's `presence` becomes `payload.presence`. Never synced, never pending.
+   * Payload {@link PresencePayload}.
+   */
+  presence: "actionsync/presence",
 } as const;
 
 /** TypePrefix starts every action type in {@link ActionTypes}. */
@@ -73,6 +80,11 @@ export interface SyncStatusState {
   error: SyncError | null;
   /** resets counts the `actionsync/reset` signals received. */
   resets: number;
+  /**
+   * presence is who is on the channel, with the `presence` option (absent without it):
+   * members by client id, their join order, the count, and this client's own member id.
+   */
+  presence?: PresenceState;
 }
 
 /** LocalMeta marks a local synced action: `meta.actionsync`. */

@@ -1,7 +1,8 @@
 // React hooks for a synced store: the status slice and the pending local actions.
-import { useSyncExternalStore } from "react";
+import { useMemo, useSyncExternalStore } from "react";
 import { useSelector, useStore } from "react-redux";
 import type { LocalMeta, SyncStatusState, SyncedAction } from "./actions.js";
+import { emptyPresence, presenceMembers, presenceOthers, type PresenceMember } from "./presence.js";
 
 /** SyncView is the part of a createSync (or createSyncMiddleware) instance the hooks read. */
 export interface SyncView {
@@ -32,4 +33,27 @@ export function useSyncStatus(sync: SyncView): SyncStatusState {
 export function usePending(sync: SyncView): readonly SyncedAction<LocalMeta>[] {
   const store = useStore();
   return useSyncExternalStore(store.subscribe, sync.pending, sync.pending);
+}
+
+/** PresenceView is what usePresence returns. */
+export interface PresenceView {
+  /** members lists who is on the channel, this client included, in join order. */
+  members: readonly PresenceMember[];
+  /** others lists them without this client (its own member id, `self`). */
+  others: readonly PresenceMember[];
+  /** count is how many members the channel has, listed or not. */
+  count: number;
+  /** self is this client's member id ("" until the stream's first presence event). */
+  self: string;
+}
+
+/**
+ * usePresence returns who is on sync's channel (with the `presence` option; empty
+ * without it) from the status slice, and re-renders when it changes. The arrays are the
+ * same until presence changes.
+ */
+export function usePresence(sync: SyncView): PresenceView {
+  const status = useSyncStatus(sync);
+  const p = status.presence ?? emptyPresence;
+  return useMemo(() => ({ members: presenceMembers(p), others: presenceOthers(p), count: p.count, self: p.self }), [p]);
 }

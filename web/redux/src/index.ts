@@ -32,3 +32,5 @@ export { createMemoryStateStorage, createWebStateStorage } from "./persist.js";
 export type { PersistOptions, SavedState, StateStorage } from "./persist.js";
 export type { BackoffOptions } from "./backoff.js";
 export type { Connectivity, ConnectivityEvent } from "./connectivity.js";
+export { presenceMembers, presenceOthers } from "./presence.js";
+export type { PresenceChange, PresenceMember, PresencePayload, PresenceState } from "./presence.js";

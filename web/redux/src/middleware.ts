@@ -26,7 +26,9 @@ import { watchConnectivity } from "./connectivity.js";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import { SyncService, type Ack, type Snapshot } from "./gen/actionsync/v1/sync_pb.js";
 import { createOutbox } from "./outbox.js";
-import { checkOptions, type SyncMiddlewareOptions } from "./options.js";
+import { checkOptions, checkPresenceInfo, type SyncMiddlewareOptions } from "./options.js";
+import { createPresence, type PresenceController, type PresenceState } from "./presence.js";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { createPersistence, type Persistence, type Restored } from "./persist.js";
 import { createRebase, type Classified } from "./rebase.js";
 import { randomId } from "./ids.js";
@@ -69,6 +71,14 @@ export interface SyncMiddleware {
    * `useSyncExternalStore` snapshot); empty without wrapReducer.
    */
   pending(): readonly SyncedAction<LocalMeta>[];
+  /**
+   * setPresence replaces this client's presence info (with the `presence` option; throws
+   * a TypeError without it): every member sees a join with it. Sent at once while the
+   * stream is live (UpdatePresence), else with the next subscribe.
+   */
+  setPresence(info: JsonObject): void;
+  /** presence returns the channel's presence now (the status slice's), undefined without the option. */
+  presence(): PresenceState | undefined;
   /** channel is the channel this instance syncs. */
   readonly channel: string;
   /**
@@ -181,7 +191,23 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       if (drops.length === 1) queueMicrotask(reportDrops);
     },
   });
-  const reducer = createStatusReducer(channel, isOwnLocal, () => ({ status: shown.status, error: shown.error, resets }));
+  // Presence actions are neither synced nor pending: dispatched like the status.
+  const presence: PresenceController | undefined = o.presence
+    ? createPresence({
+        client,
+        channel,
+        info: o.presence,
+        logger,
+        fixedId: tokens !== undefined,
+        publish: (payload) => void dispatchSafely({ type: ActionTypes.presence, payload }),
+      })
+    : undefined;
+  const reducer = createStatusReducer(
+    channel,
+    isOwnLocal,
+    () => ({ status: shown.status, error: shown.error, resets, presence: presence?.state() }),
+    presence !== undefined,
+  );
 
   /** replaceAction builds the actionsync/replace of a restored state; lastSeq and epoch move to it. */
   function replaceAction(r: Restored, source: ReplaceSource): UnknownAction {
@@ -452,7 +478,7 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
       },
     };
     // With the tabs sharing one stream (shareStream), only the leader tab holds it.
-    subscriber = o.share ? startSharedSubscriber({ ...options, share: o.share, onLeader: adoptClosedTabs }) : startSubscriber(options);
+    subscriber = o.share ? startSharedSubscriber({ ...options, presence, share: o.share, onLeader: adoptClosedTabs }) : startSubscriber({ ...options, presence });
   }
 
   /**
@@ -661,6 +687,13 @@ export function createSyncMiddleware(options: SyncMiddlewareOptions): SyncMiddle
         .catch((err: unknown) => logger.error("actionsync: closing the outbox storage failed", err));
       return closing;
     },
+    setPresence(info) {
+      if (!presence) throw new TypeError("actionsync: setPresence needs the presence option (e.g. presence: {})");
+      checkPresenceInfo(info);
+      if (subscriber?.setPresence) subscriber.setPresence(info);
+      else presence.set(info);
+    },
+    presence: () => presence?.state(),
     channel,
     get clientId() {
       return clientIdNow();

@@ -1,5 +1,6 @@
 // The options of createSyncMiddleware: their documentation, defaults and checks.
 import type { Transport } from "@connectrpc/connect";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import type { UnknownAction } from "redux";
 import type { BackoffOptions } from "./backoff.js";
@@ -137,6 +138,14 @@ export interface SyncMiddlewareOptions {
    * deserialize are persist's unless given here. Default: none.
    */
   snapshots?: SnapshotOptions | null;
+  /**
+   * presence makes this client a member of the channel's presence with this info (a small
+   * JSON object, e.g. `{ name: "Ada", color: "#e91e63" }`; the server's limit is 256 bytes
+   * by default) and keeps who is on the channel in the status slice's `presence`. Change
+   * the info with `setPresence`. When tabs share the stream (shareStream), the browser is
+   * one member: see the README's *Presence*. Default: none (no presence).
+   */
+  presence?: JsonObject | null;
 }
 
 const clientIdPattern = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -165,6 +174,8 @@ export interface CheckedOptions {
   /** codec is the state's version, select and serialization, shared by persist and snapshots. */
   codec: StateCodec | undefined;
   snapshots: { every: number; intervalMs: number; write: boolean } | undefined;
+  /** presence is the initial presence info; undefined: no presence. */
+  presence: JsonObject | undefined;
 }
 
 /** checkOptions fills in the defaults and throws a TypeError or RangeError naming a bad option. */
@@ -208,7 +219,10 @@ export function checkOptions(options: SyncMiddlewareOptions): CheckedOptions {
     throw new TypeError("actionsync: connectivity must have addEventListener and removeEventListener");
   }
   const logger = options.logger ?? console;
+  const presence = options.presence ?? undefined;
+  if (presence !== undefined) checkPresenceInfo(presence);
   return {
+    presence,
     transport,
     channel,
     clientId,
@@ -274,4 +288,11 @@ function checkPersist(persist: PersistOptions | null | undefined, codec: StateCo
     storage = createWebStateStorage(persist.key ?? stateKey(channel), local);
   }
   return { ...persist, ...codec, storage };
+}
+
+/** checkPresenceInfo throws a TypeError unless info is a plain JSON object. */
+export function checkPresenceInfo(info: unknown): asserts info is JsonObject {
+  if (typeof info !== "object" || info === null || Array.isArray(info) || Object.getPrototypeOf(info) !== Object.prototype) {
+    throw new TypeError("actionsync: presence info must be a plain object, e.g. { name: \"Ada\" }");
+  }
 }

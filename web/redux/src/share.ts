@@ -3,7 +3,9 @@
 // over a BroadcastChannel; the others follow the relay. Each tab keeps its own outbox and
 // sends its own (short, unary) Dispatch requests.
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { JsonObject } from "@bufbuild/protobuf";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
+import { snapshotOf, type PresenceChange, type PresenceController } from "./presence.js";
 import { startSubscriber, type Subscriber, type SubscriberOptions } from "./subscriber.js";
 
 /** LeaderLocks is the part of the Web Locks API (navigator.locks) the election uses. */
@@ -51,11 +53,21 @@ type Relayed =
   /** jump: the leader's stream jumped (a reset or a snapshot): followers resume on their own. */
   | { t: "jump"; epoch: string }
   /** hello: a new follower asks the leader for its state. */
-  | { t: "hello" };
+  | { t: "hello" }
+  /** presence: a presence event of the leader's stream, whose member is self (the browser's). */
+  | { t: "presence"; change: PresenceChange; self: string }
+  /** info: a tab set the browser's presence info (the leader sends it with UpdatePresence). */
+  | { t: "info"; info: JsonObject };
 
 /** SharedSubscriberOptions are a subscriber's options plus where to share the stream. */
 export interface SharedSubscriberOptions extends SubscriberOptions {
   share: ShareEnv;
+  /**
+   * presence, if set: the browser is one member, held by the leader's stream, which relays
+   * its presence events; every tab's set() reaches the others (info), and the leader's
+   * stream sends it.
+   */
+  presence?: PresenceController;
   /**
    * onLeader is called when this tab becomes the leader, before its stream opens: e.g. to
    * adopt the outbox of a leader tab that closed.
@@ -118,8 +130,17 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
   bc.onmessage = (event) => {
     const m = event.data as Relayed;
     if (typeof m !== "object" || m === null || closing.signal.aborted) return;
+    // Presence info is the browser's, whoever leads: every tab keeps the newest.
+    if (m.t === "info") {
+      o.presence?.set(m.info);
+      return;
+    }
     if (leader) {
       if (m.t === "hello" && leaderState) post(leaderState);
+      if (m.t === "hello" && o.presence) {
+        post({ t: "presence", change: snapshotOf(o.presence.state()), self: o.presence.state().self });
+        post({ t: "info", info: o.presence.info() });
+      }
       return;
     }
     if (!detached) follow(m);
@@ -143,6 +164,9 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
         return;
       case "jump":
         if (!sameEpoch(m.epoch)) startCatchUp();
+        return;
+      case "presence":
+        o.presence?.follow(m.change, m.self);
         return;
     }
   }
@@ -180,6 +204,8 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
     catchingUp = new Promise<void>((r) => (done = r));
     const sub = startSubscriber({
       ...o,
+      // The leader's stream holds the browser's member; a catch-up is no member.
+      presence: undefined,
       onReady(headSeq, epoch) {
         void sub.close().then(() => {
           if (catchUp === sub) catchUp = undefined;
@@ -215,8 +241,18 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
       // Adopting an outbox is best effort: the stream must open anyway.
     }
     if (closing.signal.aborted) return;
+    const presence = o.presence;
     leader = startSubscriber({
       ...o,
+      presence: presence && {
+        subscribing: (clientId) => presence.subscribing(clientId),
+        onEvent(ev) {
+          const change = presence.onEvent(ev);
+          post({ t: "presence", change, self: presence.state().self });
+          return change;
+        },
+        onEnd: () => presence.onEnd(),
+      },
       onActions(actions) {
         o.onActions(actions);
         post({ t: "actions", epoch: o.position().epoch, actions });
@@ -308,6 +344,10 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
     renew() {
       leader?.renew();
       catchUp?.renew();
+    },
+    setPresence(info) {
+      o.presence?.set(info);
+      post({ t: "info", info });
     },
     async close() {
       closing.abort();

@@ -10,12 +10,13 @@ import {
   type StatusPayload,
   type SyncStatusState,
 } from "./actions.js";
+import { emptyPresence, type PresencePayload } from "./presence.js";
 
 /** initialStatus is the status slice before the first connection attempt. */
 export const initialStatus: SyncStatusState = { status: "connecting", lastSeq: 0, pending: 0, error: null, resets: 0 };
 
 /** LiveStatus is the part of the status slice a replaced state must not bring back. */
-export type LiveStatus = Pick<SyncStatusState, "status" | "error" | "resets">;
+export type LiveStatus = Pick<SyncStatusState, "status" | "error" | "resets" | "presence">;
 
 /**
  * createStatusReducer returns the reducer of one middleware instance's status slice.
@@ -34,9 +35,17 @@ export function createStatusReducer(
   channel: string,
   isOwnLocal: (action: unknown) => boolean,
   live: () => LiveStatus = () => initialStatus,
+  presence = false,
 ): Reducer<SyncStatusState> {
-  return (state = initialStatus, action: UnknownAction): SyncStatusState => {
+  // With presence, the slice has it from the start (empty until the stream's snapshot).
+  const initial = presence ? { ...initialStatus, presence: emptyPresence } : initialStatus;
+  return (state = initial, action: UnknownAction): SyncStatusState => {
     switch (action.type) {
+      case ActionTypes.presence: {
+        const p = action.payload as PresencePayload;
+        if (!presence || p?.channel !== channel || p.presence === state.presence) return state;
+        return { ...state, presence: p.presence };
+      }
       case ActionTypes.status: {
         const p = action.payload as StatusPayload;
         if (p?.channel !== channel) return state;
@@ -60,8 +69,10 @@ export function createStatusReducer(
         const p = action.payload as ReplacePayload;
         if (p?.channel !== channel) return state;
         // The confirmed state holds no pending action: the rebase re-applies them on top.
-        const { status, error, resets } = live();
+        const { status, error, resets, presence: who } = live();
         const next: SyncStatusState = { status, error, resets, lastSeq: p.seq, pending: 0 };
+        // Presence is live too: a replaced state (another session's, a snapshot) never brings its own.
+        if (presence) next.presence = who ?? emptyPresence;
         return shallowEqual(next, state) ? state : next;
       }
       case ActionTypes.confirmed: {
@@ -85,6 +96,7 @@ function shallowEqual(a: SyncStatusState, b: SyncStatusState): boolean {
     a.lastSeq === b.lastSeq &&
     a.pending === b.pending &&
     a.resets === b.resets &&
+    a.presence === b.presence &&
     (a.error === b.error || (a.error?.code === b.error?.code && a.error?.message === b.error?.message))
   );
 }

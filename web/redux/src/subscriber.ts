@@ -1,8 +1,10 @@
 // The subscriber: follows the channel with Subscribe, reconnecting and resuming.
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import type { JsonObject } from "@bufbuild/protobuf";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
 import type { Snapshot, SyncService } from "./gen/actionsync/v1/sync_pb.js";
 import { createBackoff, sleep, type BackoffOptions } from "./backoff.js";
+import type { PresenceHooks } from "./presence.js";
 
 /** SubscriberOptions wires a subscriber to its middleware. */
 export interface SubscriberOptions {
@@ -37,6 +39,11 @@ export interface SubscriberOptions {
   onReady(headSeq: number, epoch: string): void;
   /** onDown is called when the stream has ended or failed (not when closed). */
   onDown(err: ConnectError, delayMs: number): void;
+  /**
+   * presence, if set, makes the stream a member of the channel's presence (with the client
+   * id and info it gives for each attempt) and hands it the stream's presence events.
+   */
+  presence?: PresenceHooks;
 }
 
 /** Subscriber is a running subscription loop. */
@@ -61,6 +68,11 @@ export interface Subscriber {
   renew(): void;
   /** close aborts the stream and any delay; resolves when the loop has ended. */
   close(): Promise<void>;
+  /**
+   * setPresence, on a shared stream, changes the browser's presence info in every tab
+   * (the presence option's controller, see share.ts); absent on a stream of one's own.
+   */
+  setPresence?(info: JsonObject): void;
 }
 
 /**
@@ -110,10 +122,17 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
       arm();
       // Resuming with the epoch lets the server tell a lost history (a restarted server)
       // from ours.
-      const clientId = await o.clientId(stream.signal);
+      let clientId = await o.clientId(stream.signal);
       const { afterSeq, epoch } = o.position();
+      const member = o.presence?.subscribing(clientId);
+      if (member) clientId = member.clientId;
       const responses = o.client.subscribe(
-        { positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }], clientId, snapshots: o.snapshots },
+        {
+          positions: [{ channel: o.channel, afterSeq: BigInt(afterSeq), epoch }],
+          clientId,
+          snapshots: o.snapshots,
+          presence: member && { info: member.info },
+        },
         { signal: stream.signal },
       );
       for await (const res of responses) {
@@ -126,6 +145,7 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
           backoff.reset();
           o.onReady(Number(res.ready.headSeq), res.ready.epoch);
         }
+        if (res.presence) o.presence?.onEvent(res.presence);
       }
       if (renewed && !dropped) return "renew";
       return dropped ?? new ConnectError("the server ended the stream", Code.Unavailable);
@@ -135,6 +155,7 @@ export function startSubscriber(o: SubscriberOptions): Subscriber {
       if (idleFired) return new ConnectError(`no message for ${o.idleTimeoutMs} ms`, Code.DeadlineExceeded);
       return ConnectError.from(e);
     } finally {
+      o.presence?.onEnd();
       drop = undefined;
       renew = undefined;
       clearTimeout(idle);

@@ -7,6 +7,8 @@ import { typesOf, type SyncedActionsSpec } from "./matchers.js";
 import { createSyncMiddleware } from "./middleware.js";
 import type { SyncMiddlewareOptions } from "./options.js";
 import { withStatusSlice } from "./statusslice.js";
+import { emptyPresence, presenceMembers, presenceOthers, type PresenceMember, type PresenceState } from "./presence.js";
+import type { JsonObject } from "@bufbuild/protobuf";
 import { isPlainObject } from "./wire.js";
 
 /** SyncOptions configures createSync: the options of createSyncMiddleware, plus these. */
@@ -81,6 +83,20 @@ export interface Sync<K extends string = "sync"> {
    * extraArgument: { emit: sync.emit } } })`). See {@link Emit}.
    */
   emit: Emit;
+  /**
+   * setPresence replaces this client's presence info (needs the `presence` option):
+   * `sync.setPresence({ name, color, editing: taskId })`. See SyncMiddleware.setPresence.
+   */
+  setPresence(info: JsonObject): void;
+  /**
+   * selectPresence selects the channel's presence (`state[statusKey].presence`), or
+   * undefined without the `presence` option.
+   */
+  selectPresence(state: { [P in K]: SyncStatusState }): PresenceState | undefined;
+  /** selectMembers lists who is on the channel, this client included, in join order; the same array until it changes. */
+  selectMembers(state: { [P in K]: SyncStatusState }): readonly PresenceMember[];
+  /** selectOthers lists who is on the channel except this client (its own member), in join order. */
+  selectOthers(state: { [P in K]: SyncStatusState }): readonly PresenceMember[];
   /** statusKey is where the status slice is: `state[statusKey]`. */
   readonly statusKey: K;
   /** channel is the channel this instance syncs. */
@@ -162,6 +178,10 @@ export function createSync<K extends string = "sync">(options: SyncOptions<K>): 
     close: () => inner.close(),
     pending: () => inner.pending(),
     selectStatus: (state) => state[key],
+    setPresence: (info) => inner.setPresence(info),
+    selectPresence: (state) => state[key].presence,
+    selectMembers: (state) => presenceMembers(state[key].presence ?? emptyPresence),
+    selectOthers: (state) => presenceOthers(state[key].presence ?? emptyPresence),
     emit: createEmit(() => dispatch, (type) => isSyncedType({ type })),
     statusKey: key,
     channel: inner.channel,

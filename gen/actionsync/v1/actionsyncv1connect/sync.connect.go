@@ -47,6 +47,9 @@ const (
 	SyncServiceGetSnapshotProcedure = "/actionsync.v1.SyncService/GetSnapshot"
 	// SyncServiceGetPresenceProcedure is the fully-qualified name of the SyncService's GetPresence RPC.
 	SyncServiceGetPresenceProcedure = "/actionsync.v1.SyncService/GetPresence"
+	// SyncServiceUpdatePresenceProcedure is the fully-qualified name of the SyncService's
+	// UpdatePresence RPC.
+	SyncServiceUpdatePresenceProcedure = "/actionsync.v1.SyncService/UpdatePresence"
 )
 
 // SyncServiceClient is a client for the actionsync.v1.SyncService service.
@@ -77,6 +80,14 @@ type SyncServiceClient interface {
 	// --max-presence-members, 100 by default, in the order they joined) and how many there
 	// are in all. It needs the subscribe right on the channel when authentication is on.
 	GetPresence(context.Context, *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error)
+	// UpdatePresence changes the info of a member a client holds on a channel (one that
+	// subscribed with presence and is present: streaming, or in its grace period). Every
+	// watcher of the channel gets a join with the new info (a member that is already
+	// present, joining again: replace it). NOT_FOUND if the client id is no member of the
+	// channel's presence (it has no stream there that asked for presence). With
+	// authentication on, it needs the subscribe right on the channel, the client id must
+	// be the token's, and it counts against the identity's dispatch rate.
+	UpdatePresence(context.Context, *connect.Request[v1.UpdatePresenceRequest]) (*connect.Response[v1.UpdatePresenceResponse], error)
 }
 
 // NewSyncServiceClient constructs a client for the actionsync.v1.SyncService service. By default,
@@ -132,18 +143,25 @@ func NewSyncServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(syncServiceMethods.ByName("GetPresence")),
 			connect.WithClientOptions(opts...),
 		),
+		updatePresence: connect.NewClient[v1.UpdatePresenceRequest, v1.UpdatePresenceResponse](
+			httpClient,
+			baseURL+SyncServiceUpdatePresenceProcedure,
+			connect.WithSchema(syncServiceMethods.ByName("UpdatePresence")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // syncServiceClient implements SyncServiceClient.
 type syncServiceClient struct {
-	dispatch    *connect.Client[v1.DispatchRequest, v1.DispatchResponse]
-	subscribe   *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
-	sync        *connect.Client[v1.SyncRequest, v1.SyncResponse]
-	history     *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
-	putSnapshot *connect.Client[v1.PutSnapshotRequest, v1.PutSnapshotResponse]
-	getSnapshot *connect.Client[v1.GetSnapshotRequest, v1.GetSnapshotResponse]
-	getPresence *connect.Client[v1.GetPresenceRequest, v1.GetPresenceResponse]
+	dispatch       *connect.Client[v1.DispatchRequest, v1.DispatchResponse]
+	subscribe      *connect.Client[v1.SubscribeRequest, v1.SubscribeResponse]
+	sync           *connect.Client[v1.SyncRequest, v1.SyncResponse]
+	history        *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
+	putSnapshot    *connect.Client[v1.PutSnapshotRequest, v1.PutSnapshotResponse]
+	getSnapshot    *connect.Client[v1.GetSnapshotRequest, v1.GetSnapshotResponse]
+	getPresence    *connect.Client[v1.GetPresenceRequest, v1.GetPresenceResponse]
+	updatePresence *connect.Client[v1.UpdatePresenceRequest, v1.UpdatePresenceResponse]
 }
 
 // Dispatch calls actionsync.v1.SyncService.Dispatch.
@@ -181,6 +199,11 @@ func (c *syncServiceClient) GetPresence(ctx context.Context, req *connect.Reques
 	return c.getPresence.CallUnary(ctx, req)
 }
 
+// UpdatePresence calls actionsync.v1.SyncService.UpdatePresence.
+func (c *syncServiceClient) UpdatePresence(ctx context.Context, req *connect.Request[v1.UpdatePresenceRequest]) (*connect.Response[v1.UpdatePresenceResponse], error) {
+	return c.updatePresence.CallUnary(ctx, req)
+}
+
 // SyncServiceHandler is an implementation of the actionsync.v1.SyncService service.
 type SyncServiceHandler interface {
 	// Dispatch publishes a batch of actions to one channel. The batch is all or nothing:
@@ -209,6 +232,14 @@ type SyncServiceHandler interface {
 	// --max-presence-members, 100 by default, in the order they joined) and how many there
 	// are in all. It needs the subscribe right on the channel when authentication is on.
 	GetPresence(context.Context, *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error)
+	// UpdatePresence changes the info of a member a client holds on a channel (one that
+	// subscribed with presence and is present: streaming, or in its grace period). Every
+	// watcher of the channel gets a join with the new info (a member that is already
+	// present, joining again: replace it). NOT_FOUND if the client id is no member of the
+	// channel's presence (it has no stream there that asked for presence). With
+	// authentication on, it needs the subscribe right on the channel, the client id must
+	// be the token's, and it counts against the identity's dispatch rate.
+	UpdatePresence(context.Context, *connect.Request[v1.UpdatePresenceRequest]) (*connect.Response[v1.UpdatePresenceResponse], error)
 }
 
 // NewSyncServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -260,6 +291,12 @@ func NewSyncServiceHandler(svc SyncServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(syncServiceMethods.ByName("GetPresence")),
 		connect.WithHandlerOptions(opts...),
 	)
+	syncServiceUpdatePresenceHandler := connect.NewUnaryHandler(
+		SyncServiceUpdatePresenceProcedure,
+		svc.UpdatePresence,
+		connect.WithSchema(syncServiceMethods.ByName("UpdatePresence")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/actionsync.v1.SyncService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SyncServiceDispatchProcedure:
@@ -276,6 +313,8 @@ func NewSyncServiceHandler(svc SyncServiceHandler, opts ...connect.HandlerOption
 			syncServiceGetSnapshotHandler.ServeHTTP(w, r)
 		case SyncServiceGetPresenceProcedure:
 			syncServiceGetPresenceHandler.ServeHTTP(w, r)
+		case SyncServiceUpdatePresenceProcedure:
+			syncServiceUpdatePresenceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -311,4 +350,8 @@ func (UnimplementedSyncServiceHandler) GetSnapshot(context.Context, *connect.Req
 
 func (UnimplementedSyncServiceHandler) GetPresence(context.Context, *connect.Request[v1.GetPresenceRequest]) (*connect.Response[v1.GetPresenceResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.GetPresence is not implemented"))
+}
+
+func (UnimplementedSyncServiceHandler) UpdatePresence(context.Context, *connect.Request[v1.UpdatePresenceRequest]) (*connect.Response[v1.UpdatePresenceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("actionsync.v1.SyncService.UpdatePresence is not implemented"))
 }
