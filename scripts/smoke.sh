@@ -143,6 +143,22 @@ expect "GetStats lists board:demo" '"channel": *"board:demo"' "$tmp/stats.out"
 curl -fsS "$url/readyz" >"$tmp/readyz.out" 2>&1 || fail "GET /readyz:"$'\n'"$(cat "$tmp/readyz.out")"
 ok "GET /readyz answers 200"
 
+step "Presence: a subscriber with presence is listed by GetPresence"
+timeout 8 npx --no-install buf curl -d '{"positions":[{"channel":"board:presence"}],"client_id":"smoke-p","presence":{"info":{"name":"Smoke"}}}' \
+	"$url/actionsync.v1.SyncService/Subscribe" >"$tmp/psub.out" 2>&1 &
+psub=$!
+listed=0
+for _ in $(seq 1 20); do
+	bufc -d '{"channel":"board:presence"}' "$url/actionsync.v1.SyncService/GetPresence" >"$tmp/pres.out" 2>&1 ||
+		fail "GetPresence:"$'\n'"$(cat "$tmp/pres.out")"
+	if grep -q '"clientId": *"smoke-p"' "$tmp/pres.out"; then listed=1; break; fi
+	sleep 0.3
+done
+[[ $listed == 1 ]] || fail "GetPresence never listed smoke-p:"$'\n'"$(cat "$tmp/pres.out")"$'\n'"$(cat "$tmp/psub.out")"
+ok "GetPresence lists the subscriber"
+kill "$psub" 2>/dev/null || true
+wait "$psub" 2>/dev/null || true
+
 step "Sync (bidi, gRPC over h2c): subscribe, then dispatch"
 rc=0
 {
