@@ -30,11 +30,16 @@ function avatars(p: BoardPage): Promise<{ names: string[]; self: string[] }> {
   });
 }
 
+/**
+ * marker is the text of p's "someone is editing" marker on the task, "" if none is shown.
+ * One evaluate reads it: checking visibility and then reading the text raced with the
+ * marker going, and the text read then waited for an element that no longer came.
+ */
 const marker = (p: BoardPage, taskId: string) =>
-  p.page
-    .getByTestId(`editing-${taskId}`)
-    .isVisible()
-    .then(async (v) => (v ? p.page.getByTestId(`editing-${taskId}`).innerText() : ""));
+  p.page.evaluate((id) => {
+    const el = document.querySelector<HTMLElement>(`[data-testid='editing-${id}']`);
+    return el !== null && el.offsetParent !== null ? el.innerText : "";
+  }, taskId);
 
 test("two_windows_see_each_other_the_task_being_edited_and_the_leave_after_grace", async (h) => {
   const server = await h.server(["--presence-grace", `${GRACE_MS}ms`]);
