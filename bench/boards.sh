@@ -17,7 +17,7 @@
 #
 # Knobs (defaults in brackets): CHANNELS [1000]  PER_CHANNEL [4]  RATE [2000]  RUNS [3]
 #   DURATION [6] (s)  WARMUP [1] (s)  INFLIGHT [64] (the peer's publishes in flight)
-#   PORT [38400] (actionsync; the peer uses PORT+1)  SERVER_CPU [0]  CLIENT_CPU [1]
+#   PORT [18400] (actionsync; the peer uses PORT+1)  SERVER_CPU [0]  CLIENT_CPU [1]
 #   QUIET_WAIT [10]  QUIET_PCT [15]  SKIP_PEER [0]  PEER_DIR [../shared/peers/socketio]
 # Saved under bench/results/boards-<timestamp>/ (gitignored). Exit 1 if a phase failed.
 set -euo pipefail
@@ -30,7 +30,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-6}
 WARMUP=${WARMUP:-1}
 INFLIGHT=${INFLIGHT:-64}
-PORT=${PORT:-38400}
+PORT=${PORT:-18400}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 QUIET_WAIT=${QUIET_WAIT:-10}

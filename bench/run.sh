@@ -15,7 +15,9 @@
 #   go run ./bench/chart -in bench/results.jsonl -out docs/benchmarks.svg -md docs/benchmarks.md
 #
 # Environment knobs (defaults in brackets); the peer reads the same names:
-#   PORT [38112]  SERVER_CPU [0]  CLIENT_CPU [1]  DURATION [6] (s per measured phase)
+#   PORT [18112] (below the ephemeral port range: the client's 5,000 connections take
+#     local ports from it, and a server started right after could find its port taken)
+#   SERVER_CPU [0]  CLIENT_CPU [1]  DURATION [6] (s per measured phase)
 #   WARMUP [1] (s)  WINDOW [64] (actions in flight, tput)  RATE [200] (actions/s, lat)
 #   PUBLISH [sync] (tput publisher: sync stream or unary dispatch)  BATCH [WINDOW] (most actions per dispatch, tput)
 #   TPUT_NS ["10 100 1000"]  LAT_NS ["100 1000"] (ours)  LAT_N [100] (the peer's)
@@ -42,7 +44,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-PORT=${PORT:-38112}
+PORT=${PORT:-18112}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 DURATION=${DURATION:-6}
