@@ -8,11 +8,12 @@ import { readHistory } from "../redux/src/testkit.js";
 import { stays, uniqueBoard, until, type BoardPage, type Harness } from "./harness.js";
 import { startCountingProxy } from "./proxy.js";
 
-const subscribe = "/actionsync.v1.SyncService/Subscribe";
-const sorted = (xs: string[]) => [...xs].sort();
+/** subscribe is the path of the Subscribe RPC, as the counting proxy sees it. */
+export const subscribe = "/actionsync.v1.SyncService/Subscribe";
+export const sorted = (xs: string[]) => [...xs].sort();
 
 /** untilTitles waits until every page shows exactly titles (each once) with nothing pending. */
-async function untilTitles(pages: BoardPage[], titles: string[]): Promise<void> {
+export async function untilTitles(pages: BoardPage[], titles: string[]): Promise<void> {
   const want = JSON.stringify(sorted(titles));
   for (const [i, p] of pages.entries()) {
     await until(`tab ${i} shows ${want}`, async () => JSON.stringify(sorted((await p.tasks()).map((t) => t.title))), (v) => v === want, 20_000);
