@@ -65,7 +65,8 @@ export function leaseKey(name: string): string {
 /** leaseChannel is the BroadcastChannel on which tabs probe the holders of expired leases. */
 const leaseChannel = "actionsync:leases";
 
-interface Record {
+/** LeaseRecord is what a lease key holds, as JSON. */
+interface LeaseRecord {
   holder: string;
   expiresAt: number;
 }
@@ -105,23 +106,23 @@ export function createLeaseLocks(o: LeaseOptions): LockManagerLike {
   const settleMs = o.settleMs ?? 100;
   const sleep = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
 
-  function read(key: string): Record | undefined {
+  function read(key: string): LeaseRecord | undefined {
     try {
-      const r = JSON.parse(o.storage.getItem(key) ?? "null") as Record | null;
+      const r = JSON.parse(o.storage.getItem(key) ?? "null") as LeaseRecord | null;
       return typeof r?.holder === "string" && typeof r.expiresAt === "number" ? r : undefined;
     } catch {
       return undefined; // not a lease: taken as missing
     }
   }
   /** othersLive: the lease is another tab's and has not expired. */
-  const othersLive = (r: Record | undefined) => r !== undefined && r.holder !== self && r.expiresAt > clock.now();
+  const othersLive = (r: LeaseRecord | undefined) => r !== undefined && r.holder !== self && r.expiresAt > clock.now();
   const write = (key: string) => o.storage.setItem(key, JSON.stringify({ holder: self, expiresAt: clock.now() + ttlMs }));
   const removeOwn = (key: string) => {
     if (read(key)?.holder === self) o.storage.removeItem(key);
   };
 
   /**
-   * page tracks whether the page is showing: between pagehide and pageshow (going away, or
+   * watchPage tracks whether the page is showing: between pagehide and pageshow (going away, or
    * in the back/forward cache) a tab neither takes nor renews a lease.
    */
   function watchPage(onHide: () => void, onShow: () => void) {
