@@ -48,8 +48,12 @@ export function chromiumPath(): string {
   return found;
 }
 
-/** launchBrowser starts headless Chromium with the flags that work in containers and CI. */
-export function launchBrowser(): Promise<Browser> {
+/**
+ * launchBrowser starts headless Chromium with the flags that work in containers and CI,
+ * and extraArgs (e.g. --host-resolver-rules, to open pages at a name that is not
+ * localhost: an insecure origin).
+ */
+export function launchBrowser(extraArgs: string[] = []): Promise<Browser> {
   return chromium.launch({
     executablePath: chromiumPath(),
     headless: true,
@@ -62,6 +66,7 @@ export function launchBrowser(): Promise<Browser> {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...extraArgs,
     ],
   });
 }

@@ -70,9 +70,10 @@ export interface SyncMiddlewareOptions {
    * storage persists the outbox (unconfirmed local actions) across reloads. Default, when
    * globalThis.localStorage exists: localStorage under "actionsync:outbox:<channel>:<tabId>",
    * one key per tab (tabId is kept in sessionStorage, so a reload finds its outbox again);
-   * with Web Locks (navigator.locks), each tab holds its key's lock until close() and, at
-   * start, adopts the outboxes of the same channel left by closed tabs. Without Web Locks
-   * nothing is adopted. Without localStorage (Node): memory. null: memory.
+   * with Web Locks (navigator.locks; on insecure origins, lease locks in localStorage),
+   * each tab holds its key's lock until close() and, at start, adopts the outboxes of the
+   * same channel left by closed tabs. Without locks nothing is adopted. Without
+   * localStorage (Node): memory. null: memory.
    */
   storage?: OutboxStorage | null;
   /**
@@ -83,12 +84,13 @@ export interface SyncMiddlewareOptions {
   autoStart?: boolean;
   /**
    * shareStream: the tabs of one browser (one origin) that follow this channel share one
-   * Subscribe stream: the tab holding a Web Lock holds the stream and relays it to the
+   * Subscribe stream: the tab holding a lock (a Web Lock; on insecure origins, which have
+   * no Web Locks, a lease in localStorage) holds the stream and relays it to the
    * others over a BroadcastChannel; when it closes, another tab takes over (see the
    * README's *One stream per browser*). Browsers allow about six HTTP/1.1 connections per
    * host: without sharing, a seventh tab on a plain-HTTP deployment stalls. Each tab keeps
-   * its own outbox and sends its own Dispatch requests. Default: true where navigator.locks
-   * and BroadcastChannel exist and getToken is not given (tabs signed in as different
+   * its own outbox and sends its own Dispatch requests. Default: true in a page with
+   * BroadcastChannel and navigator.locks or localStorage, when getToken is not given (tabs signed in as different
    * users must not read through each other's stream); else false (a stream per tab).
    */
   shareStream?: boolean;

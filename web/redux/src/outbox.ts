@@ -1,6 +1,7 @@
 // The outbox: local actions not yet confirmed by the server, in dispatch order, persisted.
 import type { PendingEntry, SentPosition } from "./actions.js";
-import { createTabStorage, type EnumerableStorage, type LockManagerLike } from "./tabstorage.js";
+import { defaultLocks } from "./lease.js";
+import { createTabStorage, type EnumerableStorage } from "./tabstorage.js";
 import { isPendingEntry } from "./wire.js";
 
 /**
@@ -65,19 +66,19 @@ export function createWebStorage(key: string, storage: WebStorage): OutboxStorag
 /**
  * defaultStorage is, when the environment has localStorage, a tab storage (see
  * createTabStorage): localStorage under "actionsync:outbox:<channel>:<tabId>", the tab id
- * in sessionStorage, closed tabs' outboxes adopted with navigator.locks when there is one.
+ * in sessionStorage, closed tabs' outboxes adopted with navigator.locks, or lease locks
+ * where there is none (see defaultLocks).
  * Else memory.
  */
 export function defaultStorage(channel: string, logger: Logger): OutboxStorage {
-  const g = globalThis as { localStorage?: EnumerableStorage; sessionStorage?: WebStorage; navigator?: { locks?: LockManagerLike } };
+  const g = globalThis as { localStorage?: EnumerableStorage; sessionStorage?: WebStorage };
   // Reading localStorage or sessionStorage throws in some sandboxed iframes and privacy modes.
   const local = tryGet(() => g.localStorage);
   if (local === undefined) return createMemoryStorage();
-  const locks = g.navigator?.locks;
   return createTabStorage(channel, {
     local,
     session: tryGet(() => g.sessionStorage),
-    locks: typeof locks?.request === "function" ? locks : undefined,
+    locks: defaultLocks(),
     logger,
   });
 }

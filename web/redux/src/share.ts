@@ -1,17 +1,19 @@
 // One Subscribe stream per browser: the tabs of one origin that follow the same channel
-// elect a leader with a Web Lock; the leader holds the stream and relays what it receives
+// elect a leader with a Web Lock (a lease lock where there are no Web Locks); the leader holds the stream and relays what it receives
 // over a BroadcastChannel; the others follow the relay. Each tab keeps its own outbox and
 // sends its own (short, unary) Dispatch requests.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Action as WireAction } from "./gen/actionsync/v1/action_pb.js";
+import { defaultLocks, type Lease, type LockManagerLike } from "./lease.js";
 import { snapshotOf, type PresenceChange, type PresenceController } from "./presence.js";
 import { startSubscriber, type Subscriber, type SubscriberOptions } from "./subscriber.js";
 
-/** LeaderLocks is the part of the Web Locks API (navigator.locks) the election uses. */
-export interface LeaderLocks {
-  request(name: string, options: { ifAvailable?: boolean; signal?: AbortSignal }, callback: (lock: unknown) => unknown): Promise<unknown>;
-}
+/**
+ * LeaderLocks is what the election uses: navigator.locks, or lease locks (whose lock is a
+ * Lease, which can be lost).
+ */
+export type LeaderLocks = LockManagerLike;
 
 /** BroadcastChannelLike is the part of BroadcastChannel the relay uses. */
 export interface BroadcastChannelLike {
@@ -20,25 +22,26 @@ export interface BroadcastChannelLike {
   close(): void;
 }
 
-/** ShareEnv is what sharing needs from the browser: Web Locks and BroadcastChannel. */
+/** ShareEnv is what sharing needs from the browser: locks and BroadcastChannel. */
 export interface ShareEnv {
   locks: LeaderLocks;
   open(name: string): BroadcastChannelLike;
 }
 
 /**
- * defaultShareEnv returns a browser page's Web Locks and BroadcastChannel, or undefined
- * outside a page or where either is missing (insecure origins have no navigator.locks; old
- * browsers): each tab then holds its own stream.
+ * defaultShareEnv returns a browser page's locks (defaultLocks: Web Locks, or on insecure
+ * origins lease locks over localStorage) and BroadcastChannel, or undefined outside a page
+ * or where they are missing (old browsers, sandboxed frames): each tab then holds its own
+ * stream.
  */
 export function defaultShareEnv(): ShareEnv | undefined {
-  const g = globalThis as { document?: unknown; navigator?: { locks?: LeaderLocks }; BroadcastChannel?: new (name: string) => BroadcastChannelLike };
+  const g = globalThis as { document?: unknown; BroadcastChannel?: new (name: string) => BroadcastChannelLike };
   // Pages only: Node (20 has BroadcastChannel, later versions navigator.locks) runs each
   // store on its own stream.
   if (typeof g.document !== "object") return undefined;
-  const locks = g.navigator?.locks;
+  const locks = defaultLocks();
   const BC = g.BroadcastChannel;
-  if (typeof locks?.request !== "function" || typeof BC !== "function") return undefined;
+  if (locks === undefined || typeof BC !== "function") return undefined;
   return { locks, open: (name) => new BC(name) };
 }
 
@@ -84,7 +87,7 @@ export function leaderLockName(channel: string): string {
  * startSharedSubscriber follows the channel like startSubscriber, holding one Subscribe
  * stream per browser instead of one per tab:
  *
- * - The tab holding the Web Lock leaderLockName(channel) is the leader: it runs
+ * - The tab holding the lock leaderLockName(channel) is the leader: it runs
  *   startSubscriber and posts every batch, and its stream's state, on a BroadcastChannel
  *   of the same name. The lock is released by close() or when the page goes away; the next
  *   tab in line then becomes the leader and opens its own stream, resuming from its own
@@ -276,12 +279,23 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
     });
   }
 
-  /** elected runs one term as the leader: until close, or until this tab steps down. */
+  /**
+   * elected runs one term as the leader: until close, until this tab steps down, or until
+   * its lease is lost (lease locks only: two tabs took it at once, or this page was frozen
+   * and another tab took over): it then steps down and follows the other leader.
+   */
   const elected = async (lock: unknown) => {
     if (lock === null || closing.signal.aborted) return false;
     const term = new Promise<void>((r) => (endTerm = r));
+    const lost = (lock as Partial<Lease>).signal;
     await lead();
-    await Promise.race([term, new Promise((r) => closing.signal.addEventListener("abort", r, { once: true }))]);
+    const ended = await Promise.race([term, aborted(closing.signal), ...(lost ? [aborted(lost).then(() => "lost")] : [])]);
+    if (ended === "lost" && !closing.signal.aborted) {
+      void stepDown().then(() => {
+        post({ t: "hello" });
+        startCatchUp();
+      });
+    }
     return true;
   };
   /** queue waits in line for the lock (the request outlives the caller). */
@@ -357,4 +371,9 @@ export function startSharedSubscriber(o: SharedSubscriberOptions): Subscriber {
       bc.close();
     },
   };
+}
+
+/** aborted resolves once signal aborts. */
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((r) => (signal.aborted ? r() : signal.addEventListener("abort", () => r(), { once: true })));
 }

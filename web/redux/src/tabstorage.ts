@@ -2,6 +2,7 @@
 // of closed tabs adopted at start.
 import type { PendingEntry } from "./actions.js";
 import { randomId, uuidPattern } from "./ids.js";
+import type { LockManagerLike } from "./lease.js";
 import type { Logger, OutboxStorage, WebStorage } from "./outbox.js";
 
 /** tabIdKey is the sessionStorage key of the tab's id, shared by every channel. */
@@ -12,15 +13,7 @@ export function outboxKey(channel: string, tabId: string): string {
   return `actionsync:outbox:${channel}:${tabId}`;
 }
 
-/**
- * LockManagerLike is the part of the Web Locks API (navigator.locks) the tab storage
- * uses: request with ifAvailable (the callback gets null when the lock is held) or with
- * a signal (the request waits, and rejects with an AbortError once the signal aborts).
- * The lock is held until the callback's promise settles.
- */
-export interface LockManagerLike {
-  request<T>(name: string, options: { ifAvailable?: boolean; signal?: AbortSignal }, callback: (lock: unknown) => T): Promise<unknown>;
-}
+export type { LockManagerLike };
 
 /** EnumerableStorage is a WebStorage whose keys can be listed (localStorage). */
 export type EnumerableStorage = WebStorage & Pick<Storage, "key" | "length">;
@@ -31,7 +24,10 @@ export interface TabStorageOptions {
   local: EnumerableStorage;
   /** session holds this tab's id across reloads: sessionStorage. Default: none (a new id per instance). */
   session?: WebStorage;
-  /** locks tells live tabs from closed ones: navigator.locks. Default: none (no adoption). */
+  /**
+   * locks tells live tabs from closed ones: navigator.locks, or lease locks where there is
+   * none (see defaultLocks). Default: none (no adoption).
+   */
   locks?: LockManagerLike;
   /** logger gets the outboxes that cannot be read. */
   logger: Logger;
@@ -67,7 +63,9 @@ export interface TabStorage extends OutboxStorage {
  * entry that already reached the server is confirmed by the replay, not sent again; one
  * adopted by two tabs at once is deduplicated by the server (same action id).
  *
- * Without Web Locks (insecure origins, old browsers) nothing is adopted: a closed tab's
+ * Lease locks (createLeaseLocks) work as well: a tab whose lease was lost (its page froze
+ * longer than the lease) may see its outbox adopted while it lives, and both send its
+ * entries: the server dedupes them by id. Without locks nothing is adopted: a closed tab's
  * unsent actions stay in localStorage, unsent, and a duplicated tab shares its original's
  * key.
  */

@@ -14,10 +14,10 @@ import { gzipSync } from "node:zlib";
 
 /**
  * budgets bound the min+gzip sizes, set a few percent above what was measured when they
- * were set (issue 13, esbuild 0.28.2, with the shared stream: 49.2 KiB with its runtime,
- * 17.4 KiB alone).
+ * were set (issue 13, esbuild 0.28.2, with the shared stream's lease locks for insecure
+ * origins: 51.6 KiB with its runtime, 19.8 KiB alone).
  */
-const budgets = { withRuntime: 52 * 1024, alone: 19 * 1024 };
+const budgets = { withRuntime: 53 * 1024, alone: 20.5 * 1024 };
 
 const dist = join(import.meta.dirname, "../dist");
 
