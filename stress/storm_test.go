@@ -55,8 +55,8 @@ func TestStress_RecoveryStorm(t *testing.T) {
 		window      = 4 << 10 // HTTP/2 stream window of the subscribers: a stall fills it fast
 	)
 	rate := int(envUint("STRESS_RATE", 400)) // actions per second, all publishers together
-	srv := startProc(t, "storm", "--queue-size", fmt.Sprint(queueSize), "--history-size", "2000000",
-		"--history-max-bytes", "4GiB", "--history-channel-max-bytes", "1GiB", "--log-level", "warn")
+	srv := startProc(t, "storm", "--queue-size", fmt.Sprint(queueSize), "--max-dispatch-actions", "10", "--history-size", "2000000",
+		"--history-max-bytes", "4GiB", "--history-channel-max-bytes", "1GiB")
 	ctx, cancel := context.WithTimeout(t.Context(), s.duration+2*time.Minute)
 	defer cancel()
 
