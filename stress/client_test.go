@@ -1,6 +1,7 @@
 package stress
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/maphash"
@@ -76,6 +77,18 @@ func (c *conns) reset() int {
 		_ = tc.Close()
 	}
 	return len(open)
+}
+
+// close closes every connection the client dialed (a FIN, not a reset), busy or not.
+func (c *conns) close() {
+	c.mu.Lock()
+	open := c.open
+	c.open = nil
+	c.mu.Unlock()
+	for _, tc := range open {
+		_ = tc.Close()
+	}
+	c.tr.CloseIdleConnections()
 }
 
 // sync returns a Connect client of the server at url over these connections.
@@ -361,4 +374,171 @@ func checkFollower(t *testing.T, f *follower, hs map[string]*history, complete b
 			t.Errorf("%s on %q: at seq %d, want the head %d", f.name, ch, p.last, len(h.ids))
 		}
 	}
+}
+
+// canary is a follower that must never be disturbed: one stream for the whole scenario,
+// every action in order. Its stream ending before stop is a fault.
+type canary struct {
+	f      *follower
+	cancel context.CancelFunc
+	ended  chan error
+}
+
+// startCanary starts following channels from seq 1 on a connection of its own, and
+// waits for its first ready.
+func startCanary(t *testing.T, url string, channels ...string) *canary {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	c := &canary{f: newFollower("canary", channels), cancel: cancel, ended: make(chan error, 1)}
+	client := newConns(t, 0, 0).sync(url)
+	ready := make(chan struct{})
+	go func() {
+		stream, err := client.Subscribe(ctx, connect.NewRequest(c.f.request()))
+		if err != nil {
+			close(ready)
+			c.ended <- err
+			return
+		}
+		defer stream.Close()
+		once := sync.Once{}
+		for stream.Receive() {
+			c.f.apply(stream.Msg())
+			if stream.Msg().GetReady() != nil {
+				once.Do(func() { close(ready) })
+			}
+		}
+		once.Do(func() { close(ready) })
+		c.ended <- stream.Err()
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("canary: no ready after 10s")
+	}
+	t.Cleanup(cancel)
+	return c
+}
+
+// stop ends the canary's stream and fails t if it had ended before.
+func (c *canary) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-c.ended:
+		t.Errorf("canary: stream ended during the scenario: %v", err)
+		return
+	default:
+	}
+	c.cancel()
+	<-c.ended
+}
+
+// waitAt waits up to within until the follower has applied channel up to seq.
+func (f *follower) waitAt(t *testing.T, channel string, seq uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for f.at(channel).last < seq {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: at seq %d of %q after %v, want %d", f.name, f.at(channel).last, channel, within, seq)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// pacer dispatches to channel at rate actions per second, in batches of 1 to maxBatch,
+// until stop; it records acks in l (nil: a new ledger) and the latency of each dispatch.
+type pacer struct {
+	l       *ledger
+	stopped chan struct{}
+	stopFn  context.CancelFunc
+
+	mu        sync.Mutex
+	latencies []time.Duration
+	errs      int
+	lastErr   error
+}
+
+func startPacer(t *testing.T, s *scenario, client actionsyncv1connect.SyncServiceClient, name, channel string, rate, maxBatch, payload int, l *ledger) *pacer {
+	ctx, cancel := context.WithCancel(t.Context())
+	if l == nil {
+		l = newLedger()
+	}
+	p := &pacer{l: l, stopped: make(chan struct{}), stopFn: cancel}
+	rng := s.rng()
+	go func() {
+		defer close(p.stopped)
+		next := time.Now()
+		for n := 0; ctx.Err() == nil; {
+			batch := make([]*actionsyncv1.Action, 1+rng.IntN(maxBatch))
+			for i := range batch {
+				batch[i] = action(fmt.Sprintf("%s-%d", name, n), payload)
+				n++
+			}
+			start := time.Now()
+			res, err := client.Dispatch(ctx, connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: channel, ClientId: name, Actions: batch}))
+			p.mu.Lock()
+			if err != nil {
+				if ctx.Err() == nil {
+					p.errs++
+					p.lastErr = err
+				}
+			} else {
+				p.latencies = append(p.latencies, time.Since(start))
+			}
+			p.mu.Unlock()
+			if err == nil {
+				p.l.add(channel, res.Msg.GetAcks())
+			}
+			next = next.Add(time.Duration(len(batch)) * time.Second / time.Duration(rate))
+			if d := time.Until(next); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			} else if d < -time.Second {
+				next = time.Now()
+			}
+		}
+	}()
+	return p
+}
+
+// stop stops the pacer and fails t if a dispatch failed.
+func (p *pacer) stop(t *testing.T) {
+	t.Helper()
+	p.stopFn()
+	<-p.stopped
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.errs > 0 {
+		t.Errorf("pacer: %d dispatches failed, the last with %v", p.errs, p.lastErr)
+	}
+}
+
+// percentile returns the q-quantile of ds (sorted in place).
+func percentile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(q*float64(len(ds))))]
+}
+
+// historyOf builds channel's history from the acks of l, which must hold every action
+// of the channel from seq 1: for channels whose History is trimmed by the end.
+func historyOf(t *testing.T, l *ledger, channel string) map[string]*history {
+	t.Helper()
+	l.mu.Lock()
+	acks := slices.Clone(l.acks[channel])
+	l.mu.Unlock()
+	slices.SortFunc(acks, func(a, b acked) int { return cmp.Compare(a.seq, b.seq) })
+	h := &history{hashes: []uint64{0}, seqOf: map[string]uint64{}}
+	for i, a := range acks {
+		if a.seq != uint64(i)+1 {
+			t.Fatalf("acks of %q: seq %d at %d: the acks are not contiguous from 1", channel, a.seq, i)
+		}
+		h.seqOf[a.id] = a.seq
+		h.ids = append(h.ids, a.id)
+		h.hashes = append(h.hashes, chain(h.hashes[i], a.id))
+	}
+	return map[string]*history{channel: h}
 }

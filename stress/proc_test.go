@@ -220,19 +220,22 @@ func (p *proc) stats(ctx context.Context) (*actionsyncv1.ServerStats, error) {
 	return res.Msg.GetServer(), nil
 }
 
-// gcStats runs a garbage collection in the server (pprof's heap profile with gc=1) and
-// returns its figures afterwards: the heap then holds only what is reachable.
+// gcStats runs two garbage collections in the server (pprof's heap profile with gc=1;
+// two, as sync.Pool keeps its contents over one) and returns its figures afterwards:
+// the heap then holds only what is reachable.
 func (p *proc) gcStats(ctx context.Context) (*actionsyncv1.ServerStats, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/heap?gc=1", nil)
-	if err != nil {
-		return nil, err
+	for range 2 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/heap?gc=1", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("gc: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("gc: %w", err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
 	return p.stats(ctx)
 }
 
@@ -254,3 +257,42 @@ func (p *proc) rss() uint64 {
 
 // mib formats bytes in MiB.
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// goroutines returns the server's goroutine profile (pprof, debug=1: stacks grouped
+// with their counts), to show where a leak is.
+func (p *proc) goroutines(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/goroutine?debug=1", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return string(b)
+}
+
+// saveHeapProfile writes the server's heap profile to a file in the system's temporary
+// directory and returns its path, for `go tool pprof`.
+func (p *proc) saveHeapProfile(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	f, err := os.CreateTemp("", "stress-heap-*.pb.gz")
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		return err.Error()
+	}
+	return f.Name()
+}
