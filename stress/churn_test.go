@@ -161,7 +161,7 @@ func TestStress_ConnectCancelChurn(t *testing.T) {
 			after.GetStreams(), after.GetSubscriptions(), after.GetGoroutines(), mib(after.GetHeapBytes()),
 			base.GetGoroutines()+goroutineSlack, mib(base.GetHeapBytes()+heapSlack))
 		t.Logf("the server's goroutines:\n%s", srv.goroutines(ctx))
-		t.Logf("the server's heap profile: %s (go tool pprof -top %s FILE)", srv.saveHeapProfile(ctx), binary)
+		t.Logf("the server's heap profile: %s (go tool pprof -top %s FILE)", srv.saveHeapProfile(ctx), serverBinary)
 	}
 
 	pub.stop(t)

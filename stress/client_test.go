@@ -273,7 +273,7 @@ func readHistory(ctx context.Context, client actionsyncv1connect.SyncServiceClie
 	var all []*actionsyncv1.Action
 	for {
 		res, err := client.History(ctx, connect.NewRequest(&actionsyncv1.HistoryRequest{
-			Channel: channel, AfterSeq: uint64(len(all)), Limit: 1000,
+			Channel: channel, AfterSeq: uint64(len(all)), // the default page: min(100, --max-history-limit)
 		}))
 		if err != nil {
 			return nil, fmt.Errorf("History of %q after seq %d: %w", channel, len(all), err)
@@ -542,3 +542,7 @@ func historyOf(t *testing.T, l *ledger, channel string) map[string]*history {
 	}
 	return map[string]*history{channel: h}
 }
+
+// httpHTTP2Strict makes a client keep to the server's SETTINGS_MAX_CONCURRENT_STREAMS
+// on one connection instead of dialing more.
+var httpHTTP2Strict = http.HTTP2Config{StrictMaxConcurrentRequests: true}

@@ -22,8 +22,8 @@ var (
 	duration = flag.Duration("stress.duration", envDuration("STRESS_DURATION", 20*time.Second), "how long each scenario runs its load (env STRESS_DURATION)")
 )
 
-// binary is the actionsync binary the scenarios run, built once by TestMain.
-var binary string
+// serverBinary is the actionsync binary the scenarios run, built once by TestMain.
+var serverBinary string
 
 // subscriberEnv makes the test binary a subscriber process (see runSubscriberProcess),
 // which the scenarios stop with SIGSTOP as a backgrounded phone would be.
@@ -43,8 +43,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "actionsync")
-	build := exec.Command("go", "build", "-o", binary, "github.com/actionsync/actionsync/cmd/actionsync")
+	serverBinary = filepath.Join(dir, "actionsync")
+	build := exec.Command("go", "build", "-o", serverBinary, "github.com/actionsync/actionsync/cmd/actionsync")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "stress: build actionsync:", err)

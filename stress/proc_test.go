@@ -54,7 +54,7 @@ type proc struct {
 
 // watched are the log fragments every process counts: a data race or a panic in the
 // server fails the scenario that caused it.
-var watched = []string{"WARNING: DATA RACE", "panic:", "level=ERROR"}
+var watched = []string{"WARNING: DATA RACE", "panic:", "level=ERROR", "resets requests in a loop"}
 
 // startProc starts `actionsync serve` with args plus its listeners on loopback, and
 // returns once it listens. It is killed, if still running, when t ends.
@@ -79,7 +79,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 func (p *proc) start() {
 	p.t.Helper()
 	argv := append([]string{"serve", "--addr", p.addr, "--admin-addr", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0", "--demo=false"}, p.args...)
-	p.cmd = exec.Command(binary, argv...)
+	p.cmd = exec.Command(serverBinary, argv...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "ACTIONSYNC_") && !strings.HasPrefix(kv, "STRESS") {
 			p.cmd.Env = append(p.cmd.Env, kv)
