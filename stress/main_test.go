@@ -22,8 +22,10 @@ var (
 	duration = flag.Duration("stress.duration", envDuration("STRESS_DURATION", 20*time.Second), "how long each scenario runs its load (env STRESS_DURATION)")
 )
 
-// serverBinary is the actionsync binary the scenarios run, built once by TestMain.
-var serverBinary string
+// serverBinary is the actionsync binary the scenarios run, and natsBinary the
+// nats-server of the process faults (the version go.mod requires), built once by
+// TestMain.
+var serverBinary, natsBinary string
 
 // subscriberEnv makes the test binary a subscriber process (see runSubscriberProcess),
 // which the scenarios stop with SIGSTOP as a backgrounded phone would be.
@@ -43,12 +45,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	serverBinary = filepath.Join(dir, "actionsync")
-	build := exec.Command("go", "build", "-o", serverBinary, "github.com/actionsync/actionsync/cmd/actionsync")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "stress: build actionsync:", err)
-		os.Exit(1)
+	serverBinary, natsBinary = filepath.Join(dir, "actionsync"), filepath.Join(dir, "nats-server")
+	for bin, pkg := range map[string]string{serverBinary: "github.com/actionsync/actionsync/cmd/actionsync", natsBinary: "github.com/nats-io/nats-server/v2"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "stress: build %s: %v\n", pkg, err)
+			os.Exit(1)
+		}
 	}
 	fmt.Printf("stress: seed %d, duration %v (STRESS_SEED=%d STRESS_DURATION=%v)\n", *seedFlag, *duration, *seedFlag, *duration)
 	code := m.Run()
