@@ -34,7 +34,7 @@ go vet ./...
 step "go test -race"
 go test -race -count=1 ./...
 
-step "stress suite, short form: every scenario for \${STRESS_DURATION:-8s}, a new seed each run (docs/reliability.md)"
+step "stress suite, short form: every scenario for ${STRESS_DURATION:-8s}, a new seed each run (docs/reliability.md)"
 STRESS=1 STRESS_DURATION="${STRESS_DURATION:-8s}" go test -count=1 -v -timeout 10m -run Stress ./stress/ 2>&1 |
   grep -v -E '^=== (RUN|PAUSE|CONT)'
 test "${PIPESTATUS[0]}" = 0
