@@ -188,7 +188,7 @@ func faultsDataDir(t *testing.T) {
 	start := time.Now()
 	kills, terms := 0, 0
 	var down time.Duration
-	for round := 0; time.Since(start) < s.duration; round++ {
+	for round := 0; time.Since(start) < s.duration || round < 2; round++ { // each kind at least once
 		time.Sleep(period/2 + time.Duration(rng.Int64N(int64(period))))
 		at := time.Now()
 		if round%2 == 0 {
@@ -399,10 +399,10 @@ func faultsNATSCluster(t *testing.T) {
 	}
 	fl := startFaultLoad(t, s, urls, channels, 4, 40)
 	rng := s.rng()
-	period := max(s.duration/6, 6*time.Second)
+	period := max(s.duration/6, 4*time.Second)
 	start := time.Now()
 	var natsKills, nodeKills, partitions int
-	for round := 0; time.Since(start) < s.duration; round++ {
+	for round := 0; time.Since(start) < s.duration || round < 3; round++ { // each kind at least once
 		time.Sleep(period/2 + time.Duration(rng.Int64N(int64(period))))
 		switch round % 3 { // each kind in turn, on a target drawn from the seed
 		case 0:
