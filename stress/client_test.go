@@ -542,7 +542,3 @@ func historyOf(t *testing.T, l *ledger, channel string) map[string]*history {
 	}
 	return map[string]*history{channel: h}
 }
-
-// httpHTTP2Strict makes a client keep to the server's SETTINGS_MAX_CONCURRENT_STREAMS
-// on one connection instead of dialing more.
-var httpHTTP2Strict = http.HTTP2Config{StrictMaxConcurrentRequests: true}

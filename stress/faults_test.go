@@ -95,7 +95,7 @@ func startFaultLoad(t *testing.T, s *scenario, urls func() []string, channels []
 					fl.retries.Add(1)
 					time.Sleep(time.Duration(20+rng.IntN(80)) * time.Millisecond)
 				}
-				time.Sleep(time.Duration(rng.IntN(5)) * time.Millisecond)
+				time.Sleep(time.Duration(5+rng.IntN(5)) * time.Millisecond) // ~100 dispatches/s each
 			}
 		})
 	}
@@ -156,6 +156,10 @@ func (fl *faultLoad) finish(ctx context.Context, t *testing.T, client actionsync
 	}
 }
 
+// faultsHistory is the history size of the faults' servers: History must hold every
+// action of the run to be checked against the acks.
+const faultsHistory = "10000000"
+
 // TestStress_ProcessFaults (scenario 7, guarantees 1 to 4 under faults): publishers and
 // subscribers work through SIGKILLs and restarts; every acknowledged action ends in
 // History exactly once and every subscriber resumes without a gap.
@@ -169,7 +173,7 @@ func TestStress_ProcessFaults(t *testing.T) {
 func faultsDataDir(t *testing.T) {
 	s := begin(t)
 	const nChannels = 8
-	srv := startProc(t, "datadir", "--data-dir", t.TempDir(), "--shutdown-timeout", "5s")
+	srv := startProc(t, "datadir", "--data-dir", t.TempDir(), "--shutdown-timeout", "5s", "--history-size", faultsHistory)
 	ctx, cancel := context.WithTimeout(t.Context(), s.duration+3*time.Minute)
 	defer cancel()
 	channels := make([]string, nChannels)
@@ -383,7 +387,7 @@ func faultsNATSCluster(t *testing.T) {
 			us = append(us, g.url())
 		}
 		gates = append(gates, gs)
-		nodes = append(nodes, startProc(t, fmt.Sprintf("node%d", i+1), "--broker", "nats", "--nats-url", strings.Join(us, ","), "--nats-replicas", "3"))
+		nodes = append(nodes, startProc(t, fmt.Sprintf("node%d", i+1), "--broker", "nats", "--nats-url", strings.Join(us, ","), "--nats-replicas", "3", "--history-size", faultsHistory))
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), s.duration+3*time.Minute)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -458,7 +459,9 @@ func pick(channels []string, i int) string {
 func checkStreamsPerConnection(ctx context.Context, t *testing.T, srv *proc, channels []string) string {
 	t.Helper()
 	cs := newConns(t, 0, 0)
-	cs.tr.HTTP2 = &httpHTTP2Strict
+	// Keep to the server's SETTINGS_MAX_CONCURRENT_STREAMS on one connection instead of
+	// dialing more.
+	cs.tr.HTTP2 = &http.HTTP2Config{StrictMaxConcurrentRequests: true}
 	client := cs.sync(srv.url)
 	base, err := srv.stats(ctx)
 	if err != nil {

@@ -24,8 +24,6 @@ const (
 	cutKinds
 )
 
-var cutNames = [cutKinds]string{"client cancel", "TCP reset", "stall (slow consumer)"}
-
 // stormSub is one subscriber of the storm: a follower on its own connection, resuming
 // whenever its stream ends.
 type stormSub struct {
