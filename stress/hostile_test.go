@@ -203,8 +203,8 @@ func hostileCorpus() []hostileItem {
 			fixed(envelope(1, bomb)), want("200 resource_exhausted")),
 		h1("truncated Connect envelope", subscribe, "application/connect+proto", nil, func(rng *rand.Rand) []byte {
 			e := envelope(0, valid)
-			return e[:rng.IntN(len(e))]
-		}, want("200 internal: protocol error", "200 unknown: EOF")),
+			return e[:1+rng.IntN(len(e)-1)] // at least a byte: an empty body is no envelope at all
+		}, want("200 internal: protocol error")),
 		h1("gRPC-Web length prefix past the body", dispatch, "application/grpc-web+proto", nil, func(rng *rand.Rand) []byte {
 			e := envelope(0, valid)
 			binary.BigEndian.PutUint32(e[1:], uint32(len(valid)+1+rng.IntN(1<<20)))

@@ -33,7 +33,8 @@ func TestStress_SlowAndStuckReaders(t *testing.T) {
 		nVanish    = 10
 		payload    = 500
 	)
-	srv := startProc(t, "slow", "--write-timeout", "2s", "--keepalive", "1s", "--keepalive-timeout", "1s")
+	srv := startProc(t, "slow", "--write-timeout", "2s", "--keepalive", "1s", "--keepalive-timeout", "1s",
+		"--history-size", "10000000") // History holds the whole run, to be checked
 	ctx, cancel := context.WithTimeout(t.Context(), s.duration+2*time.Minute)
 	defer cancel()
 	channels := make([]string, nChannels)
