@@ -97,6 +97,9 @@ func begin(t *testing.T) *scenario {
 	}
 	s := &scenario{t: t, name: t.Name(), seed: *seedFlag, duration: *duration}
 	t.Cleanup(func() {
+		if t.Skipped() {
+			return
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		var b strings.Builder
