@@ -605,3 +605,31 @@ func TestService_tooManyChannels(t *testing.T) {
 		}
 	})
 }
+
+// TestService_Dispatch_deepJSON: JSON nested far past maxJSONDepth is refused while it
+// is parsed, with INVALID_ARGUMENT, and just past it validation names the field.
+func TestService_Dispatch_deepJSON(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{})
+	for _, depth := range []int{101, 105, 120, 1_000, 9_999, 100_000} {
+		body := `{"channel":"deep","actions":[{"type":"T","payload":` + strings.Repeat("[", depth) + "1" + strings.Repeat("]", depth) + `}]}`
+		req, err := http.NewRequestWithContext(rpcCtx(t), http.MethodPost, e.srv.URL+"/actionsync.v1.SyncService/Dispatch", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := e.h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := "exceeded max recursion depth"
+		if depth <= 105 {
+			want = "actions[0].payload: nested deeper than 100 levels"
+		}
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(got), `"code":"invalid_argument"`) || !strings.Contains(string(got), want) {
+			t.Errorf("payload nested %d deep: got %d %s, want 400 invalid_argument naming %q", depth, resp.StatusCode, got, want)
+		}
+	}
+}

@@ -22,6 +22,7 @@ import (
 const (
 	natsConnectTimeout = 5 * time.Second  // dialling and greeting one NATS server
 	natsStartTimeout   = 30 * time.Second // creating or updating the stream
+	natsReadyTry       = 2 * time.Second  // one request of waitJetStream
 )
 
 // newBroker builds the broker backend cfg.backend names. onStatus follows the NATS
@@ -155,6 +156,9 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 		OnStatus:               onStatus,
 		Logger:                 logger,
 	}
+	if err := waitJetStream(ctx, nc, logger); err != nil {
+		return nil, fmt.Errorf("start JetStream broker: %w", err)
+	}
 	// A JetStream cluster that starts with us may not have elected its meta leader
 	// yet: try again until the start-up deadline.
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
@@ -170,6 +174,35 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 		case <-ctx.Done():
 			return nil, fmt.Errorf("start JetStream broker: %w", err)
 		case <-time.After(delay):
+		}
+	}
+}
+
+// waitJetStream returns once JetStream answers a request (its account info) on nc, or
+// answers with an error that will not go away (JetStream not enabled: the broker's start
+// reports it), or with the last error when ctx ends. Each try is bounded by
+// natsReadyTry: a request sent before a starting cluster has elected its meta leader is
+// never answered, not even with a 503, and a first stream creation sent then would wait
+// out the whole start-up deadline, leaving no time to try again.
+func waitJetStream(ctx context.Context, nc *nats.Conn, logger *slog.Logger) error {
+	js, err := natsjs.New(nc)
+	if err != nil {
+		return err
+	}
+	for {
+		tryCtx, cancel := context.WithTimeout(ctx, natsReadyTry)
+		_, err := js.AccountInfo(tryCtx)
+		cancel()
+		if err == nil || !transientJetStreamError(err) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("JetStream not answering: %w", err)
+		}
+		logger.Warn("JetStream not answering yet; trying again", "error", err)
+		select { // an error that came at once (no responders) is not retried in a spin
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

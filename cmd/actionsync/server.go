@@ -408,12 +408,16 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 	if cfg.conn.writeTimeout > 0 {
 		watch = newWriteWatch(cfg.conn.writeTimeout)
 	}
+	// Idle connections are closed by idleCloser, not by IdleTimeout: see its doc (left
+	// 0, IdleTimeout would default to ReadTimeout, also 0 here: no idle timer of
+	// net/http's own).
+	idle := newIdleCloser(idleTimeout)
 	srv := &http.Server{
 		Handler:           resets.wrap(withDeadlines(handler, cfg.conn.readTimeout, watch)),
 		ConnContext:       resets.connContext,
+		ConnState:         idle.connState,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// Explicit rather than net/http's default (also 250), so it is documented and
