@@ -458,7 +458,11 @@ type pacer struct {
 }
 
 func startPacer(t *testing.T, s *scenario, client actionsyncv1connect.SyncServiceClient, name, channel string, rate, maxBatch, payload int, l *ledger) *pacer {
-	ctx, cancel := context.WithCancel(t.Context())
+	// Stopping ends the loop between dispatches, never one under way: a dispatch
+	// cancelled in flight may still be applied, and its actions would be in History
+	// without an ack.
+	quit, cancel := context.WithCancel(t.Context())
+	ctx := t.Context()
 	if l == nil {
 		l = newLedger()
 	}
@@ -467,14 +471,16 @@ func startPacer(t *testing.T, s *scenario, client actionsyncv1connect.SyncServic
 	go func() {
 		defer close(p.stopped)
 		next := time.Now()
-		for n := 0; ctx.Err() == nil; {
+		for n := 0; quit.Err() == nil; {
 			batch := make([]*actionsyncv1.Action, 1+rng.IntN(maxBatch))
 			for i := range batch {
 				batch[i] = action(fmt.Sprintf("%s-%d", name, n), payload)
 				n++
 			}
 			start := time.Now()
-			res, err := client.Dispatch(ctx, connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: channel, ClientId: name, Actions: batch}))
+			dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+			res, err := client.Dispatch(dctx, connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: channel, ClientId: name, Actions: batch}))
+			dcancel()
 			p.mu.Lock()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -492,7 +498,7 @@ func startPacer(t *testing.T, s *scenario, client actionsyncv1connect.SyncServic
 			if d := time.Until(next); d > 0 {
 				select {
 				case <-time.After(d):
-				case <-ctx.Done():
+				case <-quit.Done():
 				}
 			} else if d < -time.Second {
 				next = time.Now()
