@@ -191,7 +191,7 @@ func (b *Broker) load(ctx context.Context, ch *channel) error {
 	if err := b.loadSnapshot(ctx, ch); err != nil {
 		return err
 	}
-	msgs, err := b.readSubject(ctx, ch.subject, 0)
+	msgs, err := b.readSubject(ctx, ch.subject, 0, fromLeader)
 	if err != nil {
 		return err
 	}
@@ -214,23 +214,39 @@ func (b *Broker) load(ctx context.Context, ch *channel) error {
 // readBatch is how many messages one batched direct get asks for.
 const readBatch = 1000
 
+// readFrom says where readSubject learns a subject's last message: from the stream's
+// leader, which has every acknowledged message, or from whichever source answers direct
+// gets, which costs the leader nothing but may be behind (leaderget.go).
+type readFrom int
+
+const (
+	// fromLeader: loads, History, and catching up before a write that must know the
+	// head.
+	fromLeader readFrom = iota
+	// fromAnySource: a subscription's start, which only needs to know the head no worse
+	// than the feed does and must not send every reconnecting client's request to the
+	// leader's API queue.
+	fromAnySource
+)
+
 // readSubject returns the messages of subject after stream sequence after, in order, up
-// to the subject's last message when the read began. It reads with batched direct gets
+// to the subject's last message when the read began, which it asks of the stream's
+// leader or of any source (readFrom). It reads up to it with batched direct gets
 // (orbit.go's jetstreamext.GetBatch: up to readBatch messages per round trip), so a
-// channel of 10,000 actions loads in 10 round trips, not 10,000.
-func (b *Broker) readSubject(ctx context.Context, subject string, after uint64) ([]feedMsg, error) {
-	last, err := b.stream.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
+// channel of 10,000 actions loads in 10 round trips, not 10,000. A batch that comes back
+// empty before the last message means either that the messages were trimmed meanwhile
+// or that a source behind the stream answered; the leader says which, and gives the
+// next message if there is one.
+func (b *Broker) readSubject(ctx context.Context, subject string, after uint64, from readFrom) ([]feedMsg, error) {
+	last, err := b.lastMsg(ctx, subject, from)
 	if err != nil {
 		return nil, b.unavailable("read last message of "+subject, err)
 	}
-	if last.Sequence <= after {
+	if last == nil || last.streamSeq <= after {
 		return nil, nil
 	}
 	var msgs []feedMsg
-	for next := after + 1; next < last.Sequence; {
+	for next := after + 1; next < last.streamSeq; {
 		batch, err := jetstreamext.GetBatch(ctx, b.js, b.opts.Stream, readBatch,
 			jetstreamext.GetBatchSeq(next), jetstreamext.GetBatchSubject(subject))
 		if err != nil {
@@ -246,25 +262,56 @@ func (b *Broker) readSubject(ctx context.Context, subject string, after uint64) 
 			}
 			got++
 			next = m.Sequence + 1
-			if m.Sequence >= last.Sequence {
+			if m.Sequence >= last.streamSeq {
 				break
 			}
 			msgs = append(msgs, feedMsg{streamSeq: m.Sequence, data: m.Data})
 		}
-		if got == 0 {
+		if got > 0 {
+			continue
+		}
+		m, err := b.leaderGet(ctx, b.opts.Stream, msgGetRequest{Seq: next, NextFor: subject})
+		if err != nil {
+			return nil, b.unavailable("read "+subject, err)
+		}
+		if m == nil || m.streamSeq >= last.streamSeq {
 			break // trimmed meanwhile: the last message stands for the rest
 		}
+		msgs = append(msgs, *m) // the direct get's source is behind
+		next = m.streamSeq + 1
 	}
-	return append(msgs, feedMsg{streamSeq: last.Sequence, data: last.Data}), nil
+	return append(msgs, *last), nil
 }
 
-// refresh brings ch up to date with the stream: after a publish lost a race with another
-// node, or before telling a subscriber that its position is beyond the head.
-func (b *Broker) refresh(ctx context.Context, ch *channel) error {
+// lastMsg returns subject's last message (nil: none), from the leader or any source.
+func (b *Broker) lastMsg(ctx context.Context, subject string, from readFrom) (*feedMsg, error) {
+	if from == fromLeader {
+		return b.leaderGet(ctx, b.opts.Stream, msgGetRequest{LastFor: subject})
+	}
+	return lastMsgOf(ctx, b.stream, subject)
+}
+
+// lastMsgOf returns subject's last message in stream (nil: none) with a direct get.
+func lastMsgOf(ctx context.Context, stream jetstream.Stream, subject string) (*feedMsg, error) {
+	m, err := stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &feedMsg{streamSeq: m.Sequence, data: m.Data}, nil
+}
+
+// refresh brings ch up to date with the stream, as the leader (fromLeader) or any source
+// (fromAnySource) has it: after a publish lost a race with another node, before History
+// or a snapshot's write, or before telling a subscriber that its position is beyond the
+// head.
+func (b *Broker) refresh(ctx context.Context, ch *channel, from readFrom) error {
 	ch.mu.Lock()
 	after := ch.lastStream
 	ch.mu.Unlock()
-	msgs, err := b.readSubject(ctx, ch.subject, after)
+	msgs, err := b.readSubject(ctx, ch.subject, after, from)
 	if err != nil {
 		return err
 	}

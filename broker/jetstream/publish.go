@@ -99,7 +99,7 @@ func (b *Broker) Publish(ctx context.Context, name string, actions []*actionsync
 		}
 		if isWrongLastSeq(err) {
 			// Another node published to the channel first: catch up and try again.
-			if err := b.refresh(ctx, ch); err != nil {
+			if err := b.refresh(ctx, ch, fromLeader); err != nil {
 				return nil, err
 			}
 			continue

@@ -2,7 +2,6 @@ package jetstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -54,27 +53,38 @@ func (b *Broker) snapshotSubject(name string) string {
 }
 
 // readSnapshot returns channel name's snapshot as stored (nil: none, or one of another
-// epoch) and the stream sequence of its subject's last message (0: none).
-func (b *Broker) readSnapshot(ctx context.Context, name, epoch string) (*actionsyncv1.Snapshot, uint64, error) {
-	msg, err := b.snapshots.GetLastMsgForSubject(ctx, b.snapshotSubject(name))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, nil
+// epoch) and the stream sequence of its subject's last message (0: none). Writes that
+// expect that sequence read it from the snapshot stream's leader (from): a source
+// behind the stream (leaderget.go) would make them fail until it caught up. Other reads
+// take any source: an older snapshot is still a true one, and the next subscription
+// start reads it again.
+func (b *Broker) readSnapshot(ctx context.Context, name, epoch string, from readFrom) (*actionsyncv1.Snapshot, uint64, error) {
+	subject := b.snapshotSubject(name)
+	var msg *feedMsg
+	var err error
+	if from == fromLeader {
+		msg, err = b.leaderGet(ctx, snapshotStreamConfig(b.opts).Name, msgGetRequest{LastFor: subject})
+	} else {
+		msg, err = lastMsgOf(ctx, b.snapshots, subject)
 	}
 	if err != nil {
 		return nil, 0, b.unavailable("read snapshot of "+name, err)
 	}
-	if len(msg.Data) == 0 {
-		return nil, msg.Sequence, nil // deleted
+	if msg == nil {
+		return nil, 0, nil
+	}
+	if len(msg.data) == 0 {
+		return nil, msg.streamSeq, nil // deleted
 	}
 	snap := &actionsyncv1.Snapshot{}
-	if err := proto.Unmarshal(msg.Data, snap); err != nil {
-		b.log.Warn("ignoring a snapshot message that is not a snapshot", "channel", name, "stream_seq", msg.Sequence, "err", err)
-		return nil, msg.Sequence, nil
+	if err := proto.Unmarshal(msg.data, snap); err != nil {
+		b.log.Warn("ignoring a snapshot message that is not a snapshot", "channel", name, "stream_seq", msg.streamSeq, "err", err)
+		return nil, msg.streamSeq, nil
 	}
 	if snap.GetEpoch() != epoch {
-		return nil, msg.Sequence, nil // written for a history the stream no longer has
+		return nil, msg.streamSeq, nil // written for a history the stream no longer has
 	}
-	return snap, msg.Sequence, nil
+	return snap, msg.streamSeq, nil
 }
 
 // loadSnapshot reads channel ch's snapshot into its cache.
@@ -82,7 +92,7 @@ func (b *Broker) loadSnapshot(ctx context.Context, ch *channel) error {
 	ch.mu.Lock()
 	epoch := ch.epoch
 	ch.mu.Unlock()
-	snap, _, err := b.readSnapshot(ctx, ch.name, epoch)
+	snap, _, err := b.readSnapshot(ctx, ch.name, epoch, fromAnySource)
 	if err != nil {
 		return err
 	}
@@ -129,7 +139,7 @@ func (b *Broker) PutSnapshot(ctx context.Context, snap *actionsyncv1.Snapshot) e
 	defer b.unuse(ch)
 	// The head as the stream has it, not as far as this node's feed has brought it: a
 	// client may take a snapshot at a seq another node gave it a moment ago.
-	if err := b.refresh(ctx, ch); err != nil {
+	if err := b.refresh(ctx, ch, fromLeader); err != nil {
 		return err
 	}
 	subject := b.snapshotSubject(snap.GetChannel())
@@ -140,7 +150,7 @@ func (b *Broker) PutSnapshot(ctx context.Context, snap *actionsyncv1.Snapshot) e
 		if stale {
 			return fmt.Errorf("channel %q: stream lost: %w", ch.name, broker.ErrUnavailable)
 		}
-		held, last, err := b.readSnapshot(ctx, ch.name, epoch)
+		held, last, err := b.readSnapshot(ctx, ch.name, epoch, fromLeader)
 		if err != nil {
 			return err
 		}
@@ -199,7 +209,7 @@ func (b *Broker) Snapshot(ctx context.Context, name string) (*actionsyncv1.Snaps
 	if err := b.checkOpen(); err != nil {
 		return nil, err
 	}
-	snap, _, err := b.readSnapshot(ctx, name, b.Epoch())
+	snap, _, err := b.readSnapshot(ctx, name, b.Epoch(), fromAnySource)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +232,7 @@ func (b *Broker) DeleteSnapshot(ctx context.Context, name string, seq uint64) (u
 	}
 	subject := b.snapshotSubject(name)
 	for attempt := 1; ; attempt++ {
-		held, last, err := b.readSnapshot(ctx, name, b.Epoch())
+		held, last, err := b.readSnapshot(ctx, name, b.Epoch(), fromLeader)
 		if err != nil {
 			return 0, err
 		}

@@ -24,10 +24,10 @@ func (b *Broker) History(ctx context.Context, name string, afterSeq uint64, limi
 		return nil, 0, err
 	}
 	defer b.unuse(ch)
-	// Catch the cache up with the stream first (one direct get when nothing is
-	// missing): History then has every action acknowledged before it was called, on
-	// any node, not only what this node's feed has brought so far.
-	if err := b.refresh(ctx, ch); err != nil {
+	// Catch the cache up with the stream first (one get from the stream's leader when
+	// nothing is missing): History then has every action acknowledged before it was
+	// called, on any node, not only what this node's feed has brought so far.
+	if err := b.refresh(ctx, ch, fromLeader); err != nil {
 		return nil, 0, err
 	}
 	ch.mu.Lock()
@@ -101,7 +101,7 @@ func (s source) Read(ctx context.Context, name string, after uint64, limit int, 
 	if limit == 0 {
 		// A subscription starts: catch up with the stream, and with snapshots written
 		// or deleted on other nodes.
-		if err := b.refresh(ctx, ch); err != nil {
+		if err := b.refresh(ctx, ch, fromAnySource); err != nil {
 			return dst, hub.View{}, err
 		}
 		if err := b.loadSnapshot(ctx, ch); err != nil {
