@@ -23,6 +23,7 @@ const (
 	natsConnectTimeout = 5 * time.Second  // dialling and greeting one NATS server
 	natsStartTimeout   = 30 * time.Second // creating or updating the stream
 	natsReadyTry       = 2 * time.Second  // one request of waitJetStream
+	natsStartTry       = 5 * time.Second  // one attempt at creating the streams and the feed
 )
 
 // newBroker builds the broker backend cfg.backend names. onStatus follows the NATS
@@ -160,19 +161,37 @@ func newJetStream(ctx context.Context, nc *nats.Conn, cfg config, logger *slog.L
 		return nil, fmt.Errorf("start JetStream broker: %w", err)
 	}
 	// A JetStream cluster that starts with us may not have elected its meta leader
-	// yet: try again until the start-up deadline.
+	// yet, and a request may go unanswered: try again until the start-up deadline.
+	b, err := retryStart(ctx, natsStartTry, logger, func(ctx context.Context) (*jetstream.Broker, error) {
+		return jetstream.New(ctx, nc, opts)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start JetStream broker: %w", err)
+	}
+	return b, nil
+}
+
+// retryStart calls start until it succeeds, fails with an error that will not go away
+// (transientJetStreamError), or ctx ends. Each call gets at most try: a JetStream request
+// can go unanswered (the stress suite saw a second node's stream creation get no answer
+// for its whole 30 s start-up deadline), and one such request must not take the time the
+// next attempts need. start must not keep its context past its return (jetstream.New
+// does not: the broker's own work runs on a context of its own).
+func retryStart[T any](ctx context.Context, try time.Duration, logger *slog.Logger, start func(context.Context) (T, error)) (T, error) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
-		b, err := jetstream.New(ctx, nc, opts)
+		tryCtx, cancel := context.WithTimeout(ctx, try)
+		v, err := start(tryCtx)
+		cancel()
 		if err == nil {
-			return b, nil
+			return v, nil
 		}
-		if !transientJetStreamError(err) {
-			return nil, fmt.Errorf("start JetStream broker: %w", err)
+		if !transientJetStreamError(err) || ctx.Err() != nil {
+			return v, err
 		}
 		logger.Warn("JetStream not ready; trying again", "error", err, "in", delay)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("start JetStream broker: %w", err)
+			return v, err
 		case <-time.After(delay):
 		}
 	}
