@@ -7,6 +7,12 @@
 // at quiescence every store equals every other and the channel's history replayed from
 // scratch. Seeded: REDUX_TEST_SEED=<n> replays the same choices (the
 // network's timing still varies from run to run).
+//
+// Short form (the test suite): one round of 250 steps. Long form, on demand:
+// REDUX_TEST_DURATION=10m runs rounds until the duration ends, each on a channel of its
+// own with a seed drawn from REDUX_TEST_SEED's generator; a failing round names its own
+// seed, and REDUX_TEST_SEED=<that seed> repeats its choices as a short run:
+//   REDUX_TEST_SEED=20261201 REDUX_TEST_DURATION=10m node --import tsx --test src/convergence.test.ts
 import assert from "node:assert/strict";
 import { after, it } from "node:test";
 import type { UnknownAction } from "redux";
@@ -14,11 +20,20 @@ import { ActionTypes, createMemoryStateStorage, createMemoryStorage, type Outbox
 import { syncMeta } from "./actions.js";
 import { board, captureLogger, createLink, expectedPending, makeStore, mulberry32, readHistory, replay, startTestServer, ui, type Ui } from "./testkit.js";
 
-const seed = process.env.REDUX_TEST_SEED ? Number(process.env.REDUX_TEST_SEED) : Math.floor(Math.random() * 2 ** 31);
+const firstSeed = process.env.REDUX_TEST_SEED ? Number(process.env.REDUX_TEST_SEED) : Math.floor(Math.random() * 2 ** 31);
+const durationMs = parseDuration(process.env.REDUX_TEST_DURATION ?? "0s");
 const cleanups: (() => Promise<unknown>)[] = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
+
+/** parseDuration reads "90s", "10m", "1h" or a number of milliseconds. */
+function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) throw new Error(`REDUX_TEST_DURATION=${s}: want e.g. 90s, 10m, 1h`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"]!;
+  return Number(m[1]) * unit;
+}
 
 interface Client {
   link: ReturnType<typeof createLink>;
@@ -31,15 +46,47 @@ interface Client {
   reloaded: boolean;
 }
 
-it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
-  t.diagnostic(`seed ${seed}: rerun with REDUX_TEST_SEED=${seed}`);
-  console.log(`# convergence seed ${seed} (REDUX_TEST_SEED=${seed} to reproduce)`);
+/** Totals counts the long form's work over its rounds. */
+type Totals = Record<string, number>;
+
+it(`stores_converge_under_random_interleavings (seed ${firstSeed})`, async (t) => {
+  t.diagnostic(`seed ${firstSeed}: rerun with REDUX_TEST_SEED=${firstSeed}`);
+  console.log(`# convergence seed ${firstSeed} (REDUX_TEST_SEED=${firstSeed} to reproduce)`);
+  const srv = await startTestServer();
+  cleanups.push(() => srv.stop());
+  const seeds = mulberry32(firstSeed);
+  const totals: Totals = {};
+  const end = Date.now() + durationMs;
+  let rounds = 0;
+  do {
+    const seed = rounds === 0 ? firstSeed : Math.floor(seeds() * 2 ** 31);
+    const closers: (() => Promise<unknown>)[] = [];
+    try {
+      await round(t, srv, seed, closers, totals);
+    } catch (err) {
+      if (rounds > 0) console.log(`# round ${rounds} failed: repeat it with REDUX_TEST_SEED=${seed}`);
+      throw err;
+    } finally {
+      for (const c of closers.reverse()) await c();
+    }
+    rounds++;
+  } while (Date.now() < end);
+  if (durationMs > 0) {
+    const line = `${rounds} rounds in ${Math.round(durationMs / 1000)} s: ${JSON.stringify(totals)}`;
+    t.diagnostic(line);
+    console.log(`# convergence long form: ${line}`);
+  }
+});
+
+/** round runs one randomized round on its own channel; closers get what it opened. */
+async function round(t: { diagnostic(msg: string): void }, srv: { url: string }, seed: number, closers: (() => Promise<unknown>)[], totals: Totals) {
   const rnd = mulberry32(seed);
   const int = (n: number) => Math.floor(rnd() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
+  const add = (counts: Record<string, number>) => {
+    for (const [k, v] of Object.entries(counts)) totals[k] = (totals[k] ?? 0) + v;
+  };
 
-  const srv = await startTestServer();
-  cleanups.push(() => srv.stop());
   const channel = `board:random-${seed}`;
   const logger = captureLogger();
   const localIds = new Set<string>();
@@ -58,7 +105,7 @@ it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
       // Snapshots every few actions: a store that starts from nothing starts from one.
       snapshots: { every: 5 + int(20) },
     });
-    cleanups.push(() => made.close());
+    closers.push(() => made.close());
     allSeen.push(made.seen);
     return made;
   };
@@ -165,7 +212,8 @@ it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
     }
   }
   for (const c of clients) c.link.heal();
-  t.diagnostic(`k=${k} ${JSON.stringify(counts)}, ${rebaseChecks} rebase checks`);
+  t.diagnostic(`seed ${seed}: k=${k} ${JSON.stringify(counts)}, ${rebaseChecks} rebase checks`);
+  add({ rounds: 1, stores: k, ...counts, rebaseChecks });
 
   // Quiescence: nothing pending anywhere, every store at the channel's head.
   const deadline = Date.now() + 20_000;
@@ -221,5 +269,6 @@ it(`stores_converge_under_random_interleavings (seed ${seed})`, async (t) => {
   // The reducer's throws are logged as errors: they are part of this test; nothing else is.
   assert.deepEqual(logger.errors.filter((e) => !/is already there/.test(e)), [], `seed ${seed}: errors logged`);
   const fromSnapshots = allSeen.filter((seen) => seen.some((a) => a.type === ActionTypes.replace && (a.payload as { source: string }).source === "snapshot")).length;
-  t.diagnostic(`${rolledBack.size} rolled back, ${logger.errors.length} reducer errors logged, ${fromSnapshots} stores started from a snapshot`);
-});
+  t.diagnostic(`seed ${seed}: ${rolledBack.size} rolled back, ${logger.errors.length} reducer errors logged, ${fromSnapshots} stores started from a snapshot`);
+  add({ historyActions: actions.length, rolledBack: rolledBack.size, fromSnapshots });
+}
