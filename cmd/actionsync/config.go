@@ -348,7 +348,7 @@ var serverSettings = []setting{
 		}},
 	{flag: "admin-addr", env: "ACTIONSYNC_ADMIN_ADDR", arg: "HOST:PORT",
 		shown: "none: off",
-		help:  "serve the AdminService (DeleteSnapshot) on this separate address; it has no access checks: keep it private, e.g. localhost:9091",
+		help:  "serve the AdminService (GetStats, DeleteSnapshot) on this separate address; without --admin-token-file it has no access checks: keep it private, e.g. localhost:9091",
 		apply: func(c *config, v string) error {
 			if _, _, err := net.SplitHostPort(v); err != nil {
 				return errors.New("want HOST:PORT, e.g. localhost:9091")
