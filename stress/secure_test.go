@@ -270,6 +270,11 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 	if srv.exited() {
 		t.Fatalf("the server exited: %v\n%s", srv.err, srv.logs())
 	}
+	// Refusals and expiries are the clients' errors (logged at info), TLS handshake
+	// failures net/http's (warn): nothing here is the server's own error.
+	if n := srv.count("level=ERROR"); n > 0 {
+		t.Errorf("the server logged %d errors; its last lines:\n%s", n, srv.logs())
+	}
 
 	// Back at the baseline once every client connection is closed.
 	r.pools.closeAll()
