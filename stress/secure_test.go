@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -128,6 +129,7 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 	r.start = time.Now()
 	var (
 		wireCount         = make([]int, len(secureWires))
+		syncCount         int // followers on Sync streams rather than Subscribe
 		subs              []*follower
 		subsDone          sync.WaitGroup
 		subsCtx, stopSubs = context.WithCancel(ctx)
@@ -150,8 +152,12 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 		subs = append(subs, f)
 		w := rng.IntN(len(secureWires))
 		wireCount[w]++
+		onSync := secureWires[w].h2 && rng.IntN(3) == 0 // bidi streams need HTTP/2
+		if onSync {
+			syncCount++
+		}
 		client := r.pools.client(srv.url, secureWires[w])
-		subsDone.Go(func() { r.follow(subsCtx, rng, f, sub, secureWires[w], client) })
+		subsDone.Go(func() { r.follow(subsCtx, rng, f, sub, secureWires[w], client, onSync) })
 	}
 	for p := range nPublishers {
 		rng := s.rng()
@@ -297,8 +303,8 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 	for i, w := range secureWires {
 		wires = append(wires, fmt.Sprintf("%s %d", w.name, wireCount[i]))
 	}
-	s.figure("followers' wires: %s; TLS handshakes of the clients: %d negotiated h2, %d http/1.1 (%d connection pools)",
-		strings.Join(wires, ", "), r.pools.handshakes[1].Load(), r.pools.handshakes[0].Load(), r.pools.count())
+	s.figure("followers' wires: %s (%d of the HTTP/2 ones on Sync, the others on Subscribe); TLS handshakes of the clients: %d negotiated h2, %d http/1.1 (%d connection pools)",
+		strings.Join(wires, ", "), syncCount, r.pools.handshakes[1].Load(), r.pools.handshakes[0].Load(), r.pools.count())
 	s.figure("load %v: %d actions acknowledged (%.0f/s); %d dispatches refused as expired and re-sent with a fresh token (each then new, not a duplicate), %d re-sent after a connection failure",
 		loadTook.Round(time.Millisecond), r.l.total(), float64(r.l.total())/loadTook.Seconds(), r.pubExpired.Load(), r.retries.Load())
 	s.figure("stream expiries: %d, each UNAUTHENTICATED %q, seen by the client %v (p50) / %v (p99) / %v (max) after exp + grace; %d resumes, %d actions applied, all caught up %v after the load; unexpected ends: %d",
@@ -384,21 +390,15 @@ func (r *secureRun) fail(format string, args ...any) {
 	}
 }
 
-// follow runs follower f of identity sub until ctx ends: each stream with a fresh token
-// of 2-6 s covering only its channels, each resuming from its last seq and epoch. Every
-// stream must end at its token's exp + grace with UNAUTHENTICATED "token expired at …".
-func (r *secureRun) follow(ctx context.Context, rng *rand.Rand, f *follower, sub string, w secureWire, client actionsyncv1connect.SyncServiceClient) {
+// follow runs follower f of identity sub until ctx ends, on Subscribe streams or (onSync)
+// on Sync streams: each stream with a fresh token of 2-6 s covering only its channels,
+// each resuming from its last seq and epoch. Every stream must end at its token's exp +
+// grace with UNAUTHENTICATED "token expired at …".
+func (r *secureRun) follow(ctx context.Context, rng *rand.Rand, f *follower, sub string, w secureWire, client actionsyncv1connect.SyncServiceClient, onSync bool) {
 	grant := auth.Grant{Channels: f.channels, Allow: []auth.Right{auth.RightSubscribe}}
 	for ctx.Err() == nil {
 		exp := expiry(time.Duration(2000+rng.IntN(4001)) * time.Millisecond)
-		stream, err := client.Subscribe(ctx, withToken(f.request(), r.mint(sub, exp, grant)))
-		if err == nil {
-			for stream.Receive() {
-				f.apply(stream.Msg())
-			}
-			err = stream.Err()
-			stream.Close()
-		}
+		err := followOnce(ctx, client, f, r.mint(sub, exp, grant), onSync)
 		ended := time.Now()
 		if ctx.Err() != nil {
 			return
@@ -417,6 +417,39 @@ func (r *secureRun) follow(ctx context.Context, rng *rand.Rand, f *follower, sub
 			r.lateness = append(r.lateness, late)
 			r.mu.Unlock()
 		}
+	}
+}
+
+// followOnce opens one stream of f with token, a Subscribe or (onSync) a Sync with one
+// subscribe, applies what arrives until it ends, and returns how it ended.
+func followOnce(ctx context.Context, client actionsyncv1connect.SyncServiceClient, f *follower, token string, onSync bool) error {
+	if !onSync {
+		stream, err := client.Subscribe(ctx, withToken(f.request(), token))
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			f.apply(stream.Msg())
+		}
+		return stream.Err()
+	}
+	stream := client.Sync(ctx)
+	stream.RequestHeader().Set("Authorization", "Bearer "+token)
+	defer func() {
+		_ = stream.CloseRequest()
+		_ = stream.CloseResponse()
+	}()
+	if err := stream.Send(&actionsyncv1.SyncRequest{Request: &actionsyncv1.SyncRequest_Subscribe{Subscribe: f.request()}}); err != nil {
+		_, rerr := stream.Receive() // the server's answer, if it ended the stream
+		return errors.Join(err, rerr)
+	}
+	for {
+		m, err := stream.Receive()
+		if err != nil {
+			return err
+		}
+		f.apply(&actionsyncv1.SubscribeResponse{Actions: m.GetActions(), Reset_: m.GetReset_(), Ready: m.GetReady()})
 	}
 }
 
