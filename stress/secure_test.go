@@ -29,7 +29,9 @@ const (
 	secureLate       = 1 * time.Second        // how long after exp + grace an expired stream may end at the client
 	secureQuickBound = 5 * time.Second        // garbage, HTTP in clear, unknown ALPN: answered within this
 	// The server closes a connection that completes no handshake, or sends no request
-	// after it, after its read-header timeout (10 s, readHeaderTimeout in cmd/actionsync).
+	// after it, within 10 s: net/http bounds the handshake and an HTTP/1.1 request's
+	// header by the read-header timeout (readHeaderTimeout in cmd/actionsync), and waits
+	// 10 s for an HTTP/2 client's preface.
 	secureStallBound = 12 * time.Second
 	secureMaxStalls  = 16 // stalled connections open at once
 	refuserSubs      = 8  // identities per refuser, to stay far below the dispatch quota
