@@ -1,8 +1,8 @@
 // Package stress is actionsync's self-checking stress and fault suite: storms of cut and
 // resumed subscribers, connect/cancel churn, hostile bytes on the wire, slow and stuck
-// readers, abuse of limits, shutdown under load and killed processes, each against real
-// `actionsync serve` processes over real sockets, each failing on any loss, duplicate,
-// reorder or leak and printing its figures.
+// readers, abuse of limits, shutdown under load, killed processes, and TLS with expiring
+// tokens and refused requests, each against real `actionsync serve` processes over real
+// sockets, each failing on any loss, duplicate, reorder or leak and printing its figures.
 //
 // The suite lives in this package's tests and runs only when asked:
 //

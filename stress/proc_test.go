@@ -112,7 +112,7 @@ func (p *proc) start() {
 	}()
 	select {
 	case p.url = <-listening:
-		p.addr = strings.TrimPrefix(p.url, "http://")
+		p.addr = strings.TrimPrefix(strings.TrimPrefix(p.url, "http://"), "https://") // https: with --tls-cert
 	case <-done:
 		p.t.Fatalf("%s exited before listening: %v\n%s", p.name, p.err, p.logs())
 	case <-time.After(60 * time.Second):
