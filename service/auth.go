@@ -52,7 +52,7 @@ func (a *authInterceptor) authenticate(ctx context.Context, header string) (cont
 	}
 	id, err := a.auth.Verify(strings.TrimSpace(token))
 	if err != nil {
-		return nil, nil, connect.NewError(connect.CodeUnauthenticated, err)
+		return nil, nil, connect.NewError(connect.CodeUnauthenticated, withoutSentinel{err, auth.ErrUnauthenticated})
 	}
 	return context.WithValue(ctx, identityKey{}, id), id, nil
 }
@@ -95,8 +95,19 @@ func (a *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 
 // forbidden turns an auth.ErrForbidden into PERMISSION_DENIED.
 func forbidden(err error) *connect.Error {
-	return connect.NewError(connect.CodePermissionDenied, authDenied{err})
+	return connect.NewError(connect.CodePermissionDenied, authDenied{withoutSentinel{err, auth.ErrForbidden}})
 }
+
+// withoutSentinel is err with the sentinel's words cut from the end of its message
+// ("token signature is invalid: unauthenticated"): the Connect code says them already.
+// errors.Is still finds the sentinel.
+type withoutSentinel struct{ err, sentinel error }
+
+func (w withoutSentinel) Error() string {
+	return strings.TrimSuffix(w.err.Error(), ": "+w.sentinel.Error())
+}
+
+func (w withoutSentinel) Unwrap() error { return w.err }
 
 // authorize checks that the identity in ctx (if auth is on) may do right on channel,
 // and for publishing each of types.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,9 @@ func TestService_Auth_unauthenticated(t *testing.T) {
 			c := e.as(p, tok)
 			_, err := c.Dispatch(rpcCtx(t), connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: "board:1", Actions: acts(1, "a")}))
 			checkErr(t, err, connect.CodeUnauthenticated, map[string]string{"missing": "missing bearer token", "garbage": "malformed", "expired": "token expired at"}[name])
+			if msg := connectMessage(err); strings.HasSuffix(msg, "unauthenticated") {
+				t.Errorf("%s %s: message %q says the code again", p.name, name, msg)
+			}
 			_, err = c.History(rpcCtx(t), connect.NewRequest(&actionsyncv1.HistoryRequest{Channel: "board:1"}))
 			checkErr(t, err, connect.CodeUnauthenticated, "")
 			_, err = c.GetSnapshot(rpcCtx(t), connect.NewRequest(&actionsyncv1.GetSnapshotRequest{Channel: "board:1"}))
@@ -123,6 +127,9 @@ func TestService_Auth_rights(t *testing.T) {
 		}
 		_, err := reader.Dispatch(rpcCtx(t), connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: "board:1", Actions: acts(1, "r")}))
 		checkErr(t, err, connect.CodePermissionDenied, `channel "board:1": the token of "bob" does not allow publish there`)
+		if msg := connectMessage(err); msg != `channel "board:1": the token of "bob" does not allow publish there` {
+			t.Errorf("refused dispatch: message %q; want the reason alone (the code says %q)", msg, "permission denied")
+		}
 		_, err = reader.PutSnapshot(rpcCtx(t), connect.NewRequest(&actionsyncv1.PutSnapshotRequest{Channel: "board:1", Seq: 1, Epoch: "e"}))
 		checkErr(t, err, connect.CodePermissionDenied, "does not allow publish")
 		_, err = writer.Dispatch(rpcCtx(t), connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: "room:1", Actions: acts(1, "x")}))
@@ -294,4 +301,13 @@ func TestService_Quotas(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// connectMessage returns the message of a Connect error without its code.
+func connectMessage(err error) string {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return ""
+	}
+	return ce.Message()
 }
