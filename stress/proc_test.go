@@ -53,8 +53,12 @@ type proc struct {
 }
 
 // watched are the log fragments every process counts: a data race or a panic in the
-// server fails the scenario that caused it.
-var watched = []string{"WARNING: DATA RACE", "panic:", "level=ERROR", "resets requests in a loop"}
+// server fails the scenario that caused it; netHTTPLine counts net/http's error lines.
+var watched = []string{"WARNING: DATA RACE", "panic:", "level=ERROR", "resets requests in a loop", netHTTPLine}
+
+// netHTTPLine starts every line of net/http's error log (a failed TLS handshake, a bad
+// HTTP/2 preface) in the server's log.
+const netHTTPLine = `level=WARN msg="http`
 
 // startProc starts `actionsync serve` with args plus its listeners on loopback, and
 // returns once it listens. It is killed, if still running, when t ends.

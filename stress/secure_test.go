@@ -283,6 +283,12 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 	if n := srv.count("level=ERROR"); n > 0 {
 		t.Errorf("the server logged %d errors; its last lines:\n%s", n, srv.logs())
 	}
+	// net/http's error lines (a failed handshake each) are rate-limited: a burst of 20,
+	// then 1 a second (cmd/actionsync/errorlog.go), however many bad connections came.
+	httpLines := srv.count(netHTTPLine)
+	if limit := 20 + int(time.Since(r.start).Seconds()) + 1; httpLines > limit {
+		t.Errorf("the server logged %d of net/http's error lines in %v, want at most %d (rate-limited)", httpLines, time.Since(r.start).Round(time.Second), limit)
+	}
 
 	// Back at the baseline once every client connection is closed.
 	r.pools.closeAll()
@@ -323,6 +329,7 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 	}
 	s.figure("checked: %d acks against History (exactly once); every follower's sequence per channel equals History: %v; the canary's stream (%d actions) never ended; the last stall ended %v after the start",
 		checked, total, cn.at(r.channels[0]).last, abuseTook.Round(time.Millisecond))
+	s.figure("server log: %d of net/http's error lines (rate-limited) for the TLS abuse above", httpLines)
 	s.figure("server: baseline %d goroutines, heap %s; after the load, settled in %v: %d goroutines, heap %s, %d streams, %d subscriptions; peak %d streams, peak RSS %s",
 		base.GetGoroutines(), mib(base.GetHeapBytes()), settled.Round(time.Millisecond), after.GetGoroutines(), mib(after.GetHeapBytes()),
 		after.GetStreams(), after.GetSubscriptions(), peakStreams, mib(peakRSS))

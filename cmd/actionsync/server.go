@@ -419,7 +419,7 @@ func newHTTPServer(handler http.Handler, cfg config, logger *slog.Logger) *http.
 		Protocols:         &protocols,
 		ReadHeaderTimeout: readHeaderTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          newServerErrorLog(logger),
 		// Explicit rather than net/http's default (also 250), so it is documented and
 		// configurable: how many requests (streams included) one HTTP/2 connection may
 		// have open at once; the client waits for one to end before it can open more.
