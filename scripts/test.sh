@@ -35,9 +35,7 @@ step "go test -race"
 go test -race -count=1 ./...
 
 step "stress suite, short form: every scenario for ${STRESS_DURATION:-8s}, a new seed each run (docs/reliability.md)"
-# STRESS_NATS=0: the NATS cluster fault case is off in CI while its two open failures
-# (docs/reliability.md) make it fail now and then; STRESS_NATS=1 turns it on.
-STRESS=1 STRESS_NATS="${STRESS_NATS:-0}" STRESS_DURATION="${STRESS_DURATION:-8s}" go test -count=1 -v -timeout 10m -run Stress ./stress/ 2>&1 |
+STRESS=1 STRESS_DURATION="${STRESS_DURATION:-8s}" go test -count=1 -v -timeout 10m -run Stress ./stress/ 2>&1 |
   grep -v -E '^=== (RUN|PAUSE|CONT)'
 test "${PIPESTATUS[0]}" = 0
 
