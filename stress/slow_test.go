@@ -137,12 +137,28 @@ func TestStress_SlowAndStuckReaders(t *testing.T) {
 		t.Cleanup(func() { go stream.Close() })
 	}
 	proxy.vanish()
+	// While the healthy ones are measured beside them, watch for the moment the last bad
+	// stream is cut (the server's open streams back to the healthy ones).
+	var cutIn time.Duration
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for watchCtx.Err() == nil {
+			if st, err := srv.stats(watchCtx); err == nil && st.GetStreams() == nHealthy {
+				cutIn = time.Since(badStart)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	beside := measure(s.duration / 2)
+	stopWatch()
+	<-watched
 
 	// Every bad stream is cut: only the healthy ones remain.
-	var cutIn time.Duration
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	for cutIn == 0 {
 		st, err := srv.stats(ctx)
 		if err != nil {
 			t.Fatal(err)
