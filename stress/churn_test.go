@@ -55,11 +55,22 @@ func TestStress_ConnectCancelChurn(t *testing.T) {
 	setup := newConns(t, 0, 0)
 	sc := setup.sync(srv.url)
 	prefill := newLedger()
-	for _, ch := range []string{replay, live} {
+	// Every channel the churn writes to (the Sync streams dispatch to churn:sync:0..9)
+	// starts full, so that a long run's heap measures what churn leaves, not history
+	// growing to its bound (a 10-minute run grew ~22 MiB of it before).
+	full := []string{replay, live}
+	for i := range syncChannels {
+		full = append(full, syncChannel(i))
+	}
+	for k, ch := range full {
+		size := 100
+		if k >= 2 {
+			size = 20 // as the Sync streams' actions
+		}
 		for i := 0; i < replayLen; i += 100 {
 			batch := make([]*actionsyncv1.Action, 100)
 			for j := range batch {
-				batch[j] = action(fmt.Sprintf("%s-%d", ch, i+j), 100)
+				batch[j] = action(fmt.Sprintf("%s-%d", ch, i+j), size)
 			}
 			res, err := sc.Dispatch(ctx, connect.NewRequest(&actionsyncv1.DispatchRequest{Channel: ch, Actions: batch}))
 			if err != nil {
@@ -250,7 +261,7 @@ func churnOne(ctx context.Context, cs *conns, client actionsyncv1connect.SyncSer
 		}()
 		_ = stream.Send(&actionsyncv1.SyncRequest{Request: &actionsyncv1.SyncRequest_Subscribe{Subscribe: &actionsyncv1.SubscribeRequest{Positions: []*actionsyncv1.Position{liveAt}}}})
 		_ = stream.Send(&actionsyncv1.SyncRequest{Request: &actionsyncv1.SyncRequest_Dispatch{Dispatch: &actionsyncv1.DispatchRequest{
-			Channel: fmt.Sprintf("churn:sync:%d", at%10), Actions: []*actionsyncv1.Action{action("", 20)}}}})
+			Channel: syncChannel(at % syncChannels), Actions: []*actionsyncv1.Action{action("", 20)}}}})
 		for i := 0; i < at%4; i++ {
 			if _, err := stream.Receive(); err != nil {
 				return err
@@ -262,3 +273,9 @@ func churnOne(ctx context.Context, cs *conns, client actionsyncv1connect.SyncSer
 	}
 	return nil
 }
+
+// syncChannels is how many channels the churn's Sync streams dispatch to.
+const syncChannels = 10
+
+// syncChannel names the i-th channel the churn's Sync streams dispatch to.
+func syncChannel(i int) string { return fmt.Sprintf("churn:sync:%d", i) }
