@@ -123,6 +123,16 @@ func (f faults) total() int {
 	return f.gaps + f.duplicates + f.reorders + f.resets + f.strays + f.badReadies
 }
 
+// add counts o's faults in f.
+func (f *faults) add(o faults) {
+	f.gaps += o.gaps
+	f.duplicates += o.duplicates
+	f.reorders += o.reorders
+	f.resets += o.resets
+	f.strays += o.strays
+	f.badReadies += o.badReadies
+}
+
 func (f faults) String() string {
 	return fmt.Sprintf("%d gaps, %d duplicates, %d reorders, %d resets, %d actions of channels not followed, %d wrong readies",
 		f.gaps, f.duplicates, f.reorders, f.resets, f.strays, f.badReadies)

@@ -235,12 +235,7 @@ func TestStress_SecureUnderLoad(t *testing.T) {
 	for _, f := range followers {
 		checkFollower(t, f, hs, true)
 		fs, _ := f.found()
-		total.gaps += fs.gaps
-		total.duplicates += fs.duplicates
-		total.reorders += fs.reorders
-		total.resets += fs.resets
-		total.strays += fs.strays
-		total.badReadies += fs.badReadies
+		total.add(fs)
 		f.mu.Lock()
 		applied += f.applied
 		sessions += f.sessions

@@ -236,12 +236,7 @@ func TestStress_RecoveryStorm(t *testing.T) {
 	for _, sub := range subs {
 		checkFollower(t, sub.f, hs, true)
 		fs, _ := sub.f.found()
-		total.gaps += fs.gaps
-		total.duplicates += fs.duplicates
-		total.reorders += fs.reorders
-		total.resets += fs.resets
-		total.strays += fs.strays
-		total.badReadies += fs.badReadies
+		total.add(fs)
 		sub.f.mu.Lock()
 		applied += sub.f.applied
 		sessions += sub.f.sessions
