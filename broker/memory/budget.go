@@ -34,8 +34,14 @@ func (bu *budget) add(ch *channel, e *broker.Entry) {
 	bu.mu.Lock()
 	bu.queue = append(bu.queue, budgetRec{ch: ch, e: e})
 	// Entries dropped by their channel (count, age, its byte cap) stay queued until
-	// popped: compact once they outnumber the live ones, so the queue stays bounded.
-	if n := len(bu.queue) - bu.start; n > 1024 && int64(n) > 2*bu.live.Load() {
+	// popped, and a queued entry keeps its bytes in memory: compact once they are more
+	// than a quarter of the live ones (and 1,024), so that what they hold stays a small
+	// part of history's own (with "outnumber the live ones", a full history kept up to
+	// as much again: the stress suite's churn saw +22 MiB over 60,000 live actions).
+	// Each compaction scans the queue and removes at least a fifth of it: a few steps
+	// per add.
+	live := bu.live.Load()
+	if dropped := int64(len(bu.queue)-bu.start) - live; dropped > 1024 && dropped > live/4 {
 		kept := bu.queue[:0]
 		for _, r := range bu.queue[bu.start:] {
 			if !r.e.Dropped() {

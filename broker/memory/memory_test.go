@@ -356,6 +356,37 @@ func TestBroker_HistoryByteBounds(t *testing.T) {
 			t.Errorf("heap grew %d bytes with a budget of %d", grown, budget)
 		}
 	})
+	t.Run("dropped_entries_freed", func(t *testing.T) {
+		// A full history that keeps turning over (a count limit, far below the byte
+		// budget): the actions it drops must not stay in memory by the thousands. The
+		// budget's queue held them until they outnumbered the live ones (the stress
+		// suite's churn: +22 MiB over 60,000 live actions).
+		const live = 8000
+		b := memory.New(memory.Options{HistorySize: live})
+		t.Cleanup(func() { _ = b.Close() })
+		heap := func() int64 {
+			runtime.GC()
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			return int64(m.HeapAlloc)
+		}
+		for i := range live {
+			if _, err := b.Publish(t.Context(), "c", []*actionsyncv1.Action{big(fmt.Sprint("fill-", i), 1000)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		full := heap()
+		for i := range 15_000 {
+			if _, err := b.Publish(t.Context(), "c", []*actionsyncv1.Action{big(fmt.Sprint("more-", i), 1000)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		grown := heap() - full
+		t.Logf("history of %d actions of ~1 KB turned over 15,000 more: heap grew %.1f MB", live, float64(grown)/(1<<20))
+		if grown > 5<<20 {
+			t.Errorf("heap grew %.1f MB past a full history of %d actions of ~1 KB: dropped actions kept", float64(grown)/(1<<20), live)
+		}
+	})
 }
 
 // TestBroker_FanoutWidth: a subscription tells how many subscribers share its channels'
