@@ -258,7 +258,7 @@ func TestBroker_HistoryKeepsEncodedBytesOnly(t *testing.T) {
 		return m.HeapAlloc
 	}
 	const n = 50
-	before := heap()
+	before := heapAlloc()
 	encoded := 0
 	for i := range n {
 		values := make([]*structpb.Value, 16_000)
@@ -338,19 +338,13 @@ func TestBroker_HistoryByteBounds(t *testing.T) {
 		const budget = 16 << 20
 		b := memory.New(memory.Options{MaxHistoryBytes: budget})
 		t.Cleanup(func() { _ = b.Close() })
-		heap := func() int64 {
-			runtime.GC()
-			var m runtime.MemStats
-			runtime.ReadMemStats(&m)
-			return int64(m.HeapAlloc)
-		}
-		before := heap()
+		before := heapAlloc()
 		for i := range 2_000 { // 2,000 x 60 KB = 120 MB published over 50 channels
 			if _, err := b.Publish(t.Context(), fmt.Sprint("ch-", i%50), []*actionsyncv1.Action{big(fmt.Sprint(i), 60_000)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		grown := heap() - before
+		grown := heapAlloc() - before
 		t.Logf("120 MB published with a %d MB budget: heap grew %.1f MB", budget>>20, float64(grown)/(1<<20))
 		if grown > budget*5/4 {
 			t.Errorf("heap grew %d bytes with a budget of %d", grown, budget)
@@ -364,24 +358,18 @@ func TestBroker_HistoryByteBounds(t *testing.T) {
 		const live = 8000
 		b := memory.New(memory.Options{HistorySize: live})
 		t.Cleanup(func() { _ = b.Close() })
-		heap := func() int64 {
-			runtime.GC()
-			var m runtime.MemStats
-			runtime.ReadMemStats(&m)
-			return int64(m.HeapAlloc)
-		}
 		for i := range live {
 			if _, err := b.Publish(t.Context(), "c", []*actionsyncv1.Action{big(fmt.Sprint("fill-", i), 1000)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		full := heap()
+		full := heapAlloc()
 		for i := range 15_000 {
 			if _, err := b.Publish(t.Context(), "c", []*actionsyncv1.Action{big(fmt.Sprint("more-", i), 1000)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		grown := heap() - full
+		grown := heapAlloc() - full
 		t.Logf("history of %d actions of ~1 KB turned over 15,000 more: heap grew %.1f MB", live, float64(grown)/(1<<20))
 		if grown > 5<<20 {
 			t.Errorf("heap grew %.1f MB past a full history of %d actions of ~1 KB: dropped actions kept", float64(grown)/(1<<20), live)
@@ -421,4 +409,12 @@ func TestBroker_FanoutWidth(t *testing.T) {
 	if got := width(a1); got != 2 {
 		t.Errorf("after one left: width %d, want 2", got)
 	}
+}
+
+// heapAlloc returns the bytes the heap holds after a garbage collection.
+func heapAlloc() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
