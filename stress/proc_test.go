@@ -229,11 +229,7 @@ func (p *proc) stats(ctx context.Context) (*actionsyncv1.ServerStats, error) {
 // the heap then holds only what is reachable.
 func (p *proc) gcStats(ctx context.Context) (*actionsyncv1.ServerStats, error) {
 	for range 2 {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/heap?gc=1", nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := p.debugGet(ctx, "/debug/pprof/heap?gc=1")
 		if err != nil {
 			return nil, fmt.Errorf("gc: %w", err)
 		}
@@ -259,17 +255,22 @@ func (p *proc) rss() uint64 {
 	return 0
 }
 
+// debugGet requests path from the server's --debug-addr listener (pprof).
+func (p *proc) debugGet(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return http.DefaultClient.Do(req)
+}
+
 // mib formats bytes in MiB.
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // goroutines returns the server's goroutine profile (pprof, debug=1: stacks grouped
 // with their counts), to show where a leak is.
 func (p *proc) goroutines(ctx context.Context) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/goroutine?debug=1", nil)
-	if err != nil {
-		return err.Error()
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.debugGet(ctx, "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return err.Error()
 	}
@@ -281,11 +282,7 @@ func (p *proc) goroutines(ctx context.Context) string {
 // saveHeapProfile writes the server's heap profile to a file in the system's temporary
 // directory and returns its path, for `go tool pprof`.
 func (p *proc) saveHeapProfile(ctx context.Context) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/debug/pprof/heap?gc=1", nil)
-	if err != nil {
-		return err.Error()
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.debugGet(ctx, "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return err.Error()
 	}
